@@ -1,0 +1,66 @@
+"""eventlog: an embeddable event log for Python.
+
+Topics split into partitions, records addressed by offsets, producers, consumer
+groups with committed offsets, retention and compaction — as a library, on
+memory-mapped segment files in a directory. Several threads and processes may use
+one log directory at once.
+
+A short tour (the storage layer; producers and consumers build on it):
+
+>>> import eventlog, tempfile
+>>> with eventlog.open(tempfile.mkdtemp()) as log:
+...     orders = log.create_topic("orders", partitions=2)
+...     p0 = orders.partition(0)
+...     p0.append([b"first", b"second"])
+...     [r.value for r in p0.read(0)]
+0
+[b'first', b'second']
+"""
+
+from __future__ import annotations
+
+from ._types import Record, RecordMetadata, TopicPartition
+from .config import LogOptions, TopicConfig
+from .errors import (
+    ClosedError,
+    CorruptRecordError,
+    EventLogError,
+    InvalidConfigError,
+    InvalidTopicError,
+    LogDirectoryError,
+    LogFailedError,
+    OffsetOutOfRangeError,
+    RecordTooLargeError,
+    SerializationError,
+    TopicExistsError,
+    UnknownTopicError,
+)
+from .log import Log, open
+from .topic import Partition, Topic
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ClosedError",
+    "CorruptRecordError",
+    "EventLogError",
+    "InvalidConfigError",
+    "InvalidTopicError",
+    "Log",
+    "LogDirectoryError",
+    "LogFailedError",
+    "LogOptions",
+    "OffsetOutOfRangeError",
+    "Partition",
+    "Record",
+    "RecordMetadata",
+    "RecordTooLargeError",
+    "SerializationError",
+    "Topic",
+    "TopicConfig",
+    "TopicExistsError",
+    "TopicPartition",
+    "UnknownTopicError",
+    "__version__",
+    "open",
+]

@@ -1,0 +1,724 @@
+"""A partition: its segments, the writer lock, roll, read, time lookup and recovery.
+
+Concurrency model
+-----------------
+- One writer at a time, across threads and processes: a ``threading.Lock`` for the
+  threads of this process, then ``fcntl.flock`` on the partition's head file for the
+  processes. ``flock`` locks belong to the open file description and the kernel drops
+  them when their owner dies, so a writer killed with ``kill -9`` never leaves the
+  partition locked. (A POSIX ``lockf`` lock would instead vanish when *any* descriptor
+  of the file closed in the process, which a library cannot rule out.)
+- A writer appends the batch bytes, then publishes the new end in the head
+  (``_head``). Readers take no lock: they read the head and never look past the
+  published end, so they see whole batches only, in any process, without reopening.
+- Every writer starts by re-reading the head (``_sync``): another process may have
+  appended, rolled, or died halfway through writing a batch. A dead writer's bytes
+  after the published end are moved aside before anything new is written there.
+
+Recovery
+--------
+Runs when the first process opens a log (``Log`` holds an exclusive lock on the
+directory while it does) and whenever a head turns out unreadable:
+
+1. A head that is clean (closed by its last user) or written during the current
+   kernel boot (so only a process, not the OS, can have crashed) is exact: only the
+   bytes after its published end are checked and cut.
+2. Otherwise every batch from the segment holding the durable point (the last
+   fsynced position) onward is validated. A bad batch at or after the durable point is
+   a torn tail: it and everything after it is moved aside (``*.cut-*`` files) and the
+   log ends before it. A bad batch *before* the durable point is corruption of
+   acknowledged data and raises ``CorruptRecordError``, unless the log was opened
+   with ``recovery="truncate"``.
+3. Indexes of the segments it validated are rebuilt from what it read.
+"""
+
+from __future__ import annotations
+
+import bisect
+import fcntl
+import os
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import NamedTuple
+
+from . import _fileutil, _format, _head
+from ._format import DecodedBatch, EncodedBatch
+from ._head import Head, HeadState
+from ._segment import Segment, file_name, parse_file_name
+from .config import LogOptions, TopicConfig
+from .errors import (
+    ClosedError,
+    CorruptRecordError,
+    LogDirectoryError,
+    LogFailedError,
+    OffsetOutOfRangeError,
+    UnknownTopicError,
+)
+
+_MAX_HINTS = 64
+_MAX_MAPPED_SEALED = 4
+DEFAULT_FETCH_BYTES = 1 << 20
+
+
+class StorageContext:
+    """What all partitions of one open ``Log`` share: options, clock, the failed
+    state, and the set of partitions with unsynced writes (for the interval flusher)."""
+
+    def __init__(self, options: LogOptions) -> None:
+        self.options = options
+        self.clock: Callable[[], int] = options.clock
+        self.boot_id = _head.current_boot_id()
+        self.failure: BaseException | None = None
+        self.dirty: set[PartitionLog] = set()
+        self.dirty_lock = threading.Lock()
+
+    def check_writable(self) -> None:
+        if self.failure is not None:
+            raise LogFailedError("an fsync failed earlier, so writes may not have reached "
+                                 "the disk; the log is read-only until reopened") \
+                from self.failure
+
+    def fail(self, exc: BaseException) -> LogFailedError:
+        self.failure = exc
+        err = LogFailedError(f"fsync failed ({exc}); the log is now read-only until reopened")
+        err.__cause__ = exc
+        return err
+
+
+class AppendResult(NamedTuple):
+    base_offset: int
+    next_offset: int
+    log_append_time_ms: int  # -1 unless the topic uses log-append time
+
+
+class PartitionLog:
+    """One partition of one topic, in one process. Thread-safe.
+
+    Cost notes: ``append`` takes two ``flock`` calls and one head read besides the
+    memcpy and checksum of the batch; ``fetch`` takes no lock and, when it continues
+    where a previous fetch ended, no index search.
+    """
+
+    def __init__(self, directory: str, config: Callable[[], TopicConfig],
+                 context: StorageContext, *, recover: bool = False) -> None:
+        self.directory = directory
+        self._config = config
+        self._ctx = context
+        self._lock = threading.Lock()
+        self._head = Head(os.path.join(directory, _head.FILE_NAME))
+        self._segments: dict[int, Segment] = {}
+        self._bases: list[int] = []
+        self._layout_epoch = -1
+        self._hints: OrderedDict[int, tuple[Segment, int]] = OrderedDict()
+        self._mapped_sealed: OrderedDict[int, Segment] = OrderedDict()
+        self._own_seq = -1          # seq of the last state this process published
+        self._closed = False
+        self._max_ts_cache: dict[int, int] = {}
+        try:
+            with self._locked() as state:
+                if recover:
+                    self._recover(state)
+        except BaseException:
+            self._head.close()
+            raise
+
+    def __repr__(self) -> str:
+        return f"<PartitionLog {self.directory}>"
+
+    # -- state ----------------------------------------------------------------------
+
+    def state(self) -> HeadState:
+        """The published state (lock-free). Cost: one head read."""
+        self._check_open()
+        st = self._head.read()
+        if st is None:
+            with self._locked() as st:
+                return st
+        if st.deleted:
+            self._raise_deleted()
+        if st.layout_epoch != self._layout_epoch or st.active_base not in self._segments:
+            self._reload_segments(st.layout_epoch)
+        return st
+
+    def _raise_deleted(self) -> None:
+        raise UnknownTopicError(f"the topic of partition {self.directory} was deleted")
+
+    @property
+    def start_offset(self) -> int:
+        return self.state().start_offset
+
+    @property
+    def end_offset(self) -> int:
+        return self.state().end_offset
+
+    def notify_count(self) -> int:
+        return self._head.notify_count()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ClosedError(f"partition {self.directory} is closed")
+
+    @contextmanager
+    def _locked(self) -> Iterator[HeadState]:
+        """Hold the writer lock (threads, then processes) and yield the current state,
+        repaired if a writer died or the head is unreadable."""
+        with self._lock:
+            self._check_open()
+            fcntl.flock(self._head.fd, fcntl.LOCK_EX)
+            try:
+                yield self._sync()
+            finally:
+                fcntl.flock(self._head.fd, fcntl.LOCK_UN)
+
+    def _sync(self) -> HeadState:
+        st = self._head.read()
+        if st is None:
+            return self._recover(None)
+        if st.deleted:
+            self._raise_deleted()
+        if st.layout_epoch != self._layout_epoch or st.active_base not in self._segments:
+            self._reload_segments(st.layout_epoch)
+            if st.active_base not in self._segments:
+                return self._recover(st)
+        active = self._segments[st.active_base]
+        if st.seq != self._own_seq:
+            # Someone else wrote since our last publish (or we just arrived): pick up
+            # their index entries, and look for a batch that a writer began at the
+            # published end and never published because it died.
+            st = self._cut_debris(st, active)
+            active.prepare_writer_indexes(st.active_position,
+                                          self._config().index_interval_bytes)
+        return st
+
+    def _cut_debris(self, st: HeadState, active: Segment) -> HeadState:
+        """Writers write only at the published end, header first, so a dead writer's
+        bytes (if any) begin exactly there: one 64-byte check finds them."""
+        size = active.file_bytes()
+        if size <= st.active_position:
+            return st
+        mm = active.mapping(size)
+        assert mm is not None
+        if _format.is_unwritten(mm, st.active_position, size):
+            return st
+        self._move_aside(active, st.active_position)
+        return self._publish(st)
+
+    def _move_aside(self, segment: Segment, position: int) -> int:
+        aside = os.path.join(self.directory, f"{segment.base_offset:020d}.cut-{position}-"
+                             f"{self._ctx.clock()}")
+        with _fileutil.os_errors(f"moving damaged bytes of {segment.path} aside"):
+            return segment.cut(position, aside)
+
+    def _publish(self, st: HeadState) -> HeadState:
+        st = self._head.publish(st._replace(boot_id=self._ctx.boot_id))
+        self._own_seq = st.seq
+        return st
+
+    # -- segments -----------------------------------------------------------------
+
+    def _list_bases(self) -> list[int]:
+        with _fileutil.os_errors(f"listing {self.directory}"):
+            names = os.listdir(self.directory)
+        return sorted(b for b in map(parse_file_name, names) if b is not None)
+
+    def _reload_segments(self, layout_epoch: int) -> None:
+        bases = self._list_bases()
+        old = self._segments
+        fresh: dict[int, Segment] = {}
+        for base in bases:
+            seg = old.get(base)
+            if seg is None or self._layout_epoch != layout_epoch:
+                # A replaced file (compaction) has the same name: after a layout change,
+                # map every segment again. Old mappings stay valid until dropped.
+                seg = Segment(self.directory, base)
+            fresh[base] = seg
+        for base, seg in old.items():
+            if fresh.get(base) is not seg:
+                seg.release_writer()
+        self._segments = fresh
+        self._bases = bases
+        self._layout_epoch = layout_epoch
+        self._hints.clear()
+        self._mapped_sealed.clear()
+        self._max_ts_cache.clear()
+
+    def _segment_for(self, offset: int) -> Segment | None:
+        bases = self._bases
+        i = bisect.bisect_right(bases, offset) - 1
+        if i < 0:
+            return None
+        return self._segments.get(bases[i])
+
+    def _next_segment(self, base: int) -> Segment | None:
+        bases = self._bases
+        i = bisect.bisect_right(bases, base)
+        return self._segments.get(bases[i]) if i < len(bases) else None
+
+    def _limit(self, segment: Segment, st: HeadState) -> int:
+        """How far a reader may look into ``segment`` under state ``st``."""
+        if segment.base_offset == st.active_base:
+            return st.active_position
+        if segment.base_offset > st.active_base:
+            return 0  # created by a roll that is not published yet
+        size = segment.file_bytes() if segment._mm is None else segment._mapped_bytes
+        if segment._mm is None or segment._mapped_bytes < size:
+            segment.mapping(size)
+        self._note_sealed_mapping(segment)
+        return size
+
+    def _note_sealed_mapping(self, segment: Segment) -> None:
+        """Keep at most a few sealed segments mapped, so that reading a log much larger
+        than memory leaves resident memory flat."""
+        cache = self._mapped_sealed
+        cache[segment.base_offset] = segment
+        cache.move_to_end(segment.base_offset)
+        while len(cache) > _MAX_MAPPED_SEALED:
+            _, old = cache.popitem(last=False)
+            old._mm = None  # unmapped when the last reader lets go of it
+            old._mapped_bytes = 0
+            old.drop_indexes()
+
+    # -- writing --------------------------------------------------------------------
+
+    def append(self, batch: EncodedBatch) -> AppendResult:
+        """Append one encoded batch; return its base offset. Visible to readers in every
+        process when this returns (and on disk, with ``fsync="always"``).
+        """
+        config = self._config()
+        options = self._ctx.options
+        self._ctx.check_writable()
+        with self._locked() as st:
+            if st.clean:
+                st = self._make_dirty(st)
+            active = self._segments[st.active_base]
+            now = -1
+            if config.segment_ms is not None or config.timestamp_type == "log_append_time":
+                now = self._ctx.clock()
+            if st.active_position > 0 and (
+                    st.active_position + batch.size > config.segment_bytes
+                    or (config.segment_ms is not None
+                        and now - st.active_created_ms >= config.segment_ms)):
+                st, active = self._roll(st, active, config, now)
+            position = st.active_position
+            base_offset = st.end_offset
+            log_time = now if config.timestamp_type == "log_append_time" else -1
+            if log_time >= 0:
+                length = active.append(batch, position, base_offset, config.segment_bytes,
+                                       log_time, log_time)
+                batch_max_ts = log_time
+            else:
+                length = active.append(batch, position, base_offset, config.segment_bytes)
+                batch_max_ts = batch.max_timestamp_ms
+            max_ts = max(st.active_max_timestamp_ms, batch_max_ts)
+            end = base_offset + batch.last_offset_delta + 1
+            new = st._replace(end_offset=end, active_position=position + length,
+                              active_max_timestamp_ms=max_ts)
+            if options.fsync == "always":
+                self._fsync(active)
+                new = new._replace(recovery_base=active.base_offset,
+                                   recovery_position=position + length, recovery_offset=end)
+            self._publish(new)
+            # Index entries go after the publish: an entry never names unpublished bytes.
+            policy = active.index_policy(config.index_interval_bytes)
+            policy.observe(position, base_offset, max_ts)
+            active.write_entries(policy)
+        if options.fsync == "interval":
+            with self._ctx.dirty_lock:
+                self._ctx.dirty.add(self)
+        return AppendResult(base_offset, end, log_time)
+
+    def _make_dirty(self, st: HeadState) -> HeadState:
+        """Durably clear the clean-shutdown flag before the first write after it, so a
+        later power loss cannot make recovery trust an out-of-date clean state."""
+        st = self._publish(st._replace(flags=st.flags & ~_head.FLAG_CLEAN))
+        self._head.sync()
+        return st
+
+    def mark_deleted(self) -> None:
+        """Refuse every later read and write of this partition, in every process.
+        Taken under the writer lock, so no append is half done when it lands."""
+        with self._locked() as st:
+            self._publish(st._replace(flags=st.flags | _head.FLAG_DELETED))
+
+    def _fsync(self, segment: Segment) -> None:
+        try:
+            segment.sync()
+        except OSError as exc:
+            raise self._ctx.fail(exc) from exc
+
+    def _roll(self, st: HeadState, active: Segment, config: TopicConfig, now: int
+              ) -> tuple[HeadState, Segment]:
+        """Seal the active segment and start a new one at the end offset."""
+        if now < 0:
+            now = self._ctx.clock()
+        self._seal(active, st, config)
+        if self._ctx.options.fsync != "never":
+            self._fsync(active)
+        new_base = st.end_offset
+        seg = self._segments.get(new_base) or Segment(self.directory, new_base)
+        with _fileutil.os_errors(f"creating segment {seg.path}"):
+            seg.open_for_write()  # a file left by a roll that died is reused
+            if seg.file_bytes() > 0 and seg.data_end() > 0:
+                self._move_aside(seg, 0)
+            if self._ctx.options.fsync != "never":
+                _fileutil.sync_dir(self.directory)
+        new = self._publish(st._replace(active_base=new_base, active_position=0,
+                                        active_created_ms=now, active_max_timestamp_ms=-1))
+        active.release_writer()
+        self._segments = {**self._segments, new_base: seg}
+        if new_base not in self._bases:
+            self._bases = [*self._bases, new_base]
+        return new, seg
+
+    def _seal(self, segment: Segment, st: HeadState, config: TopicConfig) -> None:
+        """Add the final index entries that mark ``segment``'s indexes complete."""
+        segment.refresh_indexes()
+        if not (segment.offset_index.valid and segment.time_index.valid):
+            segment.rebuild_indexes(st.active_position, config.index_interval_bytes)
+            return
+        policy = segment.index_policy(config.index_interval_bytes)
+        last = segment.offset_index.last()
+        start = last[1] if last else 0
+        for position, header in segment.headers(start, st.active_position, verify=False):
+            policy.last_batch = (position, header.base_offset)
+        policy.finish(st.active_max_timestamp_ms)
+        segment.write_entries(policy)
+
+    def roll(self) -> None:
+        """Start a new segment now (if the active one holds anything)."""
+        config = self._config()
+        self._ctx.check_writable()
+        with self._locked() as st:
+            if st.active_position > 0:
+                if st.clean:
+                    st = self._make_dirty(st)
+                self._roll(st, self._segments[st.active_base], config, -1)
+
+    def sync(self) -> None:
+        """fsync everything published so far and advance the durable point.
+
+        Used by the interval flusher, ``Log.flush`` and clean shutdown.
+        """
+        st = self.state()
+        if (st.recovery_base, st.recovery_position) >= (st.active_base, st.active_position):
+            return
+        for base in self._bases:
+            if st.recovery_base <= base <= st.active_base:
+                self._fsync(self._segments[base])
+        with self._locked() as cur:
+            if (cur.recovery_base, cur.recovery_position) < (st.active_base,
+                                                              st.active_position):
+                self._publish(cur._replace(recovery_base=st.active_base,
+                                           recovery_position=st.active_position,
+                                           recovery_offset=st.end_offset))
+
+    # -- reading --------------------------------------------------------------------
+
+    def fetch(self, offset: int, max_bytes: int = DEFAULT_FETCH_BYTES,
+              max_records: int | None = None, state: HeadState | None = None
+              ) -> list[DecodedBatch]:
+        """Verified batches holding the records from ``offset`` on, bounded by the
+        published end, ``max_bytes`` and ``max_records`` (at least one batch is
+        returned when any record is available, even if it is larger).
+
+        The first batch may start before ``offset``; callers skip those records.
+        Raises ``OffsetOutOfRangeError`` below ``start_offset`` or above ``end_offset``;
+        returns ``[]`` at ``end_offset``. Lock-free.
+        """
+        st = state if state is not None else self.state()
+        if offset < st.start_offset or offset > st.end_offset:
+            raise OffsetOutOfRangeError(
+                f"offset {offset} is out of range [{st.start_offset}, {st.end_offset}] of "
+                f"{self.directory}", offset=offset, start_offset=st.start_offset,
+                end_offset=st.end_offset)
+        out: list[DecodedBatch] = []
+        if offset == st.end_offset:
+            return out
+        nbytes = 0
+        nrecords = 0
+        hint = self._hints.pop(offset, None)
+        if hint is not None and self._segments.get(hint[0].base_offset) is hint[0]:
+            segment: Segment | None = hint[0]
+            position = hint[1]
+        else:
+            segment = self._segment_for(offset)
+            if segment is None:
+                self._reload_segments(st.layout_epoch)
+                segment = self._segment_for(offset)
+                if segment is None:
+                    raise CorruptRecordError(f"no segment holds offset {offset} in "
+                                             f"{self.directory}")
+            position = self._position_of(segment, offset, st)
+        while segment is not None and offset < st.end_offset:
+            limit = self._limit(segment, st)
+            while position < limit:
+                batch = segment.read_batch(position, limit)
+                if batch is None:
+                    break
+                header = batch.header
+                position += header.length
+                if header.next_offset <= offset:
+                    continue
+                out.append(batch)
+                nbytes += header.length
+                nrecords += header.record_count - batch.index_of(offset)
+                offset = header.next_offset
+                if nbytes >= max_bytes or (max_records is not None and
+                                           nrecords >= max_records):
+                    self._remember(offset, segment, position)
+                    return out
+            if segment.base_offset >= st.active_base:
+                break
+            nxt = self._next_segment(segment.base_offset)
+            if nxt is None:
+                self._reload_segments(st.layout_epoch)
+                nxt = self._next_segment(segment.base_offset)
+            segment, position = nxt, 0
+        if segment is not None:
+            self._remember(offset, segment, position)
+        return out
+
+    def _position_of(self, segment: Segment, offset: int, st: HeadState) -> int:
+        limit = self._limit(segment, st)
+        if segment.base_offset < st.active_base:
+            self._check_sealed_indexes(segment, limit)
+        return segment.find_position(offset, limit)
+
+    def _check_sealed_indexes(self, segment: Segment, limit: int) -> None:
+        """Verify a sealed segment's indexes once per mapping; rebuild them if damaged.
+        Any process may do this: sealed segments never change."""
+        if not segment.index_checked:
+            if not segment.sealed_indexes_ok(limit):
+                segment.rebuild_indexes(limit, self._config().index_interval_bytes)
+            segment.index_checked = True
+
+    def _remember(self, next_offset: int, segment: Segment, position: int) -> None:
+        hints = self._hints
+        hints[next_offset] = (segment, position)
+        if len(hints) > _MAX_HINTS:
+            hints.popitem(last=False)
+
+    def offset_for_time(self, timestamp_ms: int) -> int | None:
+        """The earliest offset whose record has a timestamp >= ``timestamp_ms``, or None.
+
+        Cost: a search over per-segment largest timestamps (cached after first use),
+        then O(log n) in that segment's time index and a short scan.
+        """
+        st = self.state()
+        for base in self._bases:
+            if base > st.active_base:
+                break
+            segment = self._segments[base]
+            limit = self._limit(segment, st)
+            if base != st.active_base and self._segment_max_ts(segment, limit) < timestamp_ms:
+                continue
+            position = segment.find_time(timestamp_ms, limit)
+            while position < limit:
+                batch = segment.read_batch(position, limit)
+                if batch is None:
+                    break
+                position += batch.header.length
+                if batch.header.max_timestamp_ms < timestamp_ms:
+                    continue
+                for off, ts in zip(batch.offsets(), batch.timestamps(), strict=True):
+                    if ts >= timestamp_ms and off >= st.start_offset:
+                        return off
+        return None
+
+    def _segment_max_ts(self, segment: Segment, limit: int) -> int:
+        cached = self._max_ts_cache.get(segment.base_offset)
+        if cached is None:
+            self._check_sealed_indexes(segment, limit)
+            cached = segment.max_timestamp(limit)
+            self._max_ts_cache[segment.base_offset] = cached
+        return cached
+
+    # -- recovery --------------------------------------------------------------------
+
+    def _recover(self, st: HeadState | None) -> HeadState:
+        """Bring segments and head into agreement (see the module docstring).
+        Caller holds the writer lock."""
+        config = self._config()
+        strict = self._ctx.options.recovery == "strict"
+        bases = self._list_bases()
+        seq = st.seq if st is not None else 0
+        epoch = (st.layout_epoch if st is not None else 0) + 1
+        now = self._ctx.clock()
+        if not bases:
+            if st is not None and st.end_offset > st.start_offset and strict:
+                raise CorruptRecordError(f"{self.directory} has no segment files, but its "
+                                         f"head says offsets up to {st.end_offset} exist")
+            base = st.end_offset if st is not None else 0
+            Segment(self.directory, base).open_for_write()
+            self._reload_segments(epoch)
+            return self._publish(_head.initial_state(now, base)._replace(
+                seq=seq, flags=0, layout_epoch=epoch))
+        self._reload_segments(epoch)
+        trusted = st is not None and (st.clean or st.boot_id == self._ctx.boot_id != 0) \
+            and st.active_base == bases[-1] and \
+            self._segments[st.active_base].file_bytes() >= st.active_position
+        if trusted:
+            assert st is not None
+            return self._recover_trusted(st, config, epoch)
+        return self._recover_by_scan(st, bases, config, strict, epoch, now)
+
+    def _recover_trusted(self, st: HeadState, config: TopicConfig, epoch: int) -> HeadState:
+        """The head is exact: cut a dead writer's bytes past the end, check indexes."""
+        active = self._segments[st.active_base]
+        active.open_for_write()
+        st = self._cut_debris(st, active)
+        active.prepare_writer_indexes(st.active_position, config.index_interval_bytes)
+        last = active.offset_index.last()
+        if last is not None and not active.entry_matches(last[0], last[1],
+                                                         st.active_position):
+            active.rebuild_indexes(st.active_position, config.index_interval_bytes)
+        return self._publish(st._replace(layout_epoch=epoch))
+
+    def _recover_by_scan(self, st: HeadState | None, bases: list[int], config: TopicConfig,
+                         strict: bool, epoch: int, now: int) -> HeadState:
+        if st is not None and st.recovery_base in self._segments:
+            durable: tuple[int, int] | None = (st.recovery_base, st.recovery_position)
+            first = bases.index(st.recovery_base)
+        else:
+            durable = None  # the head is lost: only the last segment may have a torn tail
+            first = 0
+        expected = bases[first]
+        cut_at: tuple[int, int] | None = None
+        last_good = (bases[first], 0)
+        end_offset = bases[first]
+        max_ts = -1
+        problem = ""
+        for base in bases[first:]:
+            segment = self._segments[base]
+            if base != expected and base != bases[first]:
+                cut_at = (base, 0)
+                problem = (f"segment {file_name(base)} starts at offset {base}, but the "
+                           f"segment before it ends at {expected}")
+                break
+            result = segment.validate(0, base, segment.file_bytes(),
+                                      config.index_interval_bytes, rebuild_indexes=True)
+            last_good = (base, result.end_position)
+            end_offset = result.next_offset
+            max_ts = result.max_timestamp_ms
+            expected = result.next_offset
+            if result.error is not None:
+                cut_at = (base, result.end_position)
+                problem = result.error
+                break
+            if segment.data_end() > result.end_position:
+                cut_at = (base, result.end_position)
+                problem = f"stray bytes after the last batch of {file_name(base)}"
+                break
+        if cut_at is not None:
+            before_durable = (cut_at < durable) if durable is not None \
+                else cut_at[0] != bases[-1]
+            if before_durable and strict:
+                raise CorruptRecordError(
+                    f"{self.directory}: {problem}. This is before the durable point "
+                    f"{durable}, so acknowledged records would be lost; open the log with "
+                    f"recovery='truncate' to cut the log there (the cut bytes are kept "
+                    f"in *.cut-* files)")
+            self._cut_after(cut_at, bases)
+            bases = [b for b in bases if b <= cut_at[0]]
+        active_base, active_position = last_good
+        start = max(st.start_offset if st is not None else bases[0], bases[0])
+        start = min(start, end_offset)
+        active = self._segments[active_base]
+        active.open_for_write()
+        self._fsync(active)
+        self._reload_segments(epoch)
+        new = HeadState(seq=st.seq if st is not None else 0, end_offset=end_offset,
+                        start_offset=start, active_base=active_base,
+                        active_position=active_position,
+                        active_created_ms=st.active_created_ms if st is not None else now,
+                        active_max_timestamp_ms=max_ts, recovery_base=active_base,
+                        recovery_position=active_position, recovery_offset=end_offset,
+                        boot_id=self._ctx.boot_id, flags=0, layout_epoch=epoch)
+        return self._publish(new)
+
+    def _cut_after(self, cut_at: tuple[int, int], bases: list[int]) -> None:
+        base, position = cut_at
+        stamp = self._ctx.clock()
+        for later in bases:
+            if later > base:
+                self._segments[later].rename_aside(f".cut-{stamp}")
+        if position == 0 and base != bases[0]:
+            self._segments[base].rename_aside(f".cut-{stamp}")
+            return
+        self._move_aside(self._segments[base], position)
+
+    # -- shutdown ---------------------------------------------------------------------
+
+    def close(self, clean: bool = False) -> None:
+        """Release this process's resources. With ``clean`` (the caller is the last
+        user of the log), fsync everything and mark the head clean."""
+        if self._closed:
+            return
+        try:
+            if clean and self._ctx.failure is None:
+                self._close_clean()
+        finally:
+            self._closed = True
+            with self._ctx.dirty_lock:
+                self._ctx.dirty.discard(self)
+            for seg in self._segments.values():
+                seg.close()
+            self._head.close()
+
+    def _close_clean(self) -> None:
+        config = self._config()
+        with self._locked() as st:
+            if st.clean:
+                return  # nobody wrote since the last clean close
+            active = self._segments[st.active_base]
+            if st.active_position > 0:
+                self._seal(active, st, config)
+            for base in self._bases:
+                if st.recovery_base <= base <= st.active_base:
+                    self._fsync(self._segments[base])
+            self._publish(st._replace(recovery_base=st.active_base,
+                                      recovery_position=st.active_position,
+                                      recovery_offset=st.end_offset,
+                                      flags=st.flags | _head.FLAG_CLEAN))
+            self._head.sync()
+
+    # -- invariants ---------------------------------------------------------------------
+
+    def _check(self) -> None:
+        """Assert the partition's invariants (used by tests after every step)."""
+        st = self.state()
+        assert st.start_offset <= st.end_offset, st
+        assert self._bases == sorted(self._segments), (self._bases, self._segments)
+        assert st.active_base in self._segments, (st, self._bases)
+        assert self._bases[0] <= st.start_offset, (self._bases, st)
+        expected = self._bases[0]
+        for base in self._bases:
+            if base > st.active_base:
+                break
+            assert base == expected, f"segment {base} does not follow offset {expected}"
+            segment = self._segments[base]
+            limit = self._limit(segment, st)
+            position = 0
+            for position, header in segment.headers(0, limit):
+                assert header.base_offset >= expected, (base, position, header)
+                expected = header.next_offset
+            if base == st.active_base:
+                assert position <= st.active_position
+        assert expected == st.end_offset, (expected, st)
+
+
+def create_partition_files(directory: str, now_ms: int, base_offset: int = 0) -> None:
+    """Lay out a new, empty partition in ``directory`` (which must not exist yet)."""
+    _fileutil.makedirs(directory)
+    _head.create(os.path.join(directory, _head.FILE_NAME), _head.initial_state(now_ms,
+                                                                                 base_offset))
+    fd = _fileutil.open_fd(os.path.join(directory, file_name(base_offset)),
+                           os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+    os.close(fd)
+    _fileutil.sync_dir(directory)
+
+
+__all__ = ["AppendResult", "LogDirectoryError", "PartitionLog", "StorageContext",
+           "create_partition_files"]

@@ -1,0 +1,97 @@
+"""Value types of the public API: TopicPartition, Record, RecordMetadata.
+
+``Record`` is a named tuple (as kafka-python's ``ConsumerRecord``), so records compare,
+unpack and print like tuples and are cheap to build in bulk.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from functools import partial
+from itertools import repeat
+from typing import Any, NamedTuple
+
+from ._format import DecodedBatch
+
+
+class TopicPartition(NamedTuple):
+    """A partition of a topic: ``TopicPartition("orders", 0)``."""
+
+    topic: str
+    partition: int
+
+
+class Record(NamedTuple):
+    """One record as a consumer or ``Partition.read`` returns it.
+
+    ``headers`` is a list of ``(str, bytes)`` pairs (empty when there are none).
+    """
+
+    topic: str
+    partition: int
+    offset: int
+    timestamp_ms: int
+    key: Any
+    value: Any
+    headers: list[tuple[str, bytes]]
+
+
+class RecordMetadata(NamedTuple):
+    """Where a produced record was stored: the result of a send future."""
+
+    topic: str
+    partition: int
+    offset: int
+    timestamp_ms: int
+
+
+# tuple.__new__ bound to Record builds a record without a Python-level frame.
+_make_record: Callable[[Any], Record] = partial(tuple.__new__, Record)
+
+
+def records_from_batches(batches: Sequence[DecodedBatch], offset: int, topic: str,
+                         partition: int, max_records: int | None = None,
+                         key_fn: Callable[[Any], Any] | None = None,
+                         value_fn: Callable[[Any], Any] | None = None) -> list[Record]:
+    """Build ``Record`` tuples for every record at or after ``offset`` in ``batches``.
+
+    ``key_fn``/``value_fn`` deserialize a whole column at once (they map a list to a
+    list), so per-record work stays in C where the deserializer allows.
+    Cost: O(records).
+    """
+    out: list[Record] = []
+    remaining = max_records
+    for batch in batches:
+        start = batch.index_of(offset)
+        count = batch.header.record_count
+        stop = count if remaining is None else min(count, start + remaining)
+        if start >= stop:
+            continue
+        whole = start == 0 and stop == count
+        values = batch.values if whole else batch.values[start:stop]
+        keys: Any
+        if batch.keys is None:
+            keys = repeat(None)
+        else:
+            keys = batch.keys if whole else batch.keys[start:stop]
+            if key_fn is not None:
+                keys = key_fn(keys)
+        if value_fn is not None:
+            values = value_fn(values)
+        offsets = batch.offsets()[start:stop]
+        if batch.timestamp_deltas is None:
+            timestamps: Any = repeat(batch.header.first_timestamp_ms)
+        else:
+            timestamps = batch.timestamps()[start:stop]
+        headers: Any
+        if batch.headers is None:
+            headers = map(list, repeat((), stop - start))
+        else:
+            headers = batch.header_column()[start:stop]
+        out.extend(map(_make_record, zip(repeat(topic), repeat(partition), offsets, timestamps,
+                                         keys, values, headers)))
+        if remaining is not None:
+            remaining -= stop - start
+            if remaining <= 0:
+                break
+    return out

@@ -1,0 +1,184 @@
+"""Topic and log settings: names with units, defaults, validation, persistence.
+
+A topic's configuration is a :class:`TopicConfig`, stored as JSON in the topic's
+directory (written to a temp file, fsynced, renamed) so it survives reopen. Log
+options (:class:`LogOptions`) belong to one ``eventlog.open`` call and are not stored.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import InvalidConfigError
+
+__all__ = ["FSYNC_MODES", "LogOptions", "TopicConfig"]
+
+MiB = 2**20
+
+# Segments index positions with 32-bit integers; Kafka caps segment.bytes the same way.
+MAX_SEGMENT_BYTES = 2**30
+MIN_SEGMENT_BYTES = 128
+FSYNC_MODES = ("never", "interval", "always")
+CLEANUP_POLICIES = ("delete", "compact", "compact,delete")
+TIMESTAMP_TYPES = ("create_time", "log_append_time")
+RECOVERY_MODES = ("strict", "truncate")
+
+
+def _check_int(name: str, value: Any, lo: int, hi: int | None = None,
+               optional: bool = False) -> None:
+    if value is None and optional:
+        return
+    if type(value) is not int:
+        kind = "an int or None" if optional else "an int"
+        raise InvalidConfigError(f"{name} must be {kind}, not {value!r}")
+    if value < lo or (hi is not None and value > hi):
+        upper = f" and at most {hi}" if hi is not None else ""
+        raise InvalidConfigError(f"{name} must be at least {lo}{upper}, not {value}")
+
+
+def _check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise InvalidConfigError(f"{name} must be one of {', '.join(map(repr, choices))}, "
+                                 f"not {value!r}")
+
+
+@dataclass(frozen=True)
+class TopicConfig:
+    """Settings of one topic. Every name carries its unit.
+
+    ``None`` for a retention limit means "keep forever".
+    """
+
+    segment_bytes: int = 64 * MiB          # roll the active segment at this size
+    segment_ms: int | None = None          # ... or when it is this old (None: never)
+    retention_ms: int | None = None        # delete closed segments older than this
+    retention_bytes: int | None = None     # ... or beyond this partition size
+    cleanup_policy: str = "delete"         # "delete", "compact" or "compact,delete"
+    max_message_bytes: int = 1 * MiB       # largest serialized record (key+value+headers)
+    index_interval_bytes: int = 4096       # bytes between sparse index entries
+    delete_retention_ms: int = 86_400_000  # how long compaction keeps tombstones
+    min_compaction_lag_ms: int = 0         # records younger than this are not compacted
+    timestamp_type: str = "create_time"    # or "log_append_time"
+
+    def __post_init__(self) -> None:
+        _check_int("segment_bytes", self.segment_bytes, MIN_SEGMENT_BYTES, MAX_SEGMENT_BYTES)
+        _check_int("segment_ms", self.segment_ms, 1, optional=True)
+        _check_int("retention_ms", self.retention_ms, 0, optional=True)
+        _check_int("retention_bytes", self.retention_bytes, 0, optional=True)
+        _check_choice("cleanup_policy", self.cleanup_policy, CLEANUP_POLICIES)
+        _check_int("max_message_bytes", self.max_message_bytes, 1, MAX_SEGMENT_BYTES)
+        _check_int("index_interval_bytes", self.index_interval_bytes, 1, MAX_SEGMENT_BYTES)
+        _check_int("delete_retention_ms", self.delete_retention_ms, 0)
+        _check_int("min_compaction_lag_ms", self.min_compaction_lag_ms, 0)
+        _check_choice("timestamp_type", self.timestamp_type, TIMESTAMP_TYPES)
+
+    @classmethod
+    def names(cls) -> frozenset[str]:
+        return frozenset(f.name for f in dataclasses.fields(cls))
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any], base: TopicConfig | None = None
+                     ) -> TopicConfig:
+        """Build a config from ``values`` over ``base``; unknown names are an error."""
+        unknown = set(values) - cls.names()
+        if unknown:
+            raise InvalidConfigError(f"unknown topic setting(s): {', '.join(sorted(unknown))}")
+        return dataclasses.replace(base or cls(), **dict(values))
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @property
+    def compacted(self) -> bool:
+        return "compact" in self.cleanup_policy
+
+
+@dataclass(frozen=True)
+class TopicMetadata:
+    """What is stored in a topic's ``topic.json``: its partition count and config."""
+
+    name: str
+    partitions: int
+    config: TopicConfig
+    created_ms: int
+
+    def to_json(self) -> bytes:
+        doc = {"format": 1, "name": self.name, "partitions": self.partitions,
+               "created_ms": self.created_ms, "config": self.config.to_dict()}
+        return json.dumps(doc, indent=2, sort_keys=True).encode() + b"\n"
+
+    @classmethod
+    def from_json(cls, data: bytes, source: str) -> TopicMetadata:
+        try:
+            doc = json.loads(data)
+            if doc.get("format") != 1:
+                raise InvalidConfigError(f"{source}: unsupported format {doc.get('format')!r}")
+            partitions = doc["partitions"]
+            _check_int("partitions", partitions, 1)
+            config = TopicConfig.from_mapping(doc["config"])
+            return cls(str(doc["name"]), partitions, config, int(doc.get("created_ms", 0)))
+        except InvalidConfigError:
+            raise
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise InvalidConfigError(f"{source} is not a valid topic file: {exc}") from exc
+
+
+def _wall_clock_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+@dataclass(frozen=True)
+class LogOptions:
+    """Options of one ``eventlog.open`` call (not stored in the directory).
+
+    fsync              "never": the OS writes pages back when it likes; survives a
+                       process crash. "interval": also fsync every fsync_interval_ms
+                       (from a background thread). "always": fsync before an append
+                       returns (before a send future resolves).
+    recovery           "strict": corruption of data that was already durable raises
+                       CorruptRecordError on open. "truncate": cut the log at the
+                       corruption (the cut bytes are moved aside, never deleted).
+    auto_create_topics create a topic on first use by a producer or consumer.
+    clock              a callable returning epoch milliseconds (tests set time with it).
+    topic_defaults     TopicConfig used for topics created through this Log.
+    default_partitions partitions of auto-created topics and create_topic's default.
+    """
+
+    fsync: str = "interval"
+    fsync_interval_ms: int = 1000
+    recovery: str = "strict"
+    auto_create_topics: bool = False
+    clock: Callable[[], int] = _wall_clock_ms
+    topic_defaults: TopicConfig = field(default_factory=TopicConfig)
+    default_partitions: int = 1
+
+    def __post_init__(self) -> None:
+        _check_choice("fsync", self.fsync, FSYNC_MODES)
+        _check_int("fsync_interval_ms", self.fsync_interval_ms, 1)
+        _check_choice("recovery", self.recovery, RECOVERY_MODES)
+        if type(self.auto_create_topics) is not bool:
+            raise InvalidConfigError("auto_create_topics must be a bool")
+        if not callable(self.clock):
+            raise InvalidConfigError("clock must be a callable returning epoch milliseconds")
+        _check_int("default_partitions", self.default_partitions, 1)
+
+    @classmethod
+    def from_kwargs(cls, options: Mapping[str, Any]) -> LogOptions:
+        """Split ``eventlog.open(**options)`` into log options and topic defaults."""
+        own = {f.name for f in dataclasses.fields(cls)} - {"topic_defaults", "default_partitions"}
+        log_kwargs = {k: v for k, v in options.items() if k in own}
+        rest = {k: v for k, v in options.items() if k not in own}
+        partitions = rest.pop("partitions", 1)
+        if log_kwargs.get("clock") is None:
+            log_kwargs.pop("clock", None)
+        unknown = set(rest) - TopicConfig.names()
+        if unknown:
+            raise InvalidConfigError(f"unknown option(s) for eventlog.open: "
+                                     f"{', '.join(sorted(unknown))}")
+        return cls(**log_kwargs, topic_defaults=TopicConfig.from_mapping(rest),
+                   default_partitions=partitions)

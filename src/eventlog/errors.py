@@ -1,0 +1,111 @@
+"""The exception tree of eventlog.
+
+Every error raised by the public API derives from :class:`EventLogError`.
+Where the meaning matches a built-in exception, the error also inherits from it,
+so ``except ValueError`` keeps working for bad input::
+
+    EventLogError
+     ├── ClosedError                      the log, producer or consumer is closed
+     ├── UnknownTopicError (LookupError)  the topic does not exist
+     ├── TopicExistsError                 create_topic() on an existing name
+     ├── InvalidTopicError (ValueError)   the name breaks Kafka's topic-name rule
+     ├── InvalidConfigError (ValueError)  a setting has a wrong type or range
+     ├── RecordTooLargeError (ValueError) a record exceeds max_message_bytes
+     ├── SerializationError (ValueError)  a key or value could not be (de)serialized
+     ├── OffsetOutOfRangeError (LookupError)
+     │                                    read below start_offset or above end_offset
+     ├── CorruptRecordError               a checksum or structure check failed on disk
+     ├── LogDirectoryError (OSError)      the directory is unusable: not a log,
+     │                                    not writable, or an I/O error hit it
+     └── LogFailedError                   an fsync failed: the log is read-only until reopened
+
+Lower-layer errors (``struct.error``, msgpack exceptions, ``KeyError``) are
+translated once, at the boundary where they occur, with ``raise ... from exc``.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ClosedError",
+    "CorruptRecordError",
+    "EventLogError",
+    "InvalidConfigError",
+    "InvalidTopicError",
+    "LogDirectoryError",
+    "LogFailedError",
+    "OffsetOutOfRangeError",
+    "RecordTooLargeError",
+    "SerializationError",
+    "TopicExistsError",
+    "UnknownTopicError",
+]
+
+
+class EventLogError(Exception):
+    """Base class of every error raised by eventlog."""
+
+
+class ClosedError(EventLogError):
+    """The log, producer or consumer has been closed (or belongs to a parent process)."""
+
+
+class UnknownTopicError(EventLogError, LookupError):
+    """The topic does not exist in this log."""
+
+    def __str__(self) -> str:  # LookupError would quote the message like a KeyError
+        return str(self.args[0]) if self.args else "unknown topic"
+
+
+class TopicExistsError(EventLogError):
+    """``create_topic`` was called with the name of an existing topic."""
+
+
+class InvalidTopicError(EventLogError, ValueError):
+    """A topic name breaks the rule ``[A-Za-z0-9._-]{1,249}``, is ``.`` or ``..``,
+    or collides with an existing topic that differs only in letter case."""
+
+
+class InvalidConfigError(EventLogError, ValueError):
+    """A log or topic setting is unknown, has the wrong type or is out of range."""
+
+
+class RecordTooLargeError(EventLogError, ValueError):
+    """A record is larger than its topic's ``max_message_bytes``; nothing was written."""
+
+
+class SerializationError(EventLogError, ValueError):
+    """A key or value could not be serialized or deserialized."""
+
+
+class OffsetOutOfRangeError(EventLogError, LookupError):
+    """An offset lies below the partition's ``start_offset`` or above its ``end_offset``."""
+
+    def __init__(self, message: str, *, offset: int = -1, start_offset: int = -1,
+                 end_offset: int = -1) -> None:
+        super().__init__(message)
+        self.offset = offset
+        self.start_offset = start_offset
+        self.end_offset = end_offset
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+class CorruptRecordError(EventLogError):
+    """Stored bytes failed a checksum or structure check.
+
+    Raised instead of returning a wrong record, and instead of silently dropping
+    data that was acknowledged as durable.
+    """
+
+
+class LogDirectoryError(EventLogError, OSError):
+    """The log directory cannot be used: it is not an eventlog directory, it is not
+    writable, or the operating system reported an I/O error (``errno`` is set, so a
+    full disk shows as ``errno.ENOSPC``)."""
+
+
+class LogFailedError(EventLogError):
+    """A write could not be made durable (an fsync failed). The log refuses further
+    writes, because the operating system may have dropped the unsynced pages; reopen
+    it to recover from what is on disk."""

@@ -1,0 +1,432 @@
+"""Log: a log directory, its topics, open/close, recovery and administration.
+
+Directory layout::
+
+    <log>/
+      eventlog.json            format marker (refuses to adopt a foreign directory)
+      .lock                    flock: shared by every open Log, exclusive for recovery
+      .meta.lock               flock: serializes topic create/delete/add_partitions
+      .staging/                new topics are built here, then renamed into topics/
+      topics/<name>/topic.json partition count and config (temp file + rename)
+      topics/<name>/<p>/head   published state of partition p (see _head)
+      topics/<name>/<p>/00000000000000000000.log, .index, .timeindex
+
+Opening: every ``Log`` holds a shared ``flock`` on ``.lock`` while open. The first
+opener gets it exclusively and recovers every partition before sharing it; a later
+opener waits while recovery runs. Closing: a ``Log`` that can take the lock
+exclusively is the last user; it fsyncs every partition and marks it clean, so the
+next open trusts the stored state without validating anything.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import os
+import shutil
+import threading
+import weakref
+from collections.abc import Iterator
+from contextlib import contextmanager
+from types import TracebackType
+from typing import Any
+
+from . import _fileutil
+from ._partition import StorageContext, create_partition_files
+from .config import LogOptions, TopicConfig, TopicMetadata, _check_int
+from .errors import (
+    ClosedError,
+    InvalidTopicError,
+    LogDirectoryError,
+    LogFailedError,
+    TopicExistsError,
+    UnknownTopicError,
+)
+from .topic import TOPIC_FILE, Topic, validate_topic_name
+
+__all__ = ["Log", "open"]
+
+MARKER_FILE = "eventlog.json"
+LOCK_FILE = ".lock"
+META_LOCK_FILE = ".meta.lock"
+STAGING_DIR = ".staging"
+TOPICS_DIR = "topics"
+_OWN_NAMES = {MARKER_FILE, LOCK_FILE, META_LOCK_FILE, STAGING_DIR, TOPICS_DIR, "groups"}
+_FORMAT = 1
+
+_live_logs: weakref.WeakSet[Log] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    # The child shares the parent's open file descriptions, and with them the parent's
+    # flock locks: using an inherited Log would break mutual exclusion. Disable them.
+    for log in list(_live_logs):
+        log._forked = True
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def open(path: str | os.PathLike[str], **options: Any) -> Log:
+    """Open (creating if needed) the log directory at ``path``.
+
+    Options: ``fsync`` ("never" | "interval" | "always", default "interval"),
+    ``fsync_interval_ms`` (1000), ``recovery`` ("strict" | "truncate"),
+    ``auto_create_topics`` (False), ``clock`` (callable returning epoch ms), and
+    defaults for new topics (``partitions``, ``segment_bytes``, ``retention_ms``, ...).
+    """
+    return Log(path, **options)
+
+
+class Log:
+    """An open log directory. A context manager; thread-safe.
+
+    Several ``Log`` objects, in one process or many, may have the same directory open.
+    A ``Log`` must not be used in a child process after ``fork``: open the directory
+    again there.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], **options: Any) -> None:
+        self.options = LogOptions.from_kwargs(options)
+        self.path = os.path.abspath(os.fspath(path))
+        self._ctx = StorageContext(self.options)
+        self._closed = False
+        self._forked = False
+        self._recovering = False
+        self._topics: dict[str, Topic] = {}
+        self._topics_lock = threading.RLock()
+        self._lock_fd = -1
+        self._stop_flusher = threading.Event()
+        self._flusher: threading.Thread | None = None
+        with _fileutil.os_errors(f"opening log directory {self.path}"):
+            self._open_directory()
+        try:
+            self._acquire_and_recover()
+        except BaseException:
+            self._release_lock()
+            raise
+        _live_logs.add(self)
+        if self.options.fsync == "interval":
+            self._flusher = threading.Thread(target=self._flush_loop, daemon=True,
+                                             name=f"eventlog-flusher:{self.path}")
+            self._flusher.start()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "open"
+        return f"<eventlog.Log {self.path!r} {state}>"
+
+    def __enter__(self) -> Log:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+    # -- opening ------------------------------------------------------------------------
+
+    def _open_directory(self) -> None:
+        path = self.path
+        if os.path.exists(path) and not os.path.isdir(path):
+            raise LogDirectoryError(errno.ENOTDIR, f"{path} exists and is not a directory",
+                                    path)
+        _fileutil.makedirs(path)
+        if not os.access(path, os.W_OK | os.X_OK):
+            raise LogDirectoryError(errno.EACCES, f"log directory {path} is not writable "
+                                    "by this user", path)
+        marker = os.path.join(path, MARKER_FILE)
+        if os.path.exists(marker):
+            self._check_marker(marker)
+        else:
+            foreign = sorted(set(os.listdir(path)) - _OWN_NAMES)
+            if foreign:
+                raise LogDirectoryError(errno.EEXIST, f"{path} is not empty and holds no "
+                                        f"{MARKER_FILE}, so it is not an eventlog directory "
+                                        f"(found {', '.join(foreign[:3])})", path)
+            doc = {"format": _FORMAT, "created_ms": self._ctx.clock()}
+            _fileutil.atomic_write(marker, json.dumps(doc).encode() + b"\n")
+        for sub in (TOPICS_DIR, STAGING_DIR):
+            _fileutil.makedirs(os.path.join(path, sub))
+        self._lock_fd = _fileutil.open_fd(os.path.join(path, LOCK_FILE),
+                                          os.O_RDWR | os.O_CREAT)
+
+    @staticmethod
+    def _check_marker(marker: str) -> None:
+        try:
+            doc = json.loads(_fileutil.read_file(marker, 1 << 16))
+            fmt = doc["format"]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise LogDirectoryError(errno.EINVAL, f"{marker} is damaged: {exc}",
+                                    marker) from exc
+        if fmt != _FORMAT:
+            raise LogDirectoryError(errno.EINVAL, f"{marker} has format {fmt!r}; this "
+                                    f"version of eventlog reads format {_FORMAT}", marker)
+
+    def _acquire_and_recover(self) -> None:
+        try:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            # Others have it open (or are recovering it): share the lock with them.
+            fcntl.flock(self._lock_fd, fcntl.LOCK_SH)
+            return
+        # First user: nobody else has the directory open, so recover every partition.
+        self._recovering = True
+        try:
+            for name in self._topic_names_on_disk():
+                self._load_topic(name)
+        finally:
+            self._recovering = False
+        fcntl.flock(self._lock_fd, fcntl.LOCK_SH)
+
+    def _release_lock(self) -> None:
+        if self._lock_fd >= 0:
+            os.close(self._lock_fd)
+            self._lock_fd = -1
+
+    # -- state checks -------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._forked:
+            raise ClosedError(f"this Log of {self.path} was opened in a parent process; "
+                              "open the directory again in the child")
+        if self._closed:
+            raise ClosedError(f"the log {self.path} is closed")
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def failed(self) -> bool:
+        """True after an fsync failed: the log then refuses writes until reopened."""
+        return self._ctx.failure is not None
+
+    # -- topics -------------------------------------------------------------------------
+
+    def _topics_dir(self) -> str:
+        return os.path.join(self.path, TOPICS_DIR)
+
+    def _topic_names_on_disk(self) -> list[str]:
+        base = self._topics_dir()
+        with _fileutil.os_errors(f"listing {base}"):
+            names = os.listdir(base)
+        return sorted(n for n in names
+                      if os.path.exists(os.path.join(base, n, TOPIC_FILE)))
+
+    def _load_topic(self, name: str) -> Topic:
+        with self._topics_lock:
+            topic = self._topics.get(name)
+            if topic is None:
+                topic = Topic(self, name, os.path.join(self._topics_dir(), name), self._ctx,
+                              recover=self._recovering)
+                self._topics[name] = topic
+            return topic
+
+    def topics(self) -> list[str]:
+        """Names of all topics, sorted (including those other processes created)."""
+        self._check_open()
+        return self._topic_names_on_disk()
+
+    def __contains__(self, name: object) -> bool:
+        self._check_open()
+        if not isinstance(name, str):
+            return False
+        try:
+            validate_topic_name(name)
+        except InvalidTopicError:
+            return False
+        return os.path.exists(os.path.join(self._topics_dir(), name, TOPIC_FILE))
+
+    def topic(self, name: str) -> Topic:
+        """The topic ``name``; raises ``UnknownTopicError`` if it does not exist."""
+        self._check_open()
+        validate_topic_name(name)
+        topic = self._topics.get(name)
+        if topic is not None:
+            try:
+                topic._refresh()
+                return topic
+            except UnknownTopicError:
+                with self._topics_lock:
+                    if self._topics.get(name) is topic:
+                        del self._topics[name]
+                        topic._close(clean=False)
+        if not os.path.exists(os.path.join(self._topics_dir(), name, TOPIC_FILE)):
+            if self.options.auto_create_topics:
+                try:
+                    return self.create_topic(name)
+                except TopicExistsError:
+                    pass
+            else:
+                raise UnknownTopicError(f"topic {name!r} does not exist in {self.path}")
+        return self._load_topic(name)
+
+    @contextmanager
+    def _meta_locked(self) -> Iterator[None]:
+        fd = _fileutil.open_fd(os.path.join(self.path, META_LOCK_FILE), os.O_RDWR | os.O_CREAT)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
+    def create_topic(self, name: str, partitions: int | None = None, **config: Any) -> Topic:
+        """Create a topic with ``partitions`` partitions and the given settings.
+
+        The topic appears atomically (it is built in a staging directory and renamed
+        into place). Raises ``TopicExistsError`` if the name is taken,
+        ``InvalidTopicError`` for a bad name (before touching any file), and
+        ``InvalidConfigError`` for bad settings.
+        """
+        self._check_open()
+        validate_topic_name(name)
+        if partitions is None:
+            partitions = self.options.default_partitions
+        _check_int("partitions", partitions, 1, 100_000)
+        topic_config = TopicConfig.from_mapping(
+            {k: v for k, v in config.items()}, base=self.options.topic_defaults)
+        now = self._ctx.clock()
+        meta = TopicMetadata(name, partitions, topic_config, now)
+        with _fileutil.os_errors(f"creating topic {name!r}"), self._meta_locked():
+            existing = self._topic_names_on_disk()
+            if name in existing:
+                raise TopicExistsError(f"topic {name!r} already exists in {self.path}")
+            for other in existing:
+                if other.casefold() == name.casefold():
+                    raise InvalidTopicError(f"topic name {name!r} collides with existing "
+                                            f"topic {other!r} (names differ only in case)")
+            target = os.path.join(self._topics_dir(), name)
+            if os.path.exists(target):  # debris of a create or delete that died
+                self._discard(target)
+            stage = self._new_stage(f"create-{name}")
+            for i in range(partitions):
+                create_partition_files(os.path.join(stage, str(i)), now)
+            _fileutil.atomic_write(os.path.join(stage, TOPIC_FILE), meta.to_json())
+            os.rename(stage, target)
+            _fileutil.sync_dir(self._topics_dir())
+        return self._load_topic(name)
+
+    def _new_stage(self, label: str) -> str:
+        stage = os.path.join(self.path, STAGING_DIR,
+                             f"{label}-{os.getpid()}-{threading.get_ident()}")
+        if os.path.exists(stage):
+            shutil.rmtree(stage)
+        os.mkdir(stage, _fileutil.DIR_MODE)
+        return stage
+
+    def _discard(self, directory: str) -> None:
+        """Move a directory into staging (atomic), then delete it."""
+        trash = self._new_stage("trash")
+        os.rmdir(trash)
+        os.rename(directory, trash)
+        _fileutil.sync_dir(os.path.dirname(directory))
+        shutil.rmtree(trash, ignore_errors=True)
+
+    def delete_topic(self, name: str) -> None:
+        """Delete a topic and all its records.
+
+        Safe against other processes using it: each partition is first marked deleted
+        under its writer lock, so no write can land after this returns, and their next
+        use raises ``UnknownTopicError``; the files are then removed (processes still
+        reading a mapped segment keep their mapping until they drop it).
+        """
+        self._check_open()
+        validate_topic_name(name)
+        with _fileutil.os_errors(f"deleting topic {name!r}"), self._meta_locked():
+            if name not in self._topic_names_on_disk():
+                raise UnknownTopicError(f"topic {name!r} does not exist in {self.path}")
+            topic = self._load_topic(name)
+            for part in topic.partitions:
+                part._log.mark_deleted()
+            with self._topics_lock:
+                self._topics.pop(name, None)
+            topic._close(clean=False)
+            self._discard(topic.directory)
+
+    def _add_partitions(self, topic: Topic, count: int) -> None:
+        self._check_open()
+        with _fileutil.os_errors(f"adding partitions to {topic.name!r}"), self._meta_locked():
+            meta = topic._refresh(force=True)
+            now = self._ctx.clock()
+            for i in range(meta.partitions, meta.partitions + count):
+                target = os.path.join(topic.directory, str(i))
+                if os.path.exists(target):  # left by an add_partitions that died
+                    self._discard(target)
+                stage = self._new_stage(f"partition-{topic.name}-{i}")
+                os.rmdir(stage)
+                create_partition_files(stage, now)
+                os.rename(stage, target)
+            _fileutil.sync_dir(topic.directory)
+            topic._write_meta(TopicMetadata(meta.name, meta.partitions + count, meta.config,
+                                            meta.created_ms))
+            topic._refresh(force=True)
+
+    # -- durability ---------------------------------------------------------------------
+
+    def flush(self) -> None:
+        """fsync every partition this process opened and advance their durable points."""
+        self._check_open()
+        for topic in list(self._topics.values()):
+            for part in topic._opened_partitions():
+                part._log.sync()
+
+    def _flush_loop(self) -> None:
+        interval = self.options.fsync_interval_ms / 1000
+        ctx = self._ctx
+        while not self._stop_flusher.wait(interval):
+            with ctx.dirty_lock:
+                dirty = list(ctx.dirty)
+                ctx.dirty.clear()
+            for part in dirty:
+                try:
+                    part.sync()
+                except ClosedError:
+                    continue
+                except LogFailedError:
+                    return  # the log is failed; writers already see it
+                except Exception as exc:  # an fsync or I/O error: fail loudly, stop
+                    ctx.fail(exc)
+                    return
+
+    # -- closing ------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close the log. If no other ``Log`` has the directory open, fsync every
+        partition and mark it clean, so the next open skips validation."""
+        if self._closed or self._forked:
+            self._closed = True
+            return
+        self._closed = True
+        _live_logs.discard(self)
+        self._stop_flusher.set()
+        if self._flusher is not None:
+            self._flusher.join()
+        try:
+            last_user = False
+            if self._ctx.failure is None:
+                if self.options.fsync != "never":
+                    for topic in list(self._topics.values()):
+                        for part in topic._opened_partitions():
+                            part._log.sync()
+                try:
+                    fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    last_user = True
+                except BlockingIOError:
+                    last_user = False
+            if last_user:
+                self._closed = False  # allow opening the remaining partitions
+                try:
+                    for name in self._topic_names_on_disk():
+                        topic = self._load_topic(name)
+                        for part in topic.partitions:
+                            part._log.close(clean=True)
+                finally:
+                    self._closed = True
+            with self._topics_lock:
+                for topic in self._topics.values():
+                    topic._close(clean=False)
+                self._topics.clear()
+        finally:
+            self._release_lock()
+
