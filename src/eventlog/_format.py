@@ -173,12 +173,16 @@ def write_batch(buf: Any, pos: int, batch: EncodedBatch, base_offset: int,
                 max_timestamp_ms: int | None = None) -> int:
     """Write ``batch`` into the writable buffer ``buf`` at ``pos``; return its length.
 
-    The timestamps may be overridden (log-append time). Cost: one memcpy of the
+    Passing ``first_timestamp_ms`` stamps the batch with log-append time: every
+    record then has that timestamp. Cost: one memcpy of the
     payload and one xxh3 pass over the written bytes.
     """
     length = HEADER_BYTES + len(batch.payload)
+    attributes = batch.attributes
+    if first_timestamp_ms is not None:
+        attributes |= ATTR_LOG_APPEND_TIME  # readers then ignore per-record deltas
     HEADER.pack_into(
-        buf, pos, MAGIC, length, 0, VERSION, batch.attributes, batch.producer_epoch,
+        buf, pos, MAGIC, length, 0, VERSION, attributes, batch.producer_epoch,
         batch.record_count, base_offset, batch.last_offset_delta, batch.base_sequence,
         batch.first_timestamp_ms if first_timestamp_ms is None else first_timestamp_ms,
         batch.max_timestamp_ms if max_timestamp_ms is None else max_timestamp_ms,
@@ -361,4 +365,6 @@ def _check_columns(header: BatchHeader, pos: int, columns: Any) -> DecodedBatch:
             raise _fail(header, pos, "offset column disagrees with the header")
     elif odeltas is not None:
         raise _fail(header, pos, "dense batch has an offset column")
+    if header.attributes & ATTR_LOG_APPEND_TIME:
+        deltas = None
     return DecodedBatch(header, pos, values, keys, deltas, headers, odeltas)

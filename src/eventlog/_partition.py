@@ -117,9 +117,12 @@ class PartitionLog:
         self._closed = False
         self._max_ts_cache: dict[int, int] = {}
         try:
-            with self._locked() as state:
-                if recover:
-                    self._recover(state)
+            if recover:
+                with self._write_lock():  # judge the head as found, before any repair
+                    self._recover(self._head.read())
+            else:
+                with self._locked():
+                    pass
         except BaseException:
             self._head.close()
             raise
@@ -161,16 +164,22 @@ class PartitionLog:
             raise ClosedError(f"partition {self.directory} is closed")
 
     @contextmanager
-    def _locked(self) -> Iterator[HeadState]:
-        """Hold the writer lock (threads, then processes) and yield the current state,
-        repaired if a writer died or the head is unreadable."""
+    def _write_lock(self) -> Iterator[None]:
+        """Hold the writer lock: the thread lock, then ``flock`` for the processes."""
         with self._lock:
             self._check_open()
             fcntl.flock(self._head.fd, fcntl.LOCK_EX)
             try:
-                yield self._sync()
+                yield
             finally:
                 fcntl.flock(self._head.fd, fcntl.LOCK_UN)
+
+    @contextmanager
+    def _locked(self) -> Iterator[HeadState]:
+        """Hold the writer lock and yield the current state, repaired if a writer died
+        or the head is unreadable."""
+        with self._write_lock():
+            yield self._sync()
 
     def _sync(self) -> HeadState:
         st = self._head.read()
@@ -475,6 +484,12 @@ class PartitionLog:
             if nxt is None:
                 self._reload_segments(st.layout_epoch)
                 nxt = self._next_segment(segment.base_offset)
+            if nxt is not None and nxt.base_offset != offset:
+                # Segments chain without gaps (compaction keeps each segment's last
+                # record), so a jump means a segment file is missing or damaged.
+                raise CorruptRecordError(
+                    f"{self.directory}: segment {file_name(nxt.base_offset)} follows a "
+                    f"segment that ends at offset {offset}; records in between are missing")
             segment, position = nxt, 0
         if segment is not None:
             self._remember(offset, segment, position)

@@ -299,7 +299,7 @@ class Log:
             target = os.path.join(self._topics_dir(), name)
             if os.path.exists(target):  # debris of a create or delete that died
                 self._discard(target)
-            stage = self._new_stage(f"create-{name}")
+            stage = self._new_stage("create")
             for i in range(partitions):
                 create_partition_files(os.path.join(stage, str(i)), now)
             _fileutil.atomic_write(os.path.join(stage, TOPIC_FILE), meta.to_json())
@@ -353,7 +353,7 @@ class Log:
                 target = os.path.join(topic.directory, str(i))
                 if os.path.exists(target):  # left by an add_partitions that died
                     self._discard(target)
-                stage = self._new_stage(f"partition-{topic.name}-{i}")
+                stage = self._new_stage("partition")
                 os.rmdir(stage)
                 create_partition_files(stage, now)
                 os.rename(stage, target)
@@ -367,9 +367,15 @@ class Log:
     def flush(self) -> None:
         """fsync every partition this process opened and advance their durable points."""
         self._check_open()
+        self._sync_opened()
+
+    def _sync_opened(self) -> None:
         for topic in list(self._topics.values()):
             for part in topic._opened_partitions():
-                part._log.sync()
+                try:
+                    part._log.sync()
+                except UnknownTopicError:
+                    continue  # deleted by another process meanwhile
 
     def _flush_loop(self) -> None:
         interval = self.options.fsync_interval_ms / 1000
@@ -406,9 +412,7 @@ class Log:
             last_user = False
             if self._ctx.failure is None:
                 if self.options.fsync != "never":
-                    for topic in list(self._topics.values()):
-                        for part in topic._opened_partitions():
-                            part._log.sync()
+                    self._sync_opened()
                 try:
                     fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                     last_user = True

@@ -202,10 +202,10 @@ class Topic:
         self.directory = directory
         self._ctx = context
         self._lock = threading.Lock()
-        self._meta = self._read_meta()
-        self._meta_stat = self._stat()
+        self._dir_ino = self._dir_inode()
+        self._partitions: list[Partition | None] = []
+        self._set_meta(self._read_meta())
         self._checked_at = time.monotonic()
-        self._partitions: list[Partition | None] = [None] * self._meta.partitions
         if recover:
             for i in range(self._meta.partitions):
                 self.partition(i)
@@ -236,26 +236,37 @@ class Topic:
             raise UnknownTopicError(f"topic {self.name!r} does not exist") from exc
         return TopicMetadata.from_json(data, path)
 
+    def _dir_inode(self) -> int:
+        try:
+            return os.stat(self.directory).st_ino
+        except FileNotFoundError:
+            return 0
+
+    def _set_meta(self, meta: TopicMetadata) -> None:
+        with self._lock:
+            self._meta = meta
+            self._meta_stat = self._stat()
+            grow = meta.partitions - len(self._partitions)
+            if grow > 0:
+                self._partitions.extend([None] * grow)
+
     def _refresh(self, force: bool = False) -> TopicMetadata:
+        """The metadata, re-read if another process changed it. A topic that was
+        deleted (and perhaps created again under the same name, in a new directory)
+        raises ``UnknownTopicError``; ``Log.topic`` then loads the new one."""
         now = time.monotonic()
         if force or now - self._checked_at >= _REFRESH_S:
             self._checked_at = now
             stat = self._stat()
-            if stat == (0, 0):
+            if stat == (0, 0) or self._dir_inode() != self._dir_ino:
                 raise UnknownTopicError(f"topic {self.name!r} was deleted")
             if stat != self._meta_stat:
-                with self._lock:
-                    self._meta = self._read_meta()
-                    self._meta_stat = stat
-                    grow = self._meta.partitions - len(self._partitions)
-                    if grow > 0:
-                        self._partitions.extend([None] * grow)
+                self._set_meta(self._read_meta())
         return self._meta
 
     def _write_meta(self, meta: TopicMetadata) -> None:
         _fileutil.atomic_write(self._meta_path(), meta.to_json())
-        self._meta = meta
-        self._meta_stat = self._stat()
+        self._set_meta(meta)
 
     @property
     def config(self) -> TopicConfig:

@@ -1,0 +1,86 @@
+"""Shared fixtures and helpers for the test suite.
+
+``EVENTLOG_SOAK`` scales the long-running tests (crash loops, fuzzing, stress):
+``EVENTLOG_SOAK=1`` (the default) keeps the whole suite within a few minutes on two
+cores; ``EVENTLOG_SOAK=50`` runs fifty times as many cycles.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, settings
+
+import eventlog
+
+SOAK = max(1, int(os.environ.get("EVENTLOG_SOAK", "1")))
+ROOT = Path(__file__).resolve().parent.parent
+
+settings.register_profile("default", deadline=None,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("soak", deadline=None, max_examples=200 * SOAK,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("soak" if SOAK > 1 else "default")
+
+
+def soak(n: int) -> int:
+    """``n`` scaled by EVENTLOG_SOAK."""
+    return n * SOAK
+
+
+@pytest.fixture
+def log_dir(tmp_path: Path) -> Path:
+    return tmp_path / "log"
+
+
+@pytest.fixture
+def log(log_dir: Path) -> Iterator[eventlog.Log]:
+    with eventlog.open(log_dir) as opened:
+        yield opened
+
+
+def run_python(code: str, *args: str, timeout: float = 60, check: bool = True
+               ) -> subprocess.CompletedProcess[str]:
+    """Run ``code`` in a fresh interpreter (a real separate process)."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
+    proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True,
+                          text=True, timeout=timeout, env=env)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"child failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def spawn_python(code: str, *args: str, **kwargs: object) -> subprocess.Popen[str]:
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
+    return subprocess.Popen([sys.executable, "-c", code, *args], env=env, text=True,
+                            **kwargs)  # type: ignore[call-overload]
+
+
+@contextlib.contextmanager
+def small_filesystem(size_bytes: int) -> Iterator[Path | None]:
+    """A real, tiny tmpfs to fill up, or None where mounting is not permitted."""
+    mountpoint = Path(tempfile.mkdtemp(prefix="eventlog-small-fs-"))
+    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_bytes}", "tmpfs",
+                           str(mountpoint)], capture_output=True, check=False)
+    if proc.returncode != 0:
+        mountpoint.rmdir()
+        yield None
+        return
+    try:
+        yield mountpoint
+    finally:
+        subprocess.run(["umount", "-l", str(mountpoint)], check=False)
+        with contextlib.suppress(OSError):
+            mountpoint.rmdir()
+
+
+def fill_disk_error() -> OSError:
+    return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
