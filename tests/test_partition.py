@@ -253,3 +253,23 @@ def test_log_append_time_replaces_producer_timestamps(log_dir):
         p = log.create_topic("t", timestamp_type="log_append_time").partition(0)
         p.append(values(2), timestamps_ms=[1, 2])
         assert [r.timestamp_ms for r in p.read(0)] == [5_000, 5_000]
+
+
+def test_reading_never_overrides_the_users_garbage_collector_setting(log):
+    import gc
+
+    p = log.create_topic("t").partition(0)
+    p.append(values(2000))
+    was = gc.isenabled()
+    try:
+        gc.disable()
+        assert len(p.read(0, max_records=2000)) == 2000
+        assert not gc.isenabled()
+        gc.enable()
+        assert len(p.read(0, max_records=2000)) == 2000
+        assert gc.isenabled()
+    finally:
+        if was:
+            gc.enable()
+        else:
+            gc.disable()

@@ -151,7 +151,7 @@ def encode_batch(values: Sequence[bytes | None], keys: Sequence[bytes | None] | 
         deltas = [t - first_ts for t in timestamps_ms]
         if not any(deltas):
             deltas = None
-    if keys is not None and not any(k is not None for k in keys):
+    if keys is not None and keys.count(None) == count:
         keys = None
     packed_headers: list[list[list[Any]] | None] | None = None
     if headers is not None and any(headers):

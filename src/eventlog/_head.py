@@ -57,6 +57,8 @@ _SLOT_OFFSETS = (64, 192)
 _SLOT_BODY = struct.Struct("<QqqqqqqqqqQQII")
 _SLOT_CHECKSUM = struct.Struct("<Q")
 _SLOT_BYTES = _SLOT_BODY.size + _SLOT_CHECKSUM.size  # 120
+_BODY_BYTES = _SLOT_BODY.size
+_SEQ = struct.Struct("<Q")
 _U64 = (1 << 64) - 1
 
 FLAG_CLEAN = 0x1    # closed cleanly by its last user: the state is exact
@@ -89,17 +91,19 @@ class HeadState(NamedTuple):
         return bool(self.flags & FLAG_DELETED)
 
 
+_make_state = HeadState._make
+
+
 def initial_state(now_ms: int, base_offset: int = 0) -> HeadState:
     """The state of a new, empty partition whose first segment is ``base_offset``."""
     return HeadState(1, base_offset, base_offset, base_offset, 0, now_ms, -1, base_offset, 0,
                      base_offset, current_boot_id(), FLAG_CLEAN, 0)
 
 
-def _pack_slot(state: HeadState) -> bytes:
-    fields = list(state)
-    boot = fields[10]
-    fields[10:11] = [boot >> 64, boot & _U64]
-    body = _SLOT_BODY.pack(*fields)
+def _pack_slot(state: HeadState, seq: int | None = None) -> bytes:
+    boot = state.boot_id
+    body = _SLOT_BODY.pack(state.seq if seq is None else seq, *state[1:10], boot >> 64,
+                           boot & _U64, state.flags, state.layout_epoch)
     return body + _SLOT_CHECKSUM.pack(_xxh3(body))
 
 
@@ -159,31 +163,32 @@ class Head:
 
     def read(self) -> HeadState | None:
         """The newest valid state, or None when neither slot checks out.
-        Cost: two unpacks and two xxh3 calls over 88 bytes."""
-        best: HeadState | None = None
+
+        Cost: the slot with the higher seq is verified first (one xxh3 over 112
+        bytes); the other is read only if that one fails its checksum."""
         mm = self.mm
-        for off in _SLOT_OFFSETS:
+        first, second = _SLOT_OFFSETS
+        if _SEQ.unpack_from(mm, second)[0] > _SEQ.unpack_from(mm, first)[0]:
+            first, second = second, first
+        for off in (first, second):
             raw = mm[off:off + _SLOT_BYTES]
-            (checksum,) = _SLOT_CHECKSUM.unpack_from(raw, _SLOT_BODY.size)
-            if checksum != _xxh3(raw[:_SLOT_BODY.size]):
+            if _SLOT_CHECKSUM.unpack_from(raw, _BODY_BYTES)[0] != _xxh3(raw[:_BODY_BYTES]):
                 continue
-            f = _SLOT_BODY.unpack(raw[:_SLOT_BODY.size])
-            state = HeadState._make((*f[:10], (f[10] << 64) | f[11], f[12], f[13]))
-            if best is None or state.seq > best.seq:
-                best = state
-        return best
+            f = _SLOT_BODY.unpack_from(raw)
+            return _make_state((*f[:10], (f[10] << 64) | f[11], f[12], f[13]))
+        return None
 
     def publish(self, state: HeadState) -> HeadState:
         """Write ``state`` as the successor of the state it was derived from
         (``state.seq`` is the seq that was read under the lock) into the older slot,
         then bump the notify counter. Returns the state as written."""
         seq = state.seq + 1
-        state = state._replace(seq=seq)
         off = _SLOT_OFFSETS[seq % 2]
-        self.mm[off:off + _SLOT_BYTES] = _pack_slot(state)
-        (count,) = _NOTIFY.unpack_from(self.mm, NOTIFY_OFFSET)
-        _NOTIFY.pack_into(self.mm, NOTIFY_OFFSET, (count + 1) & 0xFFFFFFFF)
-        return state
+        mm = self.mm
+        mm[off:off + _SLOT_BYTES] = _pack_slot(state, seq)
+        _NOTIFY.pack_into(mm, NOTIFY_OFFSET,
+                          (_NOTIFY.unpack_from(mm, NOTIFY_OFFSET)[0] + 1) & 0xFFFFFFFF)
+        return state._replace(seq=seq)
 
     def notify_count(self) -> int:
         return int(_NOTIFY.unpack_from(self.mm, NOTIFY_OFFSET)[0])

@@ -221,7 +221,9 @@ class PartitionLog:
             return segment.cut(position, aside)
 
     def _publish(self, st: HeadState) -> HeadState:
-        st = self._head.publish(st._replace(boot_id=self._ctx.boot_id))
+        if st.boot_id != self._ctx.boot_id:
+            st = st._replace(boot_id=self._ctx.boot_id)
+        st = self._head.publish(st)
         self._own_seq = st.seq
         return st
 
@@ -294,48 +296,64 @@ class PartitionLog:
     def append(self, batch: EncodedBatch) -> AppendResult:
         """Append one encoded batch; return its base offset. Visible to readers in every
         process when this returns (and on disk, with ``fsync="always"``).
+
+        Cost: two ``flock`` calls, one head read and one head publish, the memcpy and
+        checksum of the batch; an index entry every ``index_interval_bytes``.
         """
         config = self._config()
-        options = self._ctx.options
-        self._ctx.check_writable()
-        with self._locked() as st:
-            if st.clean:
-                st = self._make_dirty(st)
-            active = self._segments[st.active_base]
-            now = -1
-            if config.segment_ms is not None or config.timestamp_type == "log_append_time":
-                now = self._ctx.clock()
-            if st.active_position > 0 and (
-                    st.active_position + batch.size > config.segment_bytes
-                    or (config.segment_ms is not None
-                        and now - st.active_created_ms >= config.segment_ms)):
-                st, active = self._roll(st, active, config, now)
-            position = st.active_position
-            base_offset = st.end_offset
-            log_time = now if config.timestamp_type == "log_append_time" else -1
-            if log_time >= 0:
-                length = active.append(batch, position, base_offset, config.segment_bytes,
-                                       log_time, log_time)
-                batch_max_ts = log_time
-            else:
-                length = active.append(batch, position, base_offset, config.segment_bytes)
-                batch_max_ts = batch.max_timestamp_ms
-            max_ts = max(st.active_max_timestamp_ms, batch_max_ts)
-            end = base_offset + batch.last_offset_delta + 1
-            new = st._replace(end_offset=end, active_position=position + length,
-                              active_max_timestamp_ms=max_ts)
-            if options.fsync == "always":
-                self._fsync(active)
-                new = new._replace(recovery_base=active.base_offset,
-                                   recovery_position=position + length, recovery_offset=end)
-            self._publish(new)
-            # Index entries go after the publish: an entry never names unpublished bytes.
-            policy = active.index_policy(config.index_interval_bytes)
-            policy.observe(position, base_offset, max_ts)
-            active.write_entries(policy)
-        if options.fsync == "interval":
-            with self._ctx.dirty_lock:
-                self._ctx.dirty.add(self)
+        ctx = self._ctx
+        ctx.check_writable()
+        always = ctx.options.fsync == "always"
+        with self._lock:  # the context managers of _locked, inlined: this is the hot path
+            self._check_open()
+            fd = self._head.fd
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                st = self._sync()
+                if st.clean:
+                    st = self._make_dirty(st)
+                active = self._segments[st.active_base]
+                now = -1
+                if config.segment_ms is not None or config.timestamp_type == "log_append_time":
+                    now = ctx.clock()
+                if st.active_position > 0 and (
+                        st.active_position + batch.size > config.segment_bytes
+                        or (config.segment_ms is not None
+                            and now - st.active_created_ms >= config.segment_ms)):
+                    st, active = self._roll(st, active, config, now)
+                position = st.active_position
+                base_offset = st.end_offset
+                log_time = now if config.timestamp_type == "log_append_time" else -1
+                if log_time >= 0:
+                    length = active.append(batch, position, base_offset, config.segment_bytes,
+                                           log_time, log_time)
+                    max_ts = max(st.active_max_timestamp_ms, log_time)
+                else:
+                    length = active.append(batch, position, base_offset, config.segment_bytes)
+                    max_ts = max(st.active_max_timestamp_ms, batch.max_timestamp_ms)
+                end = base_offset + batch.last_offset_delta + 1
+                if always:
+                    self._fsync(active)
+                    new = st._replace(end_offset=end, active_position=position + length,
+                                      active_max_timestamp_ms=max_ts,
+                                      recovery_base=active.base_offset,
+                                      recovery_position=position + length,
+                                      recovery_offset=end)
+                else:
+                    new = st._replace(end_offset=end, active_position=position + length,
+                                      active_max_timestamp_ms=max_ts)
+                self._publish(new)
+                # Index entries go after the publish: an entry never names unpublished
+                # bytes.
+                if active.index_due(position, config.index_interval_bytes):
+                    policy = active.index_policy(config.index_interval_bytes)
+                    policy.observe(position, base_offset, max_ts)
+                    active.write_entries(policy)
+            finally:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+        if ctx.options.fsync == "interval":
+            with ctx.dirty_lock:
+                ctx.dirty.add(self)
         return AppendResult(base_offset, end, log_time)
 
     def _make_dirty(self, st: HeadState) -> HeadState:

@@ -384,6 +384,11 @@ class Segment:
             for ts, offset in policy.time_entries:
                 self.time_index.append(ts, offset)
 
+    def index_due(self, position: int, interval: int) -> bool:
+        """Would a batch at ``position`` get an index entry? (IndexPolicy's rule, O(1))"""
+        last = self.offset_index.last_position()
+        return last < 0 or position - last >= interval
+
     def index_policy(self, interval: int) -> IndexPolicy:
         """A policy continuing from this segment's current index entries."""
         return IndexPolicy(interval, self.offset_index.last_position(),

@@ -1,0 +1,109 @@
+"""Small benchmark harness: repeated runs, medians, ratios, machine details, markdown.
+
+Every benchmark in this directory compares eventlog with baselines measured in the
+same run (the machines are noisy) and reports medians of several repeats.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import msgpack
+
+
+@dataclass
+class Result:
+    name: str
+    unit_count: int                      # records handled per run
+    seconds: list[float] = field(default_factory=list)
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.seconds)
+
+    @property
+    def rate(self) -> float:
+        return self.unit_count / self.median
+
+
+def sample_records(n: int, seed: int = 1) -> list[bytes]:
+    """``n`` msgpack-encoded order dicts of about 100 bytes each."""
+    out = []
+    for i in range(n):
+        out.append(msgpack.packb({
+            "id": i, "user": f"user-{(i * 7919 + seed) % 10000:05d}",
+            "amount": round((i % 1000) * 1.25, 2), "currency": "EUR",
+            "items": ["sku-%03d" % (i % 300), "sku-%03d" % ((i + 1) % 300)],
+            "ts": 1_700_000_000_000 + i,
+        }))
+    return out
+
+
+def sample_dicts(n: int, seed: int = 1) -> list[dict[str, object]]:
+    return [msgpack.unpackb(b) for b in sample_records(n, seed)]
+
+
+def measure(result: Result, run: Callable[[str], object], repeat: int) -> Result:
+    """Run ``run(tmpdir)`` ``repeat`` times, each in a fresh directory.
+
+    ``run`` may return a generator: then only the part between its start and its
+    first ``yield`` is timed (set-up before, tear-down such as close() after).
+    """
+    for _ in range(repeat):
+        tmp = tempfile.mkdtemp(prefix="eventlog-bench-")
+        try:
+            start = time.perf_counter()
+            gen = run(tmp)
+            if hasattr(gen, "__next__"):
+                start = next(gen)  # type: ignore[call-overload]
+                elapsed = time.perf_counter() - start
+                for _ in gen:  # type: ignore[attr-defined]
+                    pass
+            else:
+                elapsed = time.perf_counter() - start
+            result.seconds.append(elapsed)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return result
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return (f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()} "
+            f"({platform.python_implementation()}), {platform.system()} {platform.release()}")
+
+
+def table(rows: list[tuple[str, ...]], header: tuple[str, ...]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def report(title: str, command: str, body: str, out: str | None) -> None:
+    text = (f"## {title}\n\nMachine: {machine()}  \nCommand: `{command}`  \n"
+            f"Figures are medians of repeated runs; ratios compare runs made in the same "
+            f"process, one after another.\n\n{body}\n")
+    print(text)
+    if out:
+        with open(out, "w") as fh:
+            fh.write(text)
+
+
+def command_line() -> str:
+    return " ".join(["python", *sys.argv])
