@@ -1,0 +1,7 @@
+"""``python -m eventlog`` runs the ``eventlog`` command."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())
