@@ -12,7 +12,7 @@ import re
 import threading
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from . import _fileutil
 from ._format import EncodedBatch, encode_batch
@@ -179,7 +179,7 @@ class Partition:
         limit = self.topic.config.max_message_bytes
         _check_bytes_column(values, "value", where)
         sizes: Any = map(len, [b"" if v is None else v for v in values]) \
-            if None in values else map(len, values)
+            if None in values else map(len, cast("Sequence[bytes]", values))
         if keys is not None:
             _check_bytes_column(keys, "key", where)
             key_sizes = map(len, [b"" if k is None else k for k in keys])
