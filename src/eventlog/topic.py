@@ -131,7 +131,7 @@ class Partition:
         """Records from ``offset`` on, in order, as stored (keys and values are bytes).
 
         Returns at most ``max_records`` records and stops after ``max_bytes`` of batches
-        (at least one record is returned when one exists, however large). Reading at
+        (the first batch is returned whole however large, so a read makes progress). Reading at
         ``end_offset`` returns ``[]``; below ``start_offset`` or above ``end_offset``
         raises ``OffsetOutOfRangeError``. Cost: O(log n) to find the offset, then
         O(bytes read); no lock is taken.
