@@ -273,3 +273,22 @@ def test_reading_never_overrides_the_users_garbage_collector_setting(log):
             gc.enable()
         else:
             gc.disable()
+
+
+def test_time_lookup_survives_garbled_time_indexes(log_dir):
+    with eventlog.open(log_dir, segment_bytes=300, index_interval_bytes=64) as log:
+        p = log.create_topic("t").partition(0)
+        stamps = [5, 1, 9, 3, 20, 15, 40, 35, 60, 50, 80, 70]
+        for i, ts in enumerate(stamps):
+            p.append(values(1, i, size=60), timestamps_ms=[ts])
+        directory = p._log.directory
+    for name in os.listdir(directory):
+        if name.endswith(".timeindex"):
+            with open(os.path.join(directory, name), "r+b") as fh:
+                fh.seek(16)
+                fh.write(b"\xff" * 24)
+    with eventlog.open(log_dir) as log:
+        p = log.topic("t").partition(0)
+        for target in range(0, 90, 3):
+            expected = next((i for i, ts in enumerate(stamps) if ts >= target), None)
+            assert p.offset_for_time(target) == expected, target

@@ -124,6 +124,30 @@ class _IndexFile(ABC):
         os.pwrite(fd, raw, self._file_bytes)
         self._file_bytes += len(raw)
 
+    def read_last(self) -> tuple[int, int] | None:
+        """The last whole entry in the file (raw), read with one pread and without
+        loading the index; None when the file is missing, foreign or empty."""
+        try:
+            fd = _fileutil.open_fd(self.path, os.O_RDONLY)
+        except FileNotFoundError:
+            return None
+        try:
+            size = os.fstat(fd).st_size
+            entries = (size - HEADER_BYTES) // self.ENTRY.size
+            if entries <= 0:
+                return None
+            head = os.pread(fd, HEADER_BYTES, 0)
+            if len(head) < HEADER_BYTES or _FILE_HEADER.unpack(head) != (self.MAGIC,
+                                                                        self.base_offset):
+                return None
+            raw = os.pread(fd, self.ENTRY.size,
+                           HEADER_BYTES + (entries - 1) * self.ENTRY.size)
+            if len(raw) < self.ENTRY.size:
+                return None
+            return self.ENTRY.unpack(raw)
+        finally:
+            os.close(fd)
+
     def write_all(self, entries: list[tuple[int, int]]) -> None:
         """Replace the file with ``entries`` (temp file + rename)."""
         self.close()

@@ -115,7 +115,8 @@ class PartitionLog:
         self._mapped_sealed: OrderedDict[int, Segment] = OrderedDict()
         self._own_seq = -1          # seq of the last state this process published
         self._closed = False
-        self._max_ts_cache: dict[int, int] = {}
+        self._prefix_max: list[int] = []
+        self._prefix_epoch = -1
         try:
             if recover:
                 with self._write_lock():  # judge the head as found, before any repair
@@ -253,7 +254,6 @@ class PartitionLog:
         self._layout_epoch = layout_epoch
         self._hints.clear()
         self._mapped_sealed.clear()
-        self._max_ts_cache.clear()
 
     def _segment_for(self, offset: int) -> Segment | None:
         bases = self._bases
@@ -536,17 +536,22 @@ class PartitionLog:
     def offset_for_time(self, timestamp_ms: int) -> int | None:
         """The earliest offset whose record has a timestamp >= ``timestamp_ms``, or None.
 
-        Cost: a search over per-segment largest timestamps (cached after first use),
-        then O(log n) in that segment's time index and a short scan.
+        Cost: O(log n). Timestamps need not increase, so the first segment that can
+        hold the answer is found by bisecting the running maximum of the sealed
+        segments' largest timestamps (read once from their time indexes and cached);
+        within it, the time index gives a starting batch.
         """
         st = self.state()
-        for base in self._bases:
-            if base > st.active_base:
-                break
-            segment = self._segments[base]
-            limit = self._limit(segment, st)
-            if base != st.active_base and self._segment_max_ts(segment, limit) < timestamp_ms:
+        sealed = [b for b in self._bases if b < st.active_base]
+        prefix = self._prefix_max_timestamps(sealed, st)
+        first = bisect.bisect_left(prefix, timestamp_ms)
+        for base in [*sealed[first:], st.active_base]:
+            segment = self._segments.get(base)
+            if segment is None:
                 continue
+            limit = self._limit(segment, st)
+            if base != st.active_base:
+                self._check_sealed_indexes(segment, limit)
             position = segment.find_time(timestamp_ms, limit)
             while position < limit:
                 batch = segment.read_batch(position, limit)
@@ -560,13 +565,22 @@ class PartitionLog:
                         return off
         return None
 
-    def _segment_max_ts(self, segment: Segment, limit: int) -> int:
-        cached = self._max_ts_cache.get(segment.base_offset)
-        if cached is None:
-            self._check_sealed_indexes(segment, limit)
-            cached = segment.max_timestamp(limit)
-            self._max_ts_cache[segment.base_offset] = cached
-        return cached
+    def _prefix_max_timestamps(self, sealed: list[int], st: HeadState) -> list[int]:
+        """Running maximum of the sealed segments' largest timestamps (non-decreasing,
+        so it can be bisected). Extended as segments are sealed; reset when the
+        segment layout changes."""
+        prefix = self._prefix_max
+        if len(prefix) > len(sealed) or self._prefix_epoch != self._layout_epoch:
+            prefix = self._prefix_max = []
+            self._prefix_epoch = self._layout_epoch
+        interval = self._config().index_interval_bytes
+        running = prefix[-1] if prefix else -1
+        for base in sealed[len(prefix):]:
+            segment = self._segments[base]
+            running = max(running, segment.sealed_max_timestamp(self._limit(segment, st),
+                                                                interval))
+            prefix.append(running)
+        return prefix
 
     # -- recovery --------------------------------------------------------------------
 

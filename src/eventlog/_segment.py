@@ -279,21 +279,35 @@ class Segment:
             return False
         return header.base_offset == offset
 
-    def max_timestamp(self, limit: int) -> int:
-        """Largest timestamp in the segment (-1 when empty): the last time-index entry
-        of a sealed segment, else a scan. Cached for sealed segments."""
+    def sealed_max_timestamp(self, limit: int, interval: int) -> int:
+        """Largest timestamp in this sealed segment (-1 when it is empty).
+
+        Read from the final time-index entry with one pread, after checking that the
+        final entries of both indexes name the segment's last batch; when they do not,
+        the indexes are rebuilt by a scan. Cached. Cost: O(1), or O(segment) once.
+        """
         if self.sealed_max_timestamp_ms is not None:
             return self.sealed_max_timestamp_ms
-        self.ensure_indexes()
-        result = -1
-        start = 0
-        if self.time_index.valid and self.offset_index.valid and len(self.time_index):
-            ts, _ = self.time_index.last()  # type: ignore[misc]
-            result = ts
-            last = self.offset_index.last()
-            start = last[1] if last else 0
-        for _, header in self.headers(start, limit):
-            result = max(result, header.max_timestamp_ms)
+        last = self.offset_index.read_last()
+        last_time = self.time_index.read_last()
+        result: int | None = None
+        if last is not None and last_time is not None and last_time[1] == last[0]:
+            offset, position = self.base_offset + last[0], last[1]
+            mm = self.mapping(limit)
+            try:
+                header = _format.read_header(mm, position, limit)
+                end = position + header.length
+                if header.base_offset == offset and (
+                        end >= limit or _format.is_unwritten(mm, end, limit)):
+                    result = last_time[0]
+            except CorruptRecordError:
+                result = None
+        elif last is None and (limit == 0 or _format.is_unwritten(self.mapping(limit), 0,
+                                                                   limit)):
+            result = -1
+        if result is None:
+            result = self.rebuild_indexes(limit, interval).max_timestamp_ms
+        self.sealed_max_timestamp_ms = result
         return result
 
     def find_time(self, timestamp_ms: int, limit: int) -> int:
