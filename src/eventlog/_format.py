@@ -103,9 +103,9 @@ class EncodedBatch:
     Built outside the partition lock; ``write_batch`` places it under the lock.
     """
 
-    __slots__ = ("attributes", "base_sequence", "first_timestamp_ms", "last_offset_delta",
-                 "max_timestamp_ms", "payload", "producer_epoch", "producer_id",
-                 "record_count")
+    __slots__ = ("attributes", "base_sequence", "columns", "first_timestamp_ms",
+                 "last_offset_delta", "max_timestamp_ms", "payload", "producer_epoch",
+                 "producer_id", "record_count")
 
     def __init__(self, payload: bytes, record_count: int, last_offset_delta: int,
                  first_timestamp_ms: int, max_timestamp_ms: int, attributes: int = 0,
@@ -120,11 +120,27 @@ class EncodedBatch:
         self.producer_id = producer_id
         self.producer_epoch = producer_epoch
         self.base_sequence = base_sequence
+        # The records as given to encode_batch, kept so that an idempotent batch whose
+        # first records are stored already can be re-encoded without them.
+        self.columns: tuple[Any, ...] | None = None
 
     @property
     def size(self) -> int:
         """Bytes the batch takes in a segment."""
         return HEADER_BYTES + len(self.payload)
+
+    def without_first(self, skip: int, sequence_modulus: int) -> EncodedBatch:
+        """This batch minus its first ``skip`` records (which are stored already)."""
+        if self.columns is None or not 0 < skip < self.record_count:
+            raise ValueError("this batch cannot be trimmed")
+        values, keys, timestamps, headers = self.columns
+        if not isinstance(timestamps, int):
+            timestamps = timestamps[skip:]
+        return encode_batch(values[skip:], keys[skip:] if keys is not None else None,
+                            timestamps, headers[skip:] if headers is not None else None,
+                            attributes=self.attributes & ~ATTR_SPARSE,
+                            producer_id=self.producer_id, producer_epoch=self.producer_epoch,
+                            base_sequence=(self.base_sequence + skip) % sequence_modulus)
 
 
 def encode_batch(values: Sequence[bytes | None], keys: Sequence[bytes | None] | None = None,
@@ -164,8 +180,11 @@ def encode_batch(values: Sequence[bytes | None], keys: Sequence[bytes | None] | 
         last_delta = offset_deltas[-1]
         odeltas = offset_deltas
     payload = _packb([values, keys, deltas, packed_headers, odeltas])
-    return EncodedBatch(payload, count, last_delta, first_ts, max_ts, attributes,
-                        producer_id, producer_epoch, base_sequence)
+    batch = EncodedBatch(payload, count, last_delta, first_ts, max_ts, attributes,
+                         producer_id, producer_epoch, base_sequence)
+    if offset_deltas is None:
+        batch.columns = (values, keys, timestamps_ms, headers)
+    return batch
 
 
 def write_batch(buf: Any, pos: int, batch: EncodedBatch, base_offset: int,

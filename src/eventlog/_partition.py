@@ -44,8 +44,14 @@ from contextlib import contextmanager
 from typing import NamedTuple
 
 from . import _fileutil, _format, _head
-from ._format import DecodedBatch, EncodedBatch
+from ._format import BatchHeader, DecodedBatch, EncodedBatch
 from ._head import Head, HeadState
+from ._producer_state import (
+    SEQUENCE_MODULUS,
+    ProducerState,
+    load_snapshots,
+    write_snapshot,
+)
 from ._segment import Segment, file_name, parse_file_name
 from .config import LogOptions, TopicConfig
 from .errors import (
@@ -88,9 +94,12 @@ class StorageContext:
 
 
 class AppendResult(NamedTuple):
-    base_offset: int
+    base_offset: int         # offset of the first appended record (-1: none appended)
     next_offset: int
     log_append_time_ms: int  # -1 unless the topic uses log-append time
+    # Idempotent batches: offsets of the leading records that were stored already
+    # (-1 where no longer known); they were not appended again.
+    stored_offsets: list[int] | None = None
 
 
 class PartitionLog:
@@ -117,6 +126,12 @@ class PartitionLog:
         self._closed = False
         self._prefix_max: list[int] = []
         self._prefix_epoch = -1
+        # Idempotence state, built on first use; valid up to (segment base, position).
+        self._producers: ProducerState | None = None
+        self._producers_end = (-1, -1)
+        self._producers_stale = False
+        self._reload_lock = threading.Lock()
+        self._retired: list[Segment] = []  # replaced segments whose fds the writer closes
         try:
             if recover:
                 with self._write_lock():  # judge the head as found, before any repair
@@ -192,6 +207,10 @@ class PartitionLog:
             self._reload_segments(st.layout_epoch)
             if st.active_base not in self._segments:
                 return self._recover(st)
+        while self._retired:
+            self._retired.pop().release_writer()
+        if self._producers_stale:
+            self._producers, self._producers_stale = None, False
         active = self._segments[st.active_base]
         if st.seq != self._own_seq:
             # Someone else wrote since our last publish (or we just arrived): pick up
@@ -200,6 +219,8 @@ class PartitionLog:
             st = self._cut_debris(st, active)
             active.prepare_writer_indexes(st.active_position,
                                           self._config().index_interval_bytes)
+            if self._producers is not None:
+                self._catch_up_producers(st)
         return st
 
     def _cut_debris(self, st: HeadState, active: Segment) -> HeadState:
@@ -236,24 +257,28 @@ class PartitionLog:
         return sorted(b for b in map(parse_file_name, names) if b is not None)
 
     def _reload_segments(self, layout_epoch: int) -> None:
-        bases = self._list_bases()
-        old = self._segments
-        fresh: dict[int, Segment] = {}
-        for base in bases:
-            seg = old.get(base)
-            if seg is None or self._layout_epoch != layout_epoch:
-                # A replaced file (compaction) has the same name: after a layout change,
-                # map every segment again. Old mappings stay valid until dropped.
-                seg = Segment(self.directory, base)
-            fresh[base] = seg
-        for base, seg in old.items():
-            if fresh.get(base) is not seg:
-                seg.release_writer()
-        self._segments = fresh
-        self._bases = bases
-        self._layout_epoch = layout_epoch
-        self._hints.clear()
-        self._mapped_sealed.clear()
+        """List the segment files again. May run in any thread (readers call it), so it
+        only swaps in new objects: writer resources of retired segments are released,
+        and producer state rebuilt, by the writer under its lock (``_sync``)."""
+        with self._reload_lock:
+            bases = self._list_bases()
+            old = self._segments
+            fresh: dict[int, Segment] = {}
+            for base in bases:
+                seg = old.get(base)
+                if seg is None or self._layout_epoch != layout_epoch:
+                    # A replaced file (compaction) keeps its name: after a layout change
+                    # map every segment again. Old mappings stay valid until dropped.
+                    seg = Segment(self.directory, base)
+                fresh[base] = seg
+            self._retired.extend(seg for base, seg in old.items() if fresh.get(base) is not seg)
+            if self._layout_epoch != layout_epoch:
+                self._producers_stale = True
+            self._segments = fresh
+            self._bases = bases
+            self._layout_epoch = layout_epoch
+            self._hints.clear()
+            self._mapped_sealed.clear()
 
     def _segment_for(self, offset: int) -> Segment | None:
         bases = self._bases
@@ -310,6 +335,16 @@ class PartitionLog:
             fcntl.flock(fd, fcntl.LOCK_EX)
             try:
                 st = self._sync()
+                if batch.producer_id >= 0 and batch.base_sequence >= 0:
+                    decision = self._producer_state(st).check(
+                        batch.producer_id, batch.base_sequence, batch.record_count)
+                    if decision.duplicate:
+                        return AppendResult(-1, st.end_offset, -1, decision.stored_offsets)
+                    stored = decision.stored_offsets if decision.skip else None
+                    if decision.skip:
+                        batch = batch.without_first(decision.skip, SEQUENCE_MODULUS)
+                else:
+                    stored = None
                 if st.clean:
                     st = self._make_dirty(st)
                 active = self._segments[st.active_base]
@@ -343,6 +378,12 @@ class PartitionLog:
                     new = st._replace(end_offset=end, active_position=position + length,
                                       active_max_timestamp_ms=max_ts)
                 self._publish(new)
+                producers = self._producers
+                if producers is not None:
+                    if batch.producer_id >= 0 and batch.base_sequence >= 0:
+                        producers.record(batch.producer_id, batch.base_sequence,
+                                         base_offset, batch.last_offset_delta + 1)
+                    self._producers_end = (active.base_offset, position + length)
                 # Index entries go after the publish: an entry never names unpublished
                 # bytes.
                 if active.index_due(position, config.index_interval_bytes):
@@ -354,7 +395,7 @@ class PartitionLog:
         if ctx.options.fsync == "interval":
             with ctx.dirty_lock:
                 ctx.dirty.add(self)
-        return AppendResult(base_offset, end, log_time)
+        return AppendResult(base_offset, end, log_time, stored)
 
     def _make_dirty(self, st: HeadState) -> HeadState:
         """Durably clear the clean-shutdown flag before the first write after it, so a
@@ -391,6 +432,10 @@ class PartitionLog:
                 self._move_aside(seg, 0)
             if self._ctx.options.fsync != "never":
                 _fileutil.sync_dir(self.directory)
+        if self._producers is not None and self._producers_end == (st.active_base,
+                                                                   st.active_position):
+            with _fileutil.os_errors("writing a producer-state snapshot"):
+                write_snapshot(self.directory, new_base, self._producers)
         new = self._publish(st._replace(active_base=new_base, active_position=0,
                                         active_created_ms=now, active_max_timestamp_ms=-1))
         active.release_writer()
@@ -412,6 +457,48 @@ class PartitionLog:
             policy.last_batch = (position, header.base_offset)
         policy.finish(st.active_max_timestamp_ms)
         segment.write_entries(policy)
+
+    # -- idempotence ------------------------------------------------------------------
+
+    def _producer_state(self, st: HeadState) -> ProducerState:
+        """The producer-id state, built on first use: from the newest snapshot whose
+        segment still exists, then the batch headers after it. Writer lock held."""
+        if self._producers is None:
+            state, start = ProducerState(), (self._bases[0], 0) if self._bases else (0, 0)
+            for base, snapshot in load_snapshots(self.directory, st.active_base):
+                if base in self._segments:
+                    state, start = snapshot, (base, 0)
+                    break
+            self._producers, self._producers_end = state, start
+            self._catch_up_producers(st)
+        return self._producers
+
+    def _catch_up_producers(self, st: HeadState) -> None:
+        state = self._producers
+        assert state is not None
+        for header in self._headers_between(self._producers_end, st):
+            state.observe(header)
+        self._producers_end = (st.active_base, st.active_position)
+
+    def _headers_between(self, start: tuple[int, int], st: HeadState
+                         ) -> Iterator[BatchHeader]:
+        """Headers of the published batches from ``start`` (segment base, position)."""
+        base, position = start
+        for b in self._bases:
+            if b < base:
+                continue
+            if b > st.active_base:
+                break
+            segment = self._segments[b]
+            limit = self._limit(segment, st)
+            for _, header in segment.headers(position if b == base else 0, limit,
+                                             verify=False):
+                yield header
+
+    def last_sequence(self, producer_id: int) -> int | None:
+        """The last sequence stored for ``producer_id`` (None if it has none here)."""
+        with self._locked() as st:
+            return self._producer_state(st).last_sequence(producer_id)
 
     def roll(self) -> None:
         """Start a new segment now (if the active one holds anything)."""
@@ -710,7 +797,7 @@ class PartitionLog:
             self._closed = True
             with self._ctx.dirty_lock:
                 self._ctx.dirty.discard(self)
-            for seg in self._segments.values():
+            for seg in [*self._segments.values(), *self._retired]:
                 seg.close()
             self._head.close()
 

@@ -11,7 +11,10 @@ so ``except ValueError`` keeps working for bad input::
      ├── InvalidTopicError (ValueError)   the name breaks Kafka's topic-name rule
      ├── InvalidConfigError (ValueError)  a setting has a wrong type or range
      ├── RecordTooLargeError (ValueError) a record exceeds max_message_bytes
+     ├── InvalidRecordError (TypeError)   a key, value or header has the wrong type
      ├── SerializationError (ValueError)  a key or value could not be (de)serialized
+     ├── OutOfOrderSequenceError          an idempotent batch skips sequence numbers
+     ├── ProducerFencedError              another live producer holds this producer_id
      ├── OffsetOutOfRangeError (LookupError)
      │                                    read below start_offset or above end_offset
      ├── CorruptRecordError               a checksum or structure check failed on disk
@@ -30,10 +33,13 @@ __all__ = [
     "CorruptRecordError",
     "EventLogError",
     "InvalidConfigError",
+    "InvalidRecordError",
     "InvalidTopicError",
     "LogDirectoryError",
     "LogFailedError",
     "OffsetOutOfRangeError",
+    "OutOfOrderSequenceError",
+    "ProducerFencedError",
     "RecordTooLargeError",
     "SerializationError",
     "TopicExistsError",
@@ -73,8 +79,25 @@ class RecordTooLargeError(EventLogError, ValueError):
     """A record is larger than its topic's ``max_message_bytes``; nothing was written."""
 
 
+class InvalidRecordError(EventLogError, TypeError):
+    """A record's key, value or headers have the wrong type (for example a header that
+    is not a ``(str, bytes)`` pair, or a non-bytes value at the storage layer)."""
+
+
 class SerializationError(EventLogError, ValueError):
-    """A key or value could not be serialized or deserialized."""
+    """A key or value could not be serialized or deserialized. The message names the
+    topic (and, when consuming, the partition and offset) and whether the key or the
+    value failed."""
+
+
+class OutOfOrderSequenceError(EventLogError):
+    """An idempotent producer's batch does not continue its sequence in a partition
+    (records would be missing between the last stored sequence and this batch)."""
+
+
+class ProducerFencedError(EventLogError):
+    """Another live producer, in this or another process, uses the same
+    ``producer_id``; two writers under one id would break deduplication."""
 
 
 class OffsetOutOfRangeError(EventLogError, LookupError):

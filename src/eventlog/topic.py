@@ -22,6 +22,7 @@ from .config import TopicConfig, TopicMetadata
 from .errors import (
     ClosedError,
     InvalidConfigError,
+    InvalidRecordError,
     InvalidTopicError,
     RecordTooLargeError,
     UnknownTopicError,
@@ -67,19 +68,20 @@ def check_headers(headers: Any, where: str) -> list[tuple[str, bytes]] | None:
     if headers is None:
         return None
     if isinstance(headers, (str, bytes, dict)) or not hasattr(headers, "__iter__"):
-        raise TypeError(f"{where}: headers must be a list of (str, bytes) pairs, "
+        raise InvalidRecordError(f"{where}: headers must be a list of (str, bytes) pairs, "
                         f"not {type(headers).__name__}")
     out = []
     for pair in headers:
         if not (isinstance(pair, (tuple, list)) and len(pair) == 2):
-            raise TypeError(f"{where}: each header must be a (str, bytes) pair, not {pair!r}")
+            raise InvalidRecordError(f"{where}: each header must be a (str, bytes) pair, "
+                                     f"not {pair!r}")
         k, v = pair
         if not isinstance(k, str) or not isinstance(v, (bytes, bytearray, memoryview)):
-            raise TypeError(f"{where}: header {pair!r} is not a (str, bytes) pair")
+            raise InvalidRecordError(f"{where}: header {pair!r} is not a (str, bytes) pair")
         try:
             k.encode("utf-8")
         except UnicodeEncodeError as exc:
-            raise TypeError(f"{where}: header name {k!r} is not valid UTF-8") from exc
+            raise InvalidRecordError(f"{where}: header name {k!r} is not valid UTF-8") from exc
         out.append((k, bytes(v)))
     return out or None
 
@@ -92,8 +94,8 @@ def _check_bytes_column(column: Sequence[Any], what: str, where: str) -> None:
     if not set(map(type, column)) <= _BYTES_OR_NONE:
         i, item = next((i, x) for i, x in enumerate(column)
                        if x is not None and type(x) is not bytes)
-        raise TypeError(f"{where}: {what} {i} must be bytes or None, "
-                        f"not {type(item).__name__}")
+        raise InvalidRecordError(f"{where}: {what} {i} must be bytes or None, "
+                                 f"not {type(item).__name__}")
 
 
 class Partition:

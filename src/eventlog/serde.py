@@ -1,0 +1,121 @@
+"""Serializers and deserializers for keys and values.
+
+Producers take ``key_serializer=`` / ``value_serializer=`` and consumers the matching
+``key_deserializer=`` / ``value_deserializer=``: either the name of a built-in or a
+callable.
+
+=========  ===================================  ===========================================
+name       serializer                           deserializer
+=========  ===================================  ===========================================
+msgpack    any msgpack-able value (default)     the value (maps with any key type allowed)
+bytes      ``bytes``/``bytearray``/memoryview   ``bytes``
+str        ``str`` -> UTF-8                     ``str``
+json       JSON-able value -> compact UTF-8     the value
+=========  ===================================  ===========================================
+
+``None`` is never passed to a serializer: a ``None`` key or value is stored as "no key"
+/ "no value" (a tombstone on compacted topics) and a consumer receives ``None``.
+Deserializers receive a bytes-like object.
+
+>>> from eventlog.serde import serializer, deserializer
+>>> deserializer("msgpack")(serializer("msgpack")({"id": 1, "tags": ["a"]}))
+{'id': 1, 'tags': ['a']}
+>>> deserializer("json")(serializer("json")({"id": 1}))
+{'id': 1}
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from functools import partial
+from typing import Any
+
+import msgpack
+
+from .errors import InvalidConfigError
+
+__all__ = ["BUILTINS", "deserializer", "is_builtin", "serializer"]
+
+Serializer = Callable[[Any], bytes]
+Deserializer = Callable[[bytes], Any]
+
+
+def _bytes(value: Any) -> bytes:
+    if type(value) is bytes:
+        return value
+    if isinstance(value, (bytearray, memoryview)):
+        return bytes(value)
+    raise TypeError(f"expected bytes, bytearray or memoryview, not {type(value).__name__}")
+
+
+def _str(value: Any) -> bytes:
+    if not isinstance(value, str):
+        raise TypeError(f"expected str, not {type(value).__name__}")
+    return value.encode("utf-8")
+
+
+def _json(value: Any) -> bytes:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False,
+                      allow_nan=False).encode("utf-8")
+
+
+def _from_bytes(data: bytes) -> bytes:
+    return bytes(data)
+
+
+def _from_str(data: bytes) -> str:
+    return bytes(data).decode("utf-8")
+
+
+def _from_json(data: bytes) -> Any:
+    return json.loads(bytes(data))
+
+
+# Packing with use_bin_type keeps bytes and str apart; unpacking with raw=False gives
+# str back, and strict_map_key=False lets maps with int keys round-trip.
+_msgpack_pack: Serializer = partial(msgpack.packb, use_bin_type=True)
+_msgpack_unpack: Deserializer = partial(msgpack.unpackb, raw=False, strict_map_key=False)
+
+_SERIALIZERS: dict[str, Serializer] = {
+    "msgpack": _msgpack_pack, "bytes": _bytes, "str": _str, "json": _json,
+}
+_DESERIALIZERS: dict[str, Deserializer] = {
+    "msgpack": _msgpack_unpack, "bytes": _from_bytes, "str": _from_str, "json": _from_json,
+}
+BUILTINS = tuple(_SERIALIZERS)
+
+
+def serializer(spec: str | Serializer | None) -> Serializer:
+    """The serializer named by ``spec`` (None means msgpack), or ``spec`` itself."""
+    if spec is None:
+        return _msgpack_pack
+    if isinstance(spec, str):
+        try:
+            return _SERIALIZERS[spec]
+        except KeyError:
+            raise InvalidConfigError(f"unknown serializer {spec!r}; use one of "
+                                     f"{', '.join(BUILTINS)} or a callable") from None
+    if not callable(spec):
+        raise InvalidConfigError(f"a serializer must be a name or a callable, not {spec!r}")
+    return spec
+
+
+def deserializer(spec: str | Deserializer | None) -> Deserializer:
+    """The deserializer named by ``spec`` (None means msgpack), or ``spec`` itself."""
+    if spec is None:
+        return _msgpack_unpack
+    if isinstance(spec, str):
+        try:
+            return _DESERIALIZERS[spec]
+        except KeyError:
+            raise InvalidConfigError(f"unknown deserializer {spec!r}; use one of "
+                                     f"{', '.join(BUILTINS)} or a callable") from None
+    if not callable(spec):
+        raise InvalidConfigError(f"a deserializer must be a name or a callable, not {spec!r}")
+    return spec
+
+
+def is_builtin(function: object, name: str) -> bool:
+    """True when ``function`` is the built-in (de)serializer called ``name``."""
+    return function is _SERIALIZERS.get(name) or function is _DESERIALIZERS.get(name)
