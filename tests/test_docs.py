@@ -33,7 +33,7 @@ def test_page_examples_run(page: Path, tmp_path: Path, monkeypatch: pytest.Monke
     namespace: dict[str, object] = {"__name__": f"docs_{page.stem}"}
     for i, block in enumerate(blocks):
         code = compile(block, f"{page.name}[block {i}]", "exec")
-        exec(code, namespace)  # noqa: S102 - running our own documentation
+        exec(code, namespace)
 
 
 def test_every_docs_page_has_a_runnable_example():

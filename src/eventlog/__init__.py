@@ -39,11 +39,13 @@ from .errors import (
     UnknownTopicError,
 )
 from .log import Log, open
+from .producer import BatchMetadata, Producer, RecordFuture
 from .topic import Partition, Topic
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "BatchMetadata",
     "ClosedError",
     "CorruptRecordError",
     "EventLogError",
@@ -57,8 +59,10 @@ __all__ = [
     "OffsetOutOfRangeError",
     "OutOfOrderSequenceError",
     "Partition",
+    "Producer",
     "ProducerFencedError",
     "Record",
+    "RecordFuture",
     "RecordMetadata",
     "RecordTooLargeError",
     "SerializationError",

@@ -42,6 +42,7 @@ docs/format.md shows the same layout with the directory structure around it.
 from __future__ import annotations
 
 import bisect
+import operator
 import struct
 from collections.abc import Sequence
 from itertools import repeat
@@ -164,9 +165,10 @@ def encode_batch(values: Sequence[bytes | None], keys: Sequence[bytes | None] | 
     else:
         first_ts = timestamps_ms[0]
         max_ts = max(timestamps_ms)
-        deltas = [t - first_ts for t in timestamps_ms]
-        if not any(deltas):
+        if timestamps_ms.count(first_ts) == count:
             deltas = None
+        else:
+            deltas = list(map(operator.sub, timestamps_ms, repeat(first_ts, count)))
     if keys is not None and keys.count(None) == count:
         keys = None
     packed_headers: list[list[list[Any]] | None] | None = None

@@ -98,6 +98,15 @@ def _check_bytes_column(column: Sequence[Any], what: str, where: str) -> None:
                                  f"not {type(item).__name__}")
 
 
+def byte_sizes(column: Sequence[bytes | None]) -> list[int]:
+    """``len`` of every item, 0 for None: one C-level pass (a second one only when a
+    None is present). Passes over many objects are memory-bound, so each one counts."""
+    try:
+        return list(map(len, cast("Sequence[bytes]", column)))
+    except TypeError:
+        return list(map(len, [b"" if x is None else x for x in column]))
+
+
 class Partition:
     """One partition of a topic. Thread-safe; shared by the producers and consumers of
     the ``Log`` that made it.
@@ -180,12 +189,10 @@ class Partition:
             raise ValueError("headers and values differ in length")
         limit = self.topic.config.max_message_bytes
         _check_bytes_column(values, "value", where)
-        sizes: Any = map(len, [b"" if v is None else v for v in values]) \
-            if None in values else map(len, cast("Sequence[bytes]", values))
+        sizes: Any = byte_sizes(values)
         if keys is not None:
             _check_bytes_column(keys, "key", where)
-            key_sizes = map(len, [b"" if k is None else k for k in keys])
-            sizes = map(operator.add, sizes, key_sizes)
+            sizes = map(operator.add, sizes, byte_sizes(keys))
         norm_headers = None
         if headers is not None:
             norm_headers = [check_headers(h, where) for h in headers]
