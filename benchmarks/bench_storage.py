@@ -20,7 +20,7 @@ import struct
 import tempfile
 import time
 
-from _harness import Result, command_line, measure, report, sample_records, table
+from _harness import Result, command_line, freeze_inputs, measure, report, sample_records, table
 
 import eventlog
 
@@ -95,6 +95,7 @@ def main() -> None:
     records = sample_records(args.records)
     n = len(records)
     size = sum(map(len, records)) / n
+    freeze_inputs()
 
     results = {
         "raw append": measure(Result("raw append", n), raw_append(records), args.repeat),

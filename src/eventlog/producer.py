@@ -71,9 +71,7 @@ Partitioner = Callable[[str, "bytes | None", int], int]
 
 _logger = logging.getLogger("eventlog")
 
-
-def _wall_ms() -> int:
-    return time.time_ns() // 1_000_000
+_time_ns = time.time_ns
 
 _M32 = 0xFFFFFFFF
 _WORDS = struct.Struct("<I")
@@ -379,9 +377,8 @@ class Producer:
         self._linger_s = linger_ms / 1000
         self._batch_bytes = batch_bytes
         self._clock = log._ctx.clock
-        # The default wall clock, inlined on the hot path.
-        self._now: Callable[[], int] | None = (
-            _wall_ms if log._ctx.clock is _wall_clock_ms else None)
+        # The default wall clock is inlined on the hot path.
+        self._wall_clock = log._ctx.clock is _wall_clock_ms
         # Built-in serializers run under the producer lock with this producer's own
         # msgpack Packer (a Packer is not thread-safe; the lock makes it so).
         self._fast = not self._custom_partitioner and all(
@@ -517,7 +514,7 @@ class Producer:
         appended later, once per ``batch_bytes`` or ``linger_ms``.
         """
         if timestamp_ms is None:
-            ts = self._now() if self._now is not None else self._clock()
+            ts = _time_ns() // 1_000_000 if self._wall_clock else self._clock()
         elif type(timestamp_ms) is not int or timestamp_ms < 0:
             raise InvalidRecordError(f"timestamp_ms must be an int >= 0, not {timestamp_ms!r}")
         else:
