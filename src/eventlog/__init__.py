@@ -21,24 +21,30 @@ from __future__ import annotations
 
 from ._types import Record, RecordMetadata, TopicPartition
 from .config import LogOptions, TopicConfig
+from .consumer import Consumer, RebalanceListener
 from .errors import (
     ClosedError,
+    CommitFailedError,
     CorruptRecordError,
     EventLogError,
+    GroupNotEmptyError,
     InvalidConfigError,
+    InvalidGroupError,
     InvalidRecordError,
     InvalidTopicError,
     LogDirectoryError,
     LogFailedError,
+    NotAssignedError,
     OffsetOutOfRangeError,
     OutOfOrderSequenceError,
     ProducerFencedError,
     RecordTooLargeError,
     SerializationError,
     TopicExistsError,
+    UnknownGroupError,
     UnknownTopicError,
 )
-from .log import Log, open
+from .log import GroupDescription, Log, MemberDescription, open
 from .producer import BatchMetadata, Producer, RecordFuture
 from .topic import Partition, Topic
 
@@ -47,15 +53,22 @@ __version__ = "0.1.0"
 __all__ = [
     "BatchMetadata",
     "ClosedError",
+    "CommitFailedError",
+    "Consumer",
     "CorruptRecordError",
     "EventLogError",
+    "GroupDescription",
+    "GroupNotEmptyError",
     "InvalidConfigError",
+    "InvalidGroupError",
     "InvalidRecordError",
     "InvalidTopicError",
     "Log",
     "LogDirectoryError",
     "LogFailedError",
     "LogOptions",
+    "MemberDescription",
+    "NotAssignedError",
     "OffsetOutOfRangeError",
     "OutOfOrderSequenceError",
     "Partition",
@@ -65,11 +78,13 @@ __all__ = [
     "RecordFuture",
     "RecordMetadata",
     "RecordTooLargeError",
+    "RebalanceListener",
     "SerializationError",
     "Topic",
     "TopicConfig",
     "TopicExistsError",
     "TopicPartition",
+    "UnknownGroupError",
     "UnknownTopicError",
     "__version__",
     "open",

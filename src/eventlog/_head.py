@@ -7,6 +7,7 @@ never by a file size. Its layout::
 
     0    8s  magic b"EvLgHEAD"     8   u32 version
     16   u32 notify counter (futex word; bumped after every publish)
+    20   u32 waiters flag (set by a reader about to sleep; see _notify)
     64   slot 0                     192  slot 1
 
 A slot is ``<Qqqqqqqqqq QQ II Q>`` (120 bytes): seq, end_offset, start_offset,
@@ -44,15 +45,13 @@ from typing import NamedTuple
 
 import xxhash
 
-from . import _fileutil
+from . import _fileutil, _notify
 
 FILE_NAME = "head"
 FILE_BYTES = 4096
 _MAGIC = b"EvLgHEAD"
 _VERSION = 1
 _PREFIX = struct.Struct("<8sI")
-NOTIFY_OFFSET = 16
-_NOTIFY = struct.Struct("<I")
 _SLOT_OFFSETS = (64, 192)
 _SLOT_BODY = struct.Struct("<QqqqqqqqqqQQII")
 _SLOT_CHECKSUM = struct.Struct("<Q")
@@ -160,6 +159,8 @@ class Head:
         if magic != _MAGIC or version != _VERSION:
             # Damaged prefix: rewrite it; the slots carry their own checksums.
             _PREFIX.pack_into(self.mm, 0, _MAGIC, _VERSION)
+        self.counter = _notify.Word(self.mm, _notify.NOTIFY_OFFSET)
+        self.waiters = _notify.Word(self.mm, _notify.WAITERS_OFFSET)
 
     def read(self) -> HeadState | None:
         """The newest valid state, or None when neither slot checks out.
@@ -186,12 +187,13 @@ class Head:
         off = _SLOT_OFFSETS[seq % 2]
         mm = self.mm
         mm[off:off + _SLOT_BYTES] = _pack_slot(state, seq)
-        _NOTIFY.pack_into(mm, NOTIFY_OFFSET,
-                          (_NOTIFY.unpack_from(mm, NOTIFY_OFFSET)[0] + 1) & 0xFFFFFFFF)
+        counter = self.counter
+        counter.store(counter.load() + 1)
+        _notify.wake(counter, self.waiters)
         return state._replace(seq=seq)
 
     def notify_count(self) -> int:
-        return int(_NOTIFY.unpack_from(self.mm, NOTIFY_OFFSET)[0])
+        return self.counter.load()
 
     def sync(self) -> None:
         """Make the head durable (clean-shutdown marker, first write after it)."""
@@ -199,6 +201,8 @@ class Head:
         _fileutil.sync_fd(self.fd)
 
     def close(self) -> None:
+        self.counter.release()
+        self.waiters.release()
         try:
             self.mm.close()
         except BufferError:  # a waiter still holds the notify word; unmapped on release

@@ -15,6 +15,13 @@ so ``except ValueError`` keeps working for bad input::
      ├── SerializationError (ValueError)  a key or value could not be (de)serialized
      ├── OutOfOrderSequenceError          an idempotent batch skips sequence numbers
      ├── ProducerFencedError              another live producer holds this producer_id
+     ├── InvalidGroupError (ValueError)   a group id breaks the naming rule
+     ├── CommitFailedError                the consumer may not commit (no group, or it
+     │                                    lost its partitions: generation fencing)
+     ├── NotAssignedError (LookupError)   the partition is not assigned to this consumer
+     ├── UnknownGroupError (LookupError)  no such consumer group
+     ├── GroupNotEmptyError               the group has live members (resetting
+     │                                    offsets or deleting it needs none)
      ├── OffsetOutOfRangeError (LookupError)
      │                                    read below start_offset or above end_offset
      ├── CorruptRecordError               a checksum or structure check failed on disk
@@ -30,19 +37,24 @@ from __future__ import annotations
 
 __all__ = [
     "ClosedError",
+    "CommitFailedError",
     "CorruptRecordError",
     "EventLogError",
+    "GroupNotEmptyError",
     "InvalidConfigError",
+    "InvalidGroupError",
     "InvalidRecordError",
     "InvalidTopicError",
     "LogDirectoryError",
     "LogFailedError",
+    "NotAssignedError",
     "OffsetOutOfRangeError",
     "OutOfOrderSequenceError",
     "ProducerFencedError",
     "RecordTooLargeError",
     "SerializationError",
     "TopicExistsError",
+    "UnknownGroupError",
     "UnknownTopicError",
 ]
 
@@ -87,7 +99,12 @@ class InvalidRecordError(EventLogError, TypeError):
 class SerializationError(EventLogError, ValueError):
     """A key or value could not be serialized or deserialized. The message names the
     topic (and, when consuming, the partition and offset) and whether the key or the
-    value failed."""
+    value failed; when consuming, ``topic``, ``partition`` and ``offset`` are set, and
+    the consumer can ``seek`` past the record."""
+
+    topic: str | None = None
+    partition: int | None = None
+    offset: int | None = None
 
 
 class OutOfOrderSequenceError(EventLogError):
@@ -132,3 +149,31 @@ class LogFailedError(EventLogError):
     """A write could not be made durable (an fsync failed). The log refuses further
     writes, because the operating system may have dropped the unsynced pages; reopen
     it to recover from what is on disk."""
+
+
+class InvalidGroupError(EventLogError, ValueError):
+    """A group id (or static ``group_instance_id``) breaks the rule
+    ``[A-Za-z0-9._-]{1,249}`` (it names files in the log directory)."""
+
+
+class CommitFailedError(EventLogError):
+    """A commit was refused: the consumer has no ``group_id``, or it is no longer the
+    owner of the partitions (removed from the group or fenced by a newer generation)."""
+
+
+class NotAssignedError(EventLogError, LookupError):
+    """The partition is not assigned to this consumer."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else "partition not assigned"
+
+
+class UnknownGroupError(EventLogError, LookupError):
+    """No consumer group of that name exists in this log."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else "unknown group"
+
+
+class GroupNotEmptyError(EventLogError):
+    """The group has live members; resetting its offsets or deleting it needs none."""

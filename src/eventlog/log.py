@@ -27,25 +27,32 @@ import os
 import shutil
 import threading
 import weakref
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
 from . import _fileutil
+from ._group import GroupFiles, group_names, remove_group_files
+from ._offsets import OffsetStore
 from ._partition import StorageContext, create_partition_files
+from ._types import TopicPartition
 from .config import LogOptions, TopicConfig, TopicMetadata, _check_int
 from .errors import (
     ClosedError,
+    GroupNotEmptyError,
+    InvalidConfigError,
     InvalidTopicError,
     LogDirectoryError,
     LogFailedError,
     TopicExistsError,
+    UnknownGroupError,
     UnknownTopicError,
 )
 from .topic import TOPIC_FILE, Topic, validate_topic_name
 
-__all__ = ["Log", "open"]
+__all__ = ["GroupDescription", "Log", "MemberDescription", "open"]
 
 MARKER_FILE = "eventlog.json"
 LOCK_FILE = ".lock"
@@ -56,6 +63,34 @@ _OWN_NAMES = {MARKER_FILE, LOCK_FILE, META_LOCK_FILE, STAGING_DIR, TOPICS_DIR, "
 _FORMAT = 1
 
 _live_logs: weakref.WeakSet[Log] = weakref.WeakSet()
+
+
+@dataclass(frozen=True)
+class MemberDescription:
+    """One member of a consumer group, as ``Log.describe_group`` reports it."""
+
+    member_id: str
+    instance_id: str | None
+    client: str
+    topics: list[str]
+    assignment: list[TopicPartition]
+    alive: bool
+
+
+@dataclass(frozen=True)
+class GroupDescription:
+    """A consumer group: members, assignment, committed offsets and lag.
+
+    ``state`` is "Stable" (live members), "Empty" (committed offsets, no live member) or
+    "Dead" (nothing but files)."""
+
+    group_id: str
+    state: str
+    generation: int
+    strategy: str | None
+    members: list[MemberDescription]
+    offsets: dict[TopicPartition, int]
+    lag: dict[TopicPartition, int]
 
 
 def _after_fork_in_child() -> None:
@@ -361,6 +396,126 @@ class Log:
             topic._write_meta(TopicMetadata(meta.name, meta.partitions + count, meta.config,
                                             meta.created_ms))
             topic._refresh(force=True)
+
+    # -- consumer groups ----------------------------------------------------------------
+
+    def _group(self, group_id: str, must_exist: bool = True) -> GroupFiles:
+        self._check_open()
+        files = GroupFiles(self.path, group_id)
+        if must_exist and group_id not in group_names(self.path):
+            raise UnknownGroupError(f"consumer group {group_id!r} does not exist in "
+                                    f"{self.path}")
+        return files
+
+    def _offset_store(self, files: GroupFiles) -> OffsetStore:
+        return OffsetStore(files.offsets_path, fsync=self.options.fsync == "always")
+
+    def groups(self) -> list[str]:
+        """Names of the consumer groups that have members or committed offsets."""
+        self._check_open()
+        return group_names(self.path)
+
+    def group_offsets(self, group_id: str) -> dict[TopicPartition, int]:
+        """The committed offsets of a group (the next offset each partition will read)."""
+        return self._offset_store(self._group(group_id)).read()
+
+    def group_lag(self, group_id: str) -> dict[TopicPartition, int]:
+        """End offset minus committed offset, for every partition the group committed."""
+        out = {}
+        for tp, committed in self.group_offsets(group_id).items():
+            try:
+                end = self.topic(tp.topic).partition(tp.partition).end_offset
+            except (UnknownTopicError, IndexError):
+                continue
+            out[tp] = max(0, end - committed)
+        return out
+
+    def describe_group(self, group_id: str) -> GroupDescription:
+        """Members (with liveness and assignment), generation, offsets and lag."""
+        files = self._group(group_id)
+        state = files.read_state()
+        members = []
+        for member_id, entry in sorted(state["members"].items()):
+            members.append(MemberDescription(
+                member_id, entry.get("instance"), entry.get("client", ""),
+                list(entry.get("topics", [])),
+                [TopicPartition(*tp) for tp in state["assignment"].get(member_id, [])],
+                files.member_alive(member_id)))
+        offsets = self.group_offsets(group_id)
+        alive = any(m.alive for m in members)
+        return GroupDescription(group_id, "Stable" if alive else ("Empty" if offsets
+                                                                   else "Dead"),
+                                state["generation"], state["strategy"], members, offsets,
+                                self.group_lag(group_id))
+
+    def reset_group_offsets(self, group_id: str, topics: Iterable[str] | None = None, *,
+                            to_earliest: bool = False, to_latest: bool = False,
+                            to_offset: int | None = None, to_timestamp_ms: int | None = None,
+                            shift_by: int | None = None, dry_run: bool = False
+                            ) -> dict[TopicPartition, int]:
+        """Set a group's committed offsets, while none of its members is live.
+
+        Exactly one target: ``to_earliest``, ``to_latest``, ``to_offset``,
+        ``to_timestamp_ms`` (the first record at or after it; the end if none) or
+        ``shift_by`` (from the committed offset, or the start if none). Applies to every
+        partition of ``topics``, or to the partitions the group has committed. Offsets
+        are clamped to the partitions' ranges. Returns the new offsets; with ``dry_run``
+        nothing is changed. Raises ``GroupNotEmptyError`` while members are live.
+        """
+        targets = [to_earliest, to_latest, to_offset is not None,
+                   to_timestamp_ms is not None, shift_by is not None]
+        if sum(bool(t) for t in targets) != 1:
+            raise InvalidConfigError("give exactly one of to_earliest, to_latest, to_offset, "
+                                     "to_timestamp_ms, shift_by")
+        for name, value in (("to_offset", to_offset), ("to_timestamp_ms", to_timestamp_ms),
+                            ("shift_by", shift_by)):
+            if value is not None and type(value) is not int:
+                raise InvalidConfigError(f"{name} must be an int, not {value!r}")
+        files = self._group(group_id, must_exist=topics is None)
+        store = self._offset_store(files)
+        with files.locked():
+            live = files.live_members()
+            if live:
+                raise GroupNotEmptyError(f"group {group_id!r} has {len(live)} live member(s); "
+                                         "stop them before resetting offsets")
+            current = store.read()
+            if topics is None:
+                chosen = sorted(current)
+            else:
+                chosen = [TopicPartition(t, p) for t in topics
+                          for p in range(self.topic(t).num_partitions)]
+            new: dict[TopicPartition, int] = {}
+            for tp in chosen:
+                part = self.topic(tp.topic).partition(tp.partition)
+                start, end = part.start_offset, part.end_offset
+                if to_earliest:
+                    offset = start
+                elif to_latest:
+                    offset = end
+                elif to_offset is not None:
+                    offset = to_offset
+                elif to_timestamp_ms is not None:
+                    found = part.offset_for_time(to_timestamp_ms)
+                    offset = end if found is None else found
+                else:
+                    assert shift_by is not None
+                    offset = current.get(tp, start) + shift_by
+                new[tp] = min(max(offset, start), end)
+            if not dry_run:
+                merged = dict(current)
+                merged.update(new)
+                store.replace(merged, self._ctx.clock())
+        return new
+
+    def delete_group(self, group_id: str) -> None:
+        """Delete a group's committed offsets and state, while none of its members is
+        live (``GroupNotEmptyError`` otherwise)."""
+        files = self._group(group_id)
+        with files.locked():
+            live = files.live_members()
+            if live:
+                raise GroupNotEmptyError(f"group {group_id!r} has {len(live)} live member(s)")
+            remove_group_files(files)
 
     # -- durability ---------------------------------------------------------------------
 

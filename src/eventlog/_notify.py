@@ -1,0 +1,162 @@
+"""Waking readers when records are appended, across processes, without spinning.
+
+Every partition head holds two 32-bit words (see ``_head``): a *notify counter* that
+the writer bumps after each publish, and a *waiters* flag that a reader sets before it
+goes to sleep. On Linux a reader sleeps in the kernel on the counters themselves
+(``futex``, or ``futex_waitv`` for several partitions at once); the futexes are
+shared (not private), keyed by file and offset, so they work across processes. A
+writer wakes sleepers only when the waiters flag is set, so appends pay no syscall
+while nobody waits.
+
+Where futexes are not available (macOS), readers poll the counters, sleeping from
+0.2 ms up to 2 ms between looks.
+
+The flag protocol has the classic race (a reader sets the flag just as a writer looks
+at it); the counter closes it: a reader sleeps only while the counter still has the
+value it saw before setting the flag, and the writer bumps the counter before looking
+at the flag. Callers also sleep in slices of at most ``MAX_SLICE_S``, a safety net.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import mmap
+import platform
+import struct
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+NOTIFY_OFFSET = 16
+WAITERS_OFFSET = 20
+_WORD = struct.Struct("<I")
+MAX_SLICE_S = 0.25
+
+_FUTEX_WAIT = 0
+_FUTEX_WAKE = 1
+_FUTEX2_SIZE_U32 = 2
+_CLOCK_MONOTONIC = 1
+_SYS_FUTEX = {"x86_64": 202, "aarch64": 98, "arm64": 98}
+_SYS_FUTEX_WAITV = 449  # same number on x86_64 and aarch64
+
+
+class _Timespec(ctypes.Structure):
+    _fields_ = [("tv_sec", ctypes.c_long), ("tv_nsec", ctypes.c_long)]
+
+
+class _WaitV(ctypes.Structure):
+    _fields_ = [("val", ctypes.c_uint64), ("uaddr", ctypes.c_uint64),
+                ("flags", ctypes.c_uint32), ("reserved", ctypes.c_uint32)]
+
+
+_libc: Any = None
+_sys_futex: int | None = None
+_waitv_ok = False
+if sys.platform.startswith("linux"):
+    _sys_futex = _SYS_FUTEX.get(platform.machine())
+    if _sys_futex is not None:
+        try:
+            _libc = ctypes.CDLL(None, use_errno=True)
+            _libc.syscall.restype = ctypes.c_long
+            _waitv_ok = True  # confirmed (or refuted) on first use
+        except OSError:
+            _libc = None
+            _sys_futex = None
+
+
+class Word:
+    """A 32-bit word of a shared mapping, addressable by the kernel."""
+
+    __slots__ = ("_cobj", "address", "mm", "offset")
+
+    def __init__(self, mm: mmap.mmap, offset: int) -> None:
+        self.mm = mm
+        self.offset = offset
+        self._cobj: Any = None
+        self.address = 0
+        if _libc is not None:
+            self._cobj = ctypes.c_uint32.from_buffer(mm, offset)
+            self.address = ctypes.addressof(self._cobj)
+
+    def load(self) -> int:
+        return int(_WORD.unpack_from(self.mm, self.offset)[0])
+
+    def store(self, value: int) -> None:
+        _WORD.pack_into(self.mm, self.offset, value & 0xFFFFFFFF)
+
+    def release(self) -> None:
+        """Drop the buffer export so the mapping can be closed."""
+        self._cobj = None
+
+
+def wake(counter: Word, waiters: Word) -> None:
+    """After bumping ``counter``: wake every reader sleeping on it, if any said so."""
+    if waiters.load():
+        waiters.store(0)
+        if _libc is not None and counter.address:
+            _libc.syscall(_sys_futex, ctypes.c_void_p(counter.address), _FUTEX_WAKE,
+                          0x7FFFFFFF, None, None, 0)
+
+
+def wait(counters: Sequence[Word], waiters: Sequence[Word], expected: Sequence[int],
+         timeout: float) -> bool:
+    """Sleep until one of ``counters`` differs from ``expected`` or ``timeout`` (seconds,
+    capped at ``MAX_SLICE_S``) passes. Returns True if a counter changed.
+
+    Cost while sleeping: none (a futex) or a look every 0.2-2 ms (the fallback)."""
+    timeout = min(timeout, MAX_SLICE_S)
+    if timeout <= 0:
+        return False
+    for flag in waiters:
+        flag.store(1)
+    for word, value in zip(counters, expected, strict=True):
+        if word.load() != value:
+            return True
+    if _libc is not None and counters and counters[0].address:
+        if len(counters) == 1:
+            _futex_wait(counters[0], expected[0], timeout)
+        elif not _futex_waitv(counters, expected, timeout):
+            return _poll(counters, expected, timeout)
+        return any(w.load() != v for w, v in zip(counters, expected, strict=True))
+    return _poll(counters, expected, timeout)
+
+
+def _futex_wait(word: Word, value: int, timeout: float) -> None:
+    ts = _Timespec(int(timeout), int((timeout % 1) * 1e9))
+    _libc.syscall(_sys_futex, ctypes.c_void_p(word.address), _FUTEX_WAIT,
+                  ctypes.c_uint32(value), ctypes.byref(ts), None, 0)
+
+
+def _futex_waitv(counters: Sequence[Word], expected: Sequence[int], timeout: float) -> bool:
+    """Wait on up to 128 words at once (Linux 5.16+). False if the kernel lacks it."""
+    global _waitv_ok
+    if not _waitv_ok or len(counters) > 128:
+        return False
+    arr = (_WaitV * len(counters))()
+    for i, (word, value) in enumerate(zip(counters, expected, strict=True)):
+        arr[i].val = value
+        arr[i].uaddr = word.address
+        arr[i].flags = _FUTEX2_SIZE_U32
+    deadline = time.clock_gettime(time.CLOCK_MONOTONIC) + timeout
+    ts = _Timespec(int(deadline), int((deadline % 1) * 1e9))
+    result = _libc.syscall(_SYS_FUTEX_WAITV, arr, len(counters), 0, ctypes.byref(ts),
+                           _CLOCK_MONOTONIC)
+    if result < 0 and ctypes.get_errno() == errno.ENOSYS:
+        _waitv_ok = False
+        return False
+    return True
+
+
+def _poll(counters: Sequence[Word], expected: Sequence[int], timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    pause = 0.0002
+    while True:
+        if any(w.load() != v for w, v in zip(counters, expected, strict=True)):
+            return True
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return False
+        time.sleep(min(pause, left))
+        pause = min(pause * 2, 0.002)

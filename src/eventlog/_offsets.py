@@ -1,0 +1,227 @@
+"""Committed offsets of one consumer group: an append-only, checksummed sidecar file.
+
+``<log>/groups/<group>.offsets`` is a 16-byte header (``b"EvLgOFS1"`` + reserved) followed
+by commit records::
+
+    4s  b"EvOc"      sync marker (lets a reader find the next record after damage)
+    u32 length       of the payload
+    u64 checksum     xxh3_64 of the payload
+    ... payload      msgpack: {"ts": ms, "gen": generation, "member": id,
+                               "offsets": [[topic, partition, offset], ...]}
+
+A commit appends one record (under an ``flock`` on the file) holding the offsets it
+commits; reading replays the records and the last one for each partition wins. A record
+is only counted when its checksum holds, so a torn append (a crash mid-write) or a
+damaged record reads as if that commit never happened: the partition keeps its previous
+committed offset. A committer finding junk at the end of the file cuts it off first.
+
+When the file grows past ``_COMPACT_RECORDS`` records it is rewritten as a single record
+(temp file, fsync, rename); a committer that locked the old file notices the rename and
+retries on the new one.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import struct
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+
+import msgpack
+import xxhash
+
+from . import _fileutil
+from ._types import TopicPartition
+from .errors import CorruptRecordError
+
+_FILE_HEADER = b"EvLgOFS1" + bytes(8)
+_RECORD = struct.Struct("<4sIQ")
+_SYNC = b"EvOc"
+_MAX_RECORD_BYTES = 16 << 20
+_MAX_FILE_BYTES = 1 << 30
+_COMPACT_RECORDS = 2000
+
+Offsets = dict[TopicPartition, int]
+
+
+def encode_record(offsets: Mapping[TopicPartition, int], now_ms: int, generation: int,
+                  member: str) -> bytes:
+    payload: bytes = msgpack.packb({"ts": now_ms, "gen": generation, "member": member,
+                             "offsets": [[tp.topic, tp.partition, off]
+                                         for tp, off in offsets.items()]})
+    return _RECORD.pack(_SYNC, len(payload), xxhash.xxh3_64_intdigest(payload)) + payload
+
+
+def _parse_payload(payload: bytes) -> list[tuple[TopicPartition, int]]:
+    doc: Any = msgpack.unpackb(payload, raw=False)
+    out = []
+    for topic, partition, offset in doc["offsets"]:
+        if not (isinstance(topic, str) and type(partition) is int and type(offset) is int):
+            raise ValueError("malformed offset entry")
+        out.append((TopicPartition(topic, partition), offset))
+    return out
+
+
+def parse(data: bytes, start: int = len(_FILE_HEADER)
+          ) -> tuple[list[tuple[TopicPartition, int]], int, int]:
+    """Replay commit records from ``start``. Returns (entries in order, end of the last
+    valid record, number of records); damaged records are skipped by looking for the
+    next sync marker."""
+    entries: list[tuple[TopicPartition, int]] = []
+    position = start
+    valid_end = start
+    records = 0
+    size = len(data)
+    while position + _RECORD.size <= size:
+        sync, length, checksum = _RECORD.unpack_from(data, position)
+        body_start = position + _RECORD.size
+        ok = (sync == _SYNC and length <= _MAX_RECORD_BYTES and body_start + length <= size)
+        if ok:
+            payload = data[body_start:body_start + length]
+            if xxhash.xxh3_64_intdigest(payload) == checksum:
+                try:
+                    entries.extend(_parse_payload(payload))
+                except Exception:  # a checksummed but malformed record: skip it
+                    ok = False
+                else:
+                    position = valid_end = body_start + length
+                    records += 1
+                    continue
+        # damaged: resynchronize at the next marker
+        nxt = data.find(_SYNC, position + 1)
+        if nxt < 0:
+            break
+        position = nxt
+    return entries, valid_end, records
+
+
+class OffsetStore:
+    """The sidecar of one group, as seen by one process. Thread-safe."""
+
+    def __init__(self, path: str, fsync: bool) -> None:
+        self.path = path
+        self._fsync = fsync
+        self._cache: tuple[int, int, Offsets] | None = None  # (inode, size, offsets)
+        # (inode, end of the last valid record, records) as of this store's last commit
+        self._tail: tuple[int, int, int] | None = None
+
+    # -- reading ------------------------------------------------------------------------
+
+    def read(self) -> Offsets:
+        """The committed offsets (the last good commit of each partition).
+        Cost: reads only what was appended since the last call, unless the file was
+        replaced (compacted)."""
+        try:
+            fd = _fileutil.open_fd(self.path, os.O_RDONLY)
+        except FileNotFoundError:
+            return {}
+        try:
+            st = os.fstat(fd)
+            cache = self._cache
+            if cache is not None and cache[0] == st.st_ino and cache[1] == st.st_size:
+                return dict(cache[2])
+            data = self._read_all(fd, st.st_size)
+        finally:
+            os.close(fd)
+        offsets: Offsets = {}
+        if data.startswith(_FILE_HEADER[:8]):
+            entries, _, _ = parse(data)
+            offsets.update(entries)
+        self._cache = (st.st_ino, st.st_size, dict(offsets))
+        return offsets
+
+    @staticmethod
+    def _read_all(fd: int, size: int) -> bytes:
+        if size > _MAX_FILE_BYTES:
+            raise CorruptRecordError(f"offsets file is {size} bytes; refusing to read it")
+        chunks = []
+        read = 0
+        while read < size:
+            chunk = os.pread(fd, size - read, read)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            read += len(chunk)
+        return b"".join(chunks)
+
+    # -- writing ------------------------------------------------------------------------
+
+    @contextmanager
+    def _locked(self) -> Iterator[int]:
+        """An fd of the current file, locked; retries if it was replaced meanwhile."""
+        directory = os.path.dirname(self.path)
+        while True:
+            _fileutil.makedirs(directory)
+            fd = _fileutil.open_fd(self.path, os.O_RDWR | os.O_CREAT)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                try:
+                    current = os.stat(self.path).st_ino
+                except FileNotFoundError:
+                    current = -1
+                if current != os.fstat(fd).st_ino:
+                    continue  # compacted or deleted while we waited: lock the new file
+                yield fd
+                return
+            finally:
+                os.close(fd)
+
+    def commit(self, offsets: Mapping[TopicPartition, int], now_ms: int, generation: int = -1,
+               member: str = "") -> None:
+        """Append one commit record: atomic (old or new value, never a mix)."""
+        record = encode_record(offsets, now_ms, generation, member)
+        with _fileutil.os_errors(f"committing offsets to {self.path}"), self._locked() as fd:
+            st = os.fstat(fd)
+            tail = self._tail
+            if tail is not None and tail[0] == st.st_ino and tail[1] <= st.st_size:
+                # Only what others appended since our last commit needs checking.
+                _, start, records = tail
+                data = os.pread(fd, st.st_size - start, start) if st.st_size > start else b""
+                _, valid, more = parse(_FILE_HEADER + data)
+                valid_end, records = start + valid - len(_FILE_HEADER), records + more
+                size = st.st_size
+            else:
+                data = self._read_all(fd, st.st_size)
+                if not data.startswith(_FILE_HEADER[:8]):
+                    os.ftruncate(fd, 0)  # new or foreign: start over (no one maps it)
+                    os.pwrite(fd, _FILE_HEADER, 0)
+                    data = _FILE_HEADER
+                _, valid_end, records = parse(data)
+                size = len(data)
+            if valid_end < size and os.pread(fd, size - valid_end, valid_end).find(_SYNC) < 0:
+                # a torn append at the end: cut it so that records stay contiguous
+                os.ftruncate(fd, valid_end)
+                size = valid_end
+            if records >= _COMPACT_RECORDS:
+                state = self._read_locked(fd)
+                state.update(offsets)
+                self._rewrite(state, now_ms)
+                self._tail = None
+                return
+            os.pwrite(fd, record, size)
+            if self._fsync:
+                _fileutil.sync_fd(fd)
+            self._tail = (st.st_ino, size + len(record), records + 1)
+
+    def _read_locked(self, fd: int) -> Offsets:
+        data = self._read_all(fd, os.fstat(fd).st_size)
+        offsets: Offsets = {}
+        offsets.update(parse(data)[0])
+        return offsets
+
+    def _rewrite(self, offsets: Mapping[TopicPartition, int], now_ms: int) -> None:
+        """Replace the file with one record holding ``offsets`` (temp + fsync + rename).
+        Caller holds the lock of the current file."""
+        _fileutil.atomic_write(self.path, _FILE_HEADER + encode_record(offsets, now_ms, -1,
+                                                                       "compaction"))
+
+    def replace(self, offsets: Mapping[TopicPartition, int], now_ms: int) -> None:
+        """Set the committed offsets to exactly ``offsets`` (admin resets)."""
+        with _fileutil.os_errors(f"rewriting {self.path}"), self._locked():
+            self._rewrite(offsets, now_ms)
+
+    def delete(self) -> None:
+        with self._locked():
+            os.unlink(self.path)

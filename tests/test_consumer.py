@@ -1,0 +1,443 @@
+"""Consumer: polling, fairness, seeking, deserializers, commits, wake-up, admin."""
+
+from __future__ import annotations
+
+import collections
+import resource
+import threading
+import time
+
+import pytest
+
+import eventlog
+from eventlog import (
+    ClosedError,
+    CommitFailedError,
+    Consumer,
+    GroupNotEmptyError,
+    InvalidConfigError,
+    InvalidGroupError,
+    NotAssignedError,
+    OffsetOutOfRangeError,
+    Producer,
+    SerializationError,
+    TopicPartition,
+    UnknownGroupError,
+    UnknownTopicError,
+)
+from eventlog._offsets import OffsetStore
+from tests.conftest import spawn_python
+
+TP = TopicPartition
+
+
+@pytest.fixture
+def filled(log):
+    """Topic 'orders' with 4 partitions of 250 records each: value = [partition, i]."""
+    log.create_topic("orders", partitions=4)
+    with Producer(log) as producer:
+        for p in range(4):
+            producer.send_batch("orders", [[p, i] for i in range(250)], partition=p)
+    return log
+
+
+def drain(consumer, expected, timeout=10):
+    out = []
+    deadline = time.monotonic() + timeout
+    while len(out) < expected and time.monotonic() < deadline:
+        out.extend(consumer.poll(timeout=0.2))
+    return out
+
+
+def test_poll_returns_records_in_order_per_partition(filled):
+    with Consumer(filled, "orders") as consumer:
+        records = drain(consumer, 1000)
+    assert len(records) == 1000
+    per = collections.defaultdict(list)
+    for r in records:
+        per[r.partition].append(r.offset)
+        assert r.value == [r.partition, r.offset]
+    assert all(offsets == list(range(250)) for offsets in per.values())
+
+
+def test_poll_is_fair_across_partitions(filled):
+    with Consumer(filled, "orders") as consumer:
+        first = consumer.poll(timeout=1, max_records=100)
+    counts = collections.Counter(r.partition for r in first)
+    assert len(first) == 100
+    assert set(counts) == {0, 1, 2, 3} and min(counts.values()) >= 20
+
+
+def test_iteration_blocks_and_ends_after_consumer_timeout(filled):
+    with Consumer(filled, "orders", consumer_timeout_ms=300) as consumer:
+        assert len(list(consumer)) == 1000
+
+
+def test_pause_and_resume(filled):
+    with Consumer(filled, "orders") as consumer:
+        consumer.pause(TP("orders", 0), TP("orders", 1))
+        assert consumer.paused() == {TP("orders", 0), TP("orders", 1)}
+        got = drain(consumer, 500, timeout=3)
+        assert {r.partition for r in got} == {2, 3}
+        consumer.resume(TP("orders", 0))
+        got = drain(consumer, 250, timeout=3)
+        assert {r.partition for r in got} == {0}
+
+
+def test_seek_position_and_offsets(filled):
+    tp = TP("orders", 2)
+    with Consumer(filled) as consumer:
+        consumer.assign([tp])
+        assert consumer.assignment() == {tp}
+        assert consumer.position(tp) == 0
+        consumer.seek(tp, 200)
+        assert [r.offset for r in consumer.poll(timeout=1)] == list(range(200, 250))
+        assert consumer.position(tp) == 250
+        consumer.seek_to_beginning(tp)
+        assert consumer.position(tp) == 0
+        consumer.seek_to_end()
+        assert consumer.position(tp) == 250
+        assert consumer.lag() == {tp: 0}
+        consumer.seek(tp, 240)
+        assert consumer.lag() == {tp: 10}
+        assert consumer.beginning_offsets([tp]) == {tp: 0}
+        assert consumer.end_offsets([tp, TP("orders", 0)]) == {tp: 250, TP("orders", 0): 250}
+        with pytest.raises(NotAssignedError):
+            consumer.position(TP("orders", 0))
+        with pytest.raises(InvalidConfigError):
+            consumer.seek(tp, -1)
+
+
+def test_offsets_for_times(log):
+    log.create_topic("t")
+    with Producer(log) as producer:
+        producer.send_batch("t", ["a", "b", "c"], timestamps_ms=[100, 200, 300])
+    with Consumer(log) as consumer:
+        tp = TP("t", 0)
+        assert consumer.offsets_for_times({tp: 150}) == {tp: 1}
+        assert consumer.offsets_for_times({tp: 301}) == {tp: None}
+
+
+def test_deserializers_mirror_serializers(log):
+    log.create_topic("t")
+    with Producer(log, value_serializer="json", key_serializer="str") as producer:
+        producer.send("t", {"a": 1}, key="k").result()
+    with Consumer(log, "t", value_deserializer="json", key_deserializer="str") as consumer:
+        (r,) = consumer.poll(timeout=1)
+    assert (r.key, r.value) == ("k", {"a": 1})
+    with Consumer(log, "t", value_deserializer=lambda b: bytes(b).upper()) as consumer:
+        assert consumer.poll(timeout=1)[0].value == b'{"A":1}'
+
+
+def test_undeserializable_record_names_itself_and_can_be_skipped(log):
+    log.create_topic("t")
+    with Producer(log, value_serializer="bytes") as producer:
+        producer.send_batch("t", [b'{"ok":1}', b"not json", b'{"ok":3}'])
+    with Consumer(log, "t", value_deserializer="json") as consumer:
+        first = consumer.poll(timeout=1)
+        assert [r.value for r in first] == [{"ok": 1}]
+        with pytest.raises(SerializationError) as info:
+            consumer.poll(timeout=1)
+        err = info.value
+        assert (err.topic, err.partition, err.offset) == ("t", 0, 1)
+        assert "offset 1" in str(err)
+        assert consumer.position(TP("t", 0)) == 1
+        consumer.seek(TP("t", 0), err.offset + 1)
+        assert [r.value for r in consumer.poll(timeout=1)] == [{"ok": 3}]
+
+
+def test_without_group_reads_everything_and_commit_raises(filled):
+    with Consumer(filled, "orders") as consumer:
+        assert len(consumer.assignment()) == 4
+        drain(consumer, 1000)
+        with pytest.raises(CommitFailedError, match="no group_id"):
+            consumer.commit()
+        assert consumer.committed(TP("orders", 0)) is None
+        filled.topic("orders").add_partitions(1)
+        filled.topic("orders")._refresh(force=True)
+        with Producer(filled) as producer:
+            producer.send("orders", "new", partition=4).result()
+        got = drain(consumer, 1, timeout=5)
+        assert [(r.partition, r.value) for r in got] == [(4, "new")]
+
+
+def test_commit_and_resume_from_committed(filled):
+    with Consumer(filled, "orders", group_id="g", enable_auto_commit=False) as consumer:
+        got = consumer.poll(timeout=1, max_records=100)
+        consumer.commit()
+        positions = {tp: consumer.position(tp) for tp in consumer.assignment()}
+        assert {consumer.committed(tp) for tp in positions} == set(positions.values())
+        consumer.commit({TP("orders", 3): 7})
+        assert consumer.committed(TP("orders", 3)) == 7
+    assert len(got) == 100
+    with Consumer(filled, "orders", group_id="g", enable_auto_commit=False) as again:
+        rest = drain(again, 1000 - 100 + 7 - positions[TP("orders", 3)])
+    seen = {(r.partition, r.offset) for r in got} | {(r.partition, r.offset) for r in rest}
+    assert len(seen) == 1000
+
+
+def test_auto_commit_commits_only_what_the_application_received(filled):
+    consumer = Consumer(filled, "orders", group_id="auto", auto_commit_interval_ms=1)
+    received = consumer.poll(timeout=1, max_records=40)
+    time.sleep(0.01)
+    consumer.poll(timeout=0, max_records=1)  # the next poll commits what came before
+    committed = filled.group_offsets("auto")
+    got = collections.Counter(r.partition for r in received)
+    for tp, offset in committed.items():
+        assert offset >= got[tp.partition]
+    assert sum(committed.values()) in (40, 41)   # never more than what was returned
+    consumer.close()                                 # close commits the positions
+    assert sum(filled.group_offsets("auto").values()) == 41
+
+
+def test_commit_async_runs_in_order_and_calls_back(filled):
+    calls = []
+    with Consumer(filled, "orders", group_id="a", enable_auto_commit=False) as consumer:
+        consumer.poll(timeout=1)
+        futures = [consumer.commit_async({TP("orders", 0): i},
+                                         callback=lambda off, err: calls.append((off, err)))
+                   for i in range(1, 6)]
+        for f in futures:
+            f.result(timeout=5)
+        assert consumer.committed(TP("orders", 0)) == 5
+    assert [c[0][TP("orders", 0)] for c in calls] == [1, 2, 3, 4, 5]
+    assert all(c[1] is None for c in calls)
+
+
+@pytest.mark.parametrize("reset, expected", [("earliest", 0), ("latest", 250)])
+def test_committed_offset_out_of_range_uses_auto_offset_reset(filled, reset, expected):
+    OffsetStore(str(filled.path) + "/groups/r.offsets", False).commit(
+        {TP("orders", 0): 9999}, 0)
+    with Consumer(filled, group_id="r", auto_offset_reset=reset) as consumer:
+        consumer.assign([TP("orders", 0)])
+        assert consumer.position(TP("orders", 0)) == expected
+
+
+def test_auto_offset_reset_none_raises(filled):
+    with Consumer(filled, group_id="n", auto_offset_reset="none") as consumer:
+        consumer.assign([TP("orders", 0)])
+        with pytest.raises(OffsetOutOfRangeError):
+            consumer.poll(timeout=0)
+
+
+def test_seek_beyond_the_end_resets_on_read(filled):
+    with Consumer(filled, auto_offset_reset="earliest") as consumer:
+        consumer.assign([TP("orders", 1)])
+        consumer.seek(TP("orders", 1), 5000)
+        assert consumer.poll(timeout=1)[0].offset == 0
+
+
+# -- wake-up --------------------------------------------------------------------------
+
+def test_blocked_poll_wakes_on_an_append_in_this_process(log):
+    log.create_topic("t", partitions=3)
+    with Consumer(log, "t") as consumer, Producer(log) as producer:
+        consumer.poll(timeout=0)
+        timer = threading.Timer(0.3, lambda: producer.send("t", "hi", partition=2).result())
+        timer.start()
+        start = time.monotonic()
+        records = consumer.poll(timeout=30)
+        elapsed = time.monotonic() - start
+        timer.join()
+    assert [r.value for r in records] == ["hi"]
+    assert elapsed < 5   # woke by the append, long before the 30 s timeout
+
+
+def test_blocked_poll_wakes_on_an_append_in_another_process(log, log_dir):
+    log.create_topic("t", partitions=2)
+    with Consumer(log, "t") as consumer:
+        consumer.poll(timeout=0)
+        writer = spawn_python("""
+import sys, time, eventlog
+time.sleep(0.5)
+with eventlog.open(sys.argv[1]) as log, eventlog.Producer(log) as p:
+    p.send("t", "from afar", partition=1).result()
+""", str(log_dir))
+        start = time.monotonic()
+        records = consumer.poll(timeout=30)
+        elapsed = time.monotonic() - start
+        writer.wait(30)
+    assert [r.value for r in records] == ["from afar"]
+    assert elapsed < 10
+
+
+def test_an_idle_consumer_does_not_spin(log):
+    log.create_topic("t", partitions=4)
+    with Consumer(log, "t", group_id="idle") as consumer:
+        consumer.poll(timeout=0.1)
+        before = resource.getrusage(resource.RUSAGE_SELF)
+        start = time.monotonic()
+        assert consumer.poll(timeout=1.5) == []
+        wall = time.monotonic() - start
+        after = resource.getrusage(resource.RUSAGE_SELF)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    assert cpu < 0.2 * wall, f"an idle poll used {cpu:.3f} s of CPU in {wall:.2f} s"
+
+
+# -- groups in one process ------------------------------------------------------------
+
+def test_group_members_split_partitions_and_take_over_on_close(filled):
+    a = Consumer(filled, "orders", group_id="g", enable_auto_commit=False)
+    b = Consumer(filled, "orders", group_id="g", enable_auto_commit=False)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        a.poll(timeout=0.05, max_records=1)
+        b.poll(timeout=0.05, max_records=1)
+        owned_a = {tp for tp in a.assignment() if a._parts[tp].owned}
+        owned_b = {tp for tp in b.assignment() if b._parts[tp].owned}
+        if len(owned_a) == 2 and len(owned_b) == 2:
+            break
+    assert owned_a | owned_b == {TP("orders", p) for p in range(4)}
+    assert not owned_a & owned_b
+    a.commit()
+    a.close()
+    rest = drain(b, 1000 - 2)
+    b.close()
+    assert len(rest) >= 1000 - 2 - 2 * 0   # everything not committed by a reaches b
+    assert {r.partition for r in rest} == {0, 1, 2, 3}
+
+
+def test_rebalance_listener_order(filled):
+    events = []
+
+    class Listener(eventlog.RebalanceListener):
+        def __init__(self, name, consumer_ref):
+            self.name, self.ref = name, consumer_ref
+
+        def on_revoked(self, partitions):
+            consumer = self.ref[0]
+            consumer.commit({tp: consumer.position(tp) for tp in partitions})
+            events.append((self.name, "revoked", sorted(partitions)))
+
+        def on_assigned(self, partitions):
+            events.append((self.name, "assigned", sorted(partitions)))
+
+    ref_a: list = []
+    a = Consumer(filled, group_id="l", enable_auto_commit=False,
+                 listener=Listener("a", ref_a))
+    ref_a.append(a)
+    a.subscribe(["orders"])
+    a.poll(timeout=0.2)
+    assert events[0] == ("a", "assigned", [TP("orders", p) for p in range(4)])
+    ref_b: list = []
+    b = Consumer(filled, group_id="l", enable_auto_commit=False,
+                 listener=Listener("b", ref_b))
+    ref_b.append(b)
+    b.subscribe(["orders"])
+    for _ in range(50):
+        a.poll(timeout=0.02, max_records=1)
+        b.poll(timeout=0.02, max_records=1)
+    kinds = [(n, k) for n, k, _ in events]
+    assert kinds.index(("a", "revoked")) < kinds.index(("b", "assigned"))
+    revoked = next(p for n, k, p in events if (n, k) == ("a", "revoked"))
+    assert filled.group_offsets("l").keys() >= set(revoked)  # committed in on_revoked
+    a.close()
+    b.close()
+
+
+def test_a_stuck_member_is_evicted_and_cannot_commit(filled):
+    """A member that stops polling is removed from the group after
+    max_poll_interval_ms: its commits are refused (fencing). It keeps the ownership
+    locks while it is stuck, so nobody else reads its partitions until it polls again
+    (then it notices, releases them, and rejoins) or dies."""
+    lost = []
+
+    class Lost(eventlog.RebalanceListener):
+        def on_lost(self, partitions):
+            lost.append(set(partitions))
+
+    zombie = Consumer(filled, "orders", group_id="z", enable_auto_commit=False,
+                      max_poll_interval_ms=300, heartbeat_interval_ms=50, listener=Lost())
+    zombie.poll(timeout=0.2, max_records=1)
+    other = Consumer(filled, "orders", group_id="z", enable_auto_commit=False,
+                     max_poll_interval_ms=300, heartbeat_interval_ms=50)
+    deadline = time.monotonic() + 10
+    while len(other.assignment()) < 4 and time.monotonic() < deadline:  # zombie idles
+        other.poll(timeout=0.05, max_records=1)
+    held_by_zombie = {tp for tp, p in zombie._parts.items() if p.owned}
+    assert len(other.assignment()) == 4 and held_by_zombie
+    assert not any(other._parts[tp].owned for tp in held_by_zombie)   # never two owners
+    with pytest.raises(CommitFailedError, match="no longer in group"):
+        zombie.commit()
+    zombie.poll(timeout=0.1)              # wakes up: partitions lost, locks released
+    assert lost == [held_by_zombie]
+    zombie.close()
+    deadline = time.monotonic() + 10
+    while not all(p.owned for p in other._parts.values()) and time.monotonic() < deadline:
+        other.poll(timeout=0.05, max_records=1)
+    assert len(other.assignment()) == 4 and all(p.owned for p in other._parts.values())
+    other.close()
+
+
+def test_static_member_gets_its_partitions_back_without_a_rebalance(filled):
+    a = Consumer(filled, "orders", group_id="s", group_instance_id="worker-1",
+                 session_timeout_ms=60_000, enable_auto_commit=False)
+    b = Consumer(filled, "orders", group_id="s", group_instance_id="worker-2",
+                 session_timeout_ms=60_000, enable_auto_commit=False)
+    for _ in range(20):
+        a.poll(timeout=0.01, max_records=1)
+        b.poll(timeout=0.01, max_records=1)
+    before = filled.describe_group("s")
+    mine = set(a.assignment())
+    a.close()
+    a = Consumer(filled, "orders", group_id="s", group_instance_id="worker-1",
+                 session_timeout_ms=60_000, enable_auto_commit=False)
+    a.poll(timeout=0.1, max_records=1)
+    after = filled.describe_group("s")
+    assert set(a.assignment()) == mine
+    assert after.generation == before.generation
+    a.close()
+    b.close()
+
+
+def test_invalid_options_and_names(log):
+    log.create_topic("t")
+    for kwargs in ({"auto_offset_reset": "middle"}, {"max_poll_records": 0},
+                   {"partition_assignment_strategy": "random"},
+                   {"group_instance_id": "x"}):
+        with pytest.raises(InvalidConfigError):
+            Consumer(log, "t", **kwargs)
+    for bad in ("../g", "", "a/b", "x" * 300):
+        with pytest.raises(InvalidGroupError):
+            Consumer(log, "t", group_id=bad)
+    with pytest.raises(UnknownTopicError):
+        Consumer(log, "nope")
+    consumer = Consumer(log, "t")
+    consumer.close()
+    with pytest.raises(ClosedError):
+        consumer.poll()
+    with pytest.raises(TypeError):
+        Consumer("not a log")
+
+
+# -- administration -------------------------------------------------------------------
+
+def test_group_admin(filled):
+    with Consumer(filled, "orders", group_id="billing", enable_auto_commit=False) as c:
+        drain(c, 1000)
+        c.commit({TP("orders", 0): 100, TP("orders", 1): 250})
+        assert filled.groups() == ["billing"]
+        d = filled.describe_group("billing")
+        assert d.state == "Stable" and len(d.members) == 1 and d.members[0].alive
+        assert sorted(d.members[0].assignment) == [TP("orders", p) for p in range(4)]
+        with pytest.raises(GroupNotEmptyError):
+            filled.reset_group_offsets("billing", to_earliest=True)
+        with pytest.raises(GroupNotEmptyError):
+            filled.delete_group("billing")
+    assert filled.group_offsets("billing")[TP("orders", 0)] == 100
+    assert filled.group_lag("billing")[TP("orders", 0)] == 150
+    assert filled.describe_group("billing").state == "Empty"
+    tp0 = TP("orders", 0)
+    assert filled.reset_group_offsets("billing", to_earliest=True, dry_run=True)[tp0] == 0
+    assert filled.group_offsets("billing")[tp0] == 100
+    assert filled.reset_group_offsets("billing", shift_by=-30)[tp0] == 70
+    assert filled.reset_group_offsets("billing", to_offset=10**9)[tp0] == 250
+    assert filled.reset_group_offsets("billing", to_latest=True)[TP("orders", 1)] == 250
+    new = filled.reset_group_offsets("billing", ["orders"], to_timestamp_ms=0)
+    assert new == {TP("orders", p): 0 for p in range(4)}
+    with pytest.raises(InvalidConfigError):
+        filled.reset_group_offsets("billing", to_earliest=True, to_latest=True)
+    filled.delete_group("billing")
+    assert filled.groups() == []
+    with pytest.raises(UnknownGroupError):
+        filled.group_offsets("billing")

@@ -1,0 +1,239 @@
+"""Consumer groups across real processes: joins, leaves, kill -9, exclusivity, commits."""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+import random
+import signal
+import time
+
+import pytest
+
+import eventlog
+from eventlog import TopicPartition
+from eventlog._group import assign_range, assign_roundrobin, assign_sticky
+from eventlog._offsets import OffsetStore
+from tests.conftest import soak, spawn_python
+
+TP = TopicPartition
+
+# -- assignors ------------------------------------------------------------------------
+
+
+def test_range_assignor_matches_kafka():
+    members = {"a": ["t"], "b": ["t"], "c": ["t"]}
+    out = assign_range(members, {"t": 7}, {})
+    assert out == {"a": [TP("t", 0), TP("t", 1), TP("t", 2)],
+                   "b": [TP("t", 3), TP("t", 4)], "c": [TP("t", 5), TP("t", 6)]}
+
+
+def test_roundrobin_assignor_respects_subscriptions():
+    members = {"a": ["t", "u"], "b": ["t"]}
+    out = assign_roundrobin(members, {"t": 3, "u": 2}, {})
+    assert sorted(out["a"] + out["b"]) == sorted([TP("t", i) for i in range(3)] +
+                                                  [TP("u", i) for i in range(2)])
+    # Kafka's RoundRobinAssignor: a circular iterator over sorted members that skips
+    # members not subscribed to the partition's topic.
+    assert out == {"a": [TP("t", 0), TP("t", 2), TP("u", 0), TP("u", 1)], "b": [TP("t", 1)]}
+
+
+def test_sticky_assignor_is_balanced_and_moves_little():
+    everything = {TP("t", i) for i in range(12)}
+    first = assign_sticky({"a": ["t"], "b": ["t"], "c": ["t"]}, {"t": 12}, {})
+    assert sorted(map(len, first.values())) == [4, 4, 4]
+    second = assign_sticky({"a": ["t"], "b": ["t"], "c": ["t"], "d": ["t"]}, {"t": 12}, first)
+    assert sorted(map(len, second.values())) == [3, 3, 3, 3]
+    moved = sum(1 for m in "abc" for tp in second[m] if tp not in first[m]) + len(second["d"])
+    assert moved == 3                       # only what the newcomer needs
+    third = assign_sticky({"a": ["t"], "d": ["t"]}, {"t": 12}, second)
+    assert set(third["a"]) >= set(second["a"]) and set(third["d"]) >= set(second["d"])
+    assert set(third["a"]) | set(third["d"]) == everything
+
+
+# -- the offsets sidecar ------------------------------------------------------------------
+
+def test_damaged_commit_records_fall_back_to_the_last_good_commit(tmp_path):
+    path = str(tmp_path / "g.offsets")
+    store = OffsetStore(path, fsync=False)
+    tp = TP("t", 0)
+    for i in range(1, 6):
+        store.commit({tp: i * 10}, 0)
+    assert OffsetStore(path, False).read() == {tp: 50}
+    data = bytearray(open(path, "rb").read())
+    last = data.rfind(b"EvOc")
+    data[last + 20] ^= 0xFF                      # damage the newest record
+    open(path, "wb").write(data)
+    assert OffsetStore(path, False).read() == {tp: 40}
+    middle = data.find(b"EvOc", data.find(b"EvOc") + 1)
+    data[middle + 2] ^= 0xFF                     # and the marker of an older one
+    open(path, "wb").write(data)
+    assert OffsetStore(path, False).read() == {tp: 40}
+    with open(path, "ab") as fh:
+        fh.write(b"EvOc\x10\x00")                # a torn append at the end
+    store = OffsetStore(path, False)
+    store.commit({tp: 60}, 0)                    # cuts the torn tail, then appends
+    assert OffsetStore(path, False).read() == {tp: 60}
+
+
+def test_the_sidecar_compacts_itself(tmp_path):
+    path = str(tmp_path / "g.offsets")
+    store = OffsetStore(path, fsync=False)
+    for i in range(2100):
+        store.commit({TP("t", i % 3): i}, 0)
+    assert os.path.getsize(path) < 200 * 30
+    assert OffsetStore(path, False).read() == {TP("t", 0): 2097, TP("t", 1): 2098,
+                                               TP("t", 2): 2099}
+
+
+COMMITTER = """
+import sys, eventlog
+path = sys.argv[1]
+with eventlog.open(path) as log:
+    c = eventlog.Consumer(log, group_id="crash", enable_auto_commit=False)
+    c.assign([eventlog.TopicPartition("t", 0)])
+    i = int(sys.argv[2])
+    while True:
+        i += 1
+        c.commit({eventlog.TopicPartition("t", 0): i})
+        print(i, flush=True)
+"""
+
+
+def test_kill_during_commit_leaves_old_or_new_value(log_dir):
+    with eventlog.open(log_dir) as log:
+        log.create_topic("t")
+    rng = random.Random(11)
+    last_seen = 0
+    for _ in range(soak(15)):
+        child = spawn_python(COMMITTER, str(log_dir), str(last_seen), stdout=-1)
+        time.sleep(rng.uniform(0.15, 0.5))
+        os.kill(child.pid, signal.SIGKILL)
+        out, _ = child.communicate()
+        acked = [int(x) for x in out.split()]
+        with eventlog.open(log_dir) as log:
+            committed = log.group_offsets("crash").get(TP("t", 0), 0)
+        if acked:
+            assert committed in (acked[-1], acked[-1] + 1), (committed, acked[-3:])
+        else:
+            assert committed >= last_seen
+        last_seen = committed
+
+
+# -- members in several processes -----------------------------------------------------
+
+MEMBER = """
+import json, os, sys, time, eventlog
+path, name, events_path, stop_path = sys.argv[1:5]
+events = open(events_path, "a", buffering=1)
+
+def note(*event):
+    events.write(json.dumps([time.monotonic(), name, *event]) + "\\n")
+
+with eventlog.open(path) as log:
+    holder = []
+
+    class Listener(eventlog.RebalanceListener):
+        def on_assigned(self, partitions):
+            note("acquire", sorted(partitions))
+
+        def on_revoked(self, partitions):
+            c = holder[0]
+            c.commit({tp: c.position(tp) for tp in partitions})
+            note("release", sorted(partitions))
+
+        def on_lost(self, partitions):
+            note("release", sorted(partitions))
+
+    c = eventlog.Consumer(log, group_id="workers", enable_auto_commit=False,
+                          session_timeout_ms=3000, heartbeat_interval_ms=100,
+                          partition_assignment_strategy=sys.argv[5], listener=Listener())
+    holder.append(c)
+    c.subscribe(["t"])
+    note("started")
+    while not os.path.exists(stop_path):
+        records = c.poll(timeout=0.05)
+        if records:
+            note("records", [[r.partition, r.offset] for r in records])
+            c.commit()
+    c.close()
+    note("closed")
+"""
+
+PRODUCER = """
+import sys, time, eventlog
+path, total = sys.argv[1], int(sys.argv[2])
+with eventlog.open(path) as log, eventlog.Producer(log, linger_ms=2) as p:
+    for i in range(total):
+        p.send("t", i, key=i % 50)
+        if i % 100 == 0:
+            time.sleep(0.01)
+"""
+
+
+@pytest.mark.parametrize("strategy", ["range", "sticky"])
+def test_members_join_leave_and_die_while_producers_write(log_dir, tmp_path, strategy):
+    with eventlog.open(log_dir) as log:
+        log.create_topic("t", partitions=6, segment_bytes=16384)
+    events_path = tmp_path / "events.jsonl"
+    stop_path = tmp_path / "stop"
+    members = {}
+
+    def start(name):
+        members[name] = spawn_python(MEMBER, str(log_dir), name, str(events_path),
+                                     str(stop_path), strategy)
+
+    total = 3000
+    producer = spawn_python(PRODUCER, str(log_dir), str(total))
+    for name in ("m1", "m2", "m3"):
+        start(name)
+    time.sleep(1.0)
+    kill_time = time.monotonic()
+    os.kill(members["m2"].pid, signal.SIGKILL)
+    members["m2"].wait()
+    time.sleep(0.5)
+    start("m4")
+    time.sleep(0.5)
+    assert producer.wait(timeout=60) == 0
+    with eventlog.open(log_dir) as log:            # wait until the group caught up
+        ends = {TP("t", p.id): p.end_offset for p in log.topic("t").partitions}
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            committed = log.group_offsets("workers")
+            if all(committed.get(tp, 0) >= end for tp, end in ends.items()):
+                break
+            time.sleep(0.1)
+    stop_path.touch()
+    for name, proc in members.items():
+        if name != "m2":
+            assert proc.wait(timeout=60) == 0, name
+
+    events = [json.loads(line) for line in events_path.read_text().splitlines()]
+    # 1. every record was consumed at least once by the group
+    consumed = {(p, o) for e in events if e[2] == "records" for p, o in e[3]}
+    expected = {(tp.partition, o) for tp, end in ends.items() for o in range(end)}
+    assert sum(ends.values()) == total
+    assert expected <= consumed
+    # 2. no partition was ever owned by two members at once
+    intervals = collections.defaultdict(list)
+    open_since = {}
+    for t, name, kind, *rest in events:
+        if kind == "acquire":
+            for _topic, p in rest[0]:
+                open_since[(name, p)] = t
+        elif kind == "release":
+            for _topic, p in rest[0]:
+                intervals[p].append((open_since.pop((name, p)), t, name))
+    for (name, p), since in open_since.items():    # still held when killed
+        end = kill_time if name == "m2" else float("inf")
+        intervals[p].append((since, end, name))
+    for p, spans in intervals.items():
+        spans.sort()
+        for (_a1, b1, n1), (a2, _b2, n2) in zip(spans, spans[1:]):
+            assert a2 >= b1, f"partition {p} owned by {n1} and {n2} at once"
+    # 3. the killed member's partitions moved on within session_timeout_ms
+    held_by_m2 = {p for (name, p), _ in open_since.items() if name == "m2"}
+    for p in held_by_m2:
+        taken = [a for a, b, n in intervals[p] if n != "m2" and a >= kill_time]
+        assert taken and min(taken) - kill_time < 3.0 + 1.0, f"partition {p} stayed orphaned"
