@@ -441,3 +441,17 @@ def test_group_admin(filled):
     assert filled.groups() == []
     with pytest.raises(UnknownGroupError):
         filled.group_offsets("billing")
+
+
+def test_committed_offset_below_the_log_start_uses_auto_offset_reset(filled):
+    tp = TP("orders", 0)
+    with Consumer(filled, group_id="old", enable_auto_commit=False) as consumer:
+        consumer.assign([tp])
+        consumer.commit({tp: 10})
+    plog = filled.topic("orders").partition(0)._log
+    with plog._locked() as st:          # what retention does: the start moves past 10
+        plog._publish(st._replace(start_offset=100))
+    with Consumer(filled, group_id="old") as consumer:
+        consumer.assign([tp])
+        assert consumer.position(tp) == 100
+        assert consumer.poll(timeout=1)[0].offset == 100
