@@ -144,10 +144,27 @@ def test_sparse_offsets_must_increase_and_match_header():
                  last_delta=3)
     with pytest.raises(CorruptRecordError, match="increase"):
         decode_batch(buf, 0, len(buf))
+    buf = _forge([[b"a", b"b"], None, None, None, [0, 7]], count=2, attributes=ATTR_SPARSE,
+                 last_delta=5)
+    with pytest.raises(CorruptRecordError, match="past the header's span"):
+        decode_batch(buf, 0, len(buf))
+    # a span past the last record is fine: compaction removed the records after it
     buf = _forge([[b"a", b"b"], None, None, None, [0, 1]], count=2, attributes=ATTR_SPARSE,
                  last_delta=5)
-    with pytest.raises(CorruptRecordError, match="disagrees"):
-        decode_batch(buf, 0, len(buf))
+    assert decode_batch(buf, 0, len(buf)).header.next_offset == 6
+
+
+def test_an_empty_span_batch_covers_offsets_without_records():
+    buf = place(encode_batch([], offset_deltas=[], span=9, timestamps_ms=5), 100)
+    batch = decode_batch(buf, 0, len(buf))
+    assert batch.header.record_count == 0 and batch.header.next_offset == 110
+    assert list(batch.offsets()) == [] and records_from_batches([batch], 100, "t", 0) == []
+    with pytest.raises(ValueError):
+        encode_batch([])           # only a sparse span may be empty
+    dense = _forge([[], None, None, None, None], count=1)
+    dense[20:24] = (0).to_bytes(4, "little")  # record_count 0 on a dense batch
+    with pytest.raises(CorruptRecordError):
+        decode_batch(dense, 0, len(dense))
 
 
 @given(st.binary(min_size=0, max_size=400))

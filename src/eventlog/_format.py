@@ -36,6 +36,12 @@ and unpacked by a single msgpack call::
   N strictly increasing ints when attribute ``SPARSE`` is set (compaction removed
   records and left gaps; offsets are never reused).
 
+A sparse batch keeps the offset span of what it replaced: ``last_offset_delta`` may be
+larger than its last record's delta, and it may even hold no record at all (a
+segment whose records were all compacted away). Batches therefore always chain:
+each one starts at or after the ``next_offset`` of the one before, and the last batch of
+a segment ends where the next segment begins.
+
 docs/format.md shows the same layout with the directory structure around it.
 """
 
@@ -149,16 +155,24 @@ def encode_batch(values: Sequence[bytes | None], keys: Sequence[bytes | None] | 
                  headers: Sequence[Sequence[tuple[str, bytes]] | None] | None = None,
                  offset_deltas: Sequence[int] | None = None, attributes: int = 0,
                  producer_id: int = NO_PRODUCER_ID, producer_epoch: int = 0,
-                 base_sequence: int = NO_SEQUENCE) -> EncodedBatch:
+                 base_sequence: int = NO_SEQUENCE, span: int | None = None) -> EncodedBatch:
     """Pack records (already serialized to bytes) into an ``EncodedBatch``.
 
     ``timestamps_ms`` is one int for all records or one per record. Cost: one msgpack
     call for the columns, plus a pass over per-record timestamps when they differ.
     The caller validates element types; this only shapes the columns.
+
+    ``span`` (sparse batches only) makes the batch cover offsets up to
+    ``base + span`` even past its last record; with ``values == []`` it gives an empty
+    batch that only covers a span (see the module docstring).
     """
     count = len(values)
     if count == 0:
-        raise ValueError("a batch holds at least one record")
+        if span is None or offset_deltas is None or len(offset_deltas) != 0:
+            raise ValueError("a batch holds at least one record (or is an empty span)")
+        first = timestamps_ms if isinstance(timestamps_ms, int) else -1
+        payload = _packb([[], None, None, None, []])
+        return EncodedBatch(payload, 0, span, first, first, attributes | ATTR_SPARSE)
     if isinstance(timestamps_ms, int):
         first_ts = max_ts = timestamps_ms
         deltas: list[int] | None = None
@@ -179,7 +193,7 @@ def encode_batch(values: Sequence[bytes | None], keys: Sequence[bytes | None] | 
         odeltas: Sequence[int] | None = None
     else:
         attributes |= ATTR_SPARSE
-        last_delta = offset_deltas[-1]
+        last_delta = offset_deltas[-1] if span is None else max(span, offset_deltas[-1])
         odeltas = offset_deltas
     payload = _packb([values, keys, deltas, packed_headers, odeltas])
     batch = EncodedBatch(payload, count, last_delta, first_ts, max_ts, attributes,
@@ -241,7 +255,8 @@ def read_header(buf: Any, pos: int, limit: int) -> BatchHeader:
         raise CorruptRecordError(f"unknown batch attributes {header.attributes:#x} at "
                                  f"position {pos}")
     count = header.record_count
-    if count == 0 or count > header.length or header.last_offset_delta < count - 1:
+    if (count == 0 and not header.attributes & ATTR_SPARSE) or count > header.length \
+            or header.last_offset_delta < count - 1:
         raise CorruptRecordError(f"batch at position {pos} has inconsistent record count "
                                  f"{count} (last offset delta {header.last_offset_delta})")
     if not header.attributes & ATTR_SPARSE and header.last_offset_delta != count - 1:
@@ -382,8 +397,8 @@ def _check_columns(header: BatchHeader, pos: int, columns: Any) -> DecodedBatch:
             if d <= prev:
                 raise _fail(header, pos, "offsets do not increase")
             prev = d
-        if odeltas[-1] != header.last_offset_delta:
-            raise _fail(header, pos, "offset column disagrees with the header")
+        if odeltas and odeltas[-1] > header.last_offset_delta:
+            raise _fail(header, pos, "offset column goes past the header's span")
     elif odeltas is not None:
         raise _fail(header, pos, "dense batch has an offset column")
     if header.attributes & ATTR_LOG_APPEND_TIME:

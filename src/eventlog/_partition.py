@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import bisect
 import fcntl
+import json
 import os
 import threading
 from collections import OrderedDict
@@ -43,15 +44,17 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import NamedTuple
 
-from . import _fileutil, _format, _head
+from . import _compaction, _fileutil, _format, _head
 from ._format import BatchHeader, DecodedBatch, EncodedBatch
 from ._head import Head, HeadState
 from ._producer_state import (
     SEQUENCE_MODULUS,
     ProducerState,
     load_snapshots,
+    snapshot_path,
     write_snapshot,
 )
+from ._segment import IndexPolicy as _SegmentPolicy
 from ._segment import Segment, file_name, parse_file_name
 from .config import LogOptions, TopicConfig
 from .errors import (
@@ -64,6 +67,8 @@ from .errors import (
 )
 
 _MAX_HINTS = 64
+CLEANER_LOCK = "cleaner.lock"
+CLEANER_CHECKPOINT = "cleaner-checkpoint"
 _MAX_MAPPED_SEALED = 4
 DEFAULT_FETCH_BYTES = 1 << 20
 
@@ -91,6 +96,22 @@ class StorageContext:
         err = LogFailedError(f"fsync failed ({exc}); the log is now read-only until reopened")
         err.__cause__ = exc
         return err
+
+
+class Problem(NamedTuple):
+    """Something ``check`` found wrong."""
+
+    path: str
+    kind: str        # "corrupt", "gap", "index", "leftover", "head"
+    message: str
+    fixed: bool      # repaired by check(fix=True)
+
+
+class CheckStats(NamedTuple):
+    segments: int
+    batches: int
+    records: int
+    bytes: int
 
 
 class AppendResult(NamedTuple):
@@ -212,7 +233,7 @@ class PartitionLog:
         if self._producers_stale:
             self._producers, self._producers_stale = None, False
         active = self._segments[st.active_base]
-        if st.seq != self._own_seq:
+        if st.seq != self._own_seq or not active._indexes_loaded:
             # Someone else wrote since our last publish (or we just arrived): pick up
             # their index entries, and look for a batch that a writer began at the
             # published end and never published because it died.
@@ -356,6 +377,9 @@ class PartitionLog:
                         or (config.segment_ms is not None
                             and now - st.active_created_ms >= config.segment_ms)):
                     st, active = self._roll(st, active, config, now)
+                    rolled = True
+                else:
+                    rolled = False
                 position = st.active_position
                 base_offset = st.end_offset
                 log_time = now if config.timestamp_type == "log_append_time" else -1
@@ -395,6 +419,10 @@ class PartitionLog:
         if ctx.options.fsync == "interval":
             with ctx.dirty_lock:
                 ctx.dirty.add(self)
+        if rolled:
+            # A segment was sealed: retention may delete old ones, and a compacted topic
+            # is cleaned once enough of it is dirty (amortized over the bytes written).
+            self.maintain(config)
         return AppendResult(base_offset, end, log_time, stored)
 
     def _make_dirty(self, st: HeadState) -> HeadState:
@@ -457,6 +485,181 @@ class PartitionLog:
             policy.last_batch = (position, header.base_offset)
         policy.finish(st.active_max_timestamp_ms)
         segment.write_entries(policy)
+
+    # -- retention and compaction -------------------------------------------------------
+
+    @contextmanager
+    def cleaner_lock(self, block: bool = True) -> Iterator[bool]:
+        """Serialize retention and compaction of this partition across processes.
+        Always taken before the writer lock, never while holding it."""
+        fd = _fileutil.open_fd(os.path.join(self.directory, CLEANER_LOCK),
+                               os.O_RDWR | os.O_CREAT)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | (0 if block else fcntl.LOCK_NB))
+            except BlockingIOError:
+                yield False
+                return
+            yield True
+        finally:
+            os.close(fd)
+
+    def size_bytes(self, st: HeadState | None = None) -> int:
+        """Bytes of batches stored (not the allocated file sizes)."""
+        st = st or self.state()
+        total = 0
+        for base in self._bases:
+            if base > st.active_base:
+                break
+            segment = self._segments[base]
+            total += (st.active_position if base == st.active_base
+                      else segment.sealed_size(self._limit(segment, st)))
+        return total
+
+    def segment_count(self, st: HeadState | None = None) -> int:
+        st = st or self.state()
+        return sum(1 for b in self._bases if b <= st.active_base)
+
+    def _sealed_sizes(self, st: HeadState) -> list[tuple[int, int]]:
+        out = []
+        for base in self._bases:
+            if base >= st.active_base:
+                break
+            segment = self._segments[base]
+            out.append((base, segment.sealed_size(self._limit(segment, st))))
+        return out
+
+    def maintain(self, config: TopicConfig | None = None) -> None:
+        """Retention, then compaction if the topic is compacted and dirty enough.
+        Skipped if another process is cleaning this partition right now."""
+        config = config or self._config()
+        with self.cleaner_lock(block=False) as locked:
+            if not locked:
+                return
+        if "delete" in config.cleanup_policy:
+            self.enforce_retention()
+        if config.compacted and self.dirty_ratio() >= config.min_cleanable_dirty_ratio:
+            _compaction.compact(self, self._ctx.clock())
+
+    def enforce_retention(self) -> int:
+        """Delete sealed segments beyond ``retention_ms`` / ``retention_bytes``; return how
+        many. The start offset moves to the first record kept. Whole segments only; the
+        active segment is never deleted. Cost: O(segments)."""
+        config = self._config()
+        if config.retention_ms is None and config.retention_bytes is None:
+            return 0
+        interval = config.index_interval_bytes
+        with self.cleaner_lock(), self._locked() as st:
+            sealed = self._sealed_sizes(st)
+            doomed: list[int] = []
+            if config.retention_ms is not None:
+                cutoff = self._ctx.clock() - config.retention_ms
+                for base, _ in sealed:
+                    segment = self._segments[base]
+                    newest = segment.sealed_max_timestamp(self._limit(segment, st), interval)
+                    if newest >= cutoff:
+                        break
+                    doomed.append(base)
+            if config.retention_bytes is not None:
+                excess = sum(size for _, size in sealed) + st.active_position \
+                    - config.retention_bytes
+                for base, size in sealed:
+                    if excess - size < 0:
+                        break
+                    excess -= size
+                    if base not in doomed:
+                        doomed.append(base)
+            if not doomed:
+                return 0
+            doomed.sort()
+            keep = [b for b in self._bases if b > doomed[-1]]
+            self._delete_segments(st, doomed, max(st.start_offset, keep[0]))
+            return len(doomed)
+
+    def delete_records(self, before_offset: int) -> int:
+        """Make records below ``before_offset`` unreadable (the log start offset moves
+        there) and delete the segments wholly below it, as Kafka's deleteRecords.
+        Returns the new start offset."""
+        if type(before_offset) is not int:
+            raise TypeError("before_offset must be an int")
+        with self.cleaner_lock(), self._locked() as st:
+            if not 0 <= before_offset <= st.end_offset:
+                raise OffsetOutOfRangeError(
+                    f"delete_records: offset {before_offset} is beyond the end "
+                    f"{st.end_offset} of {self.directory}", offset=before_offset,
+                    start_offset=st.start_offset, end_offset=st.end_offset)
+            start = max(st.start_offset, before_offset)
+            doomed = []
+            for base in self._bases:
+                if base >= st.active_base:
+                    break
+                following = self._bases[self._bases.index(base) + 1]
+                if following <= start:
+                    doomed.append(base)
+            self._delete_segments(st, doomed, start)
+            return start
+
+    def _delete_segments(self, st: HeadState, doomed: list[int], start: int) -> None:
+        """Publish the new start offset and layout, then unlink the files (writer and
+        cleaner locks held). Readers in other processes may still have the segments
+        mapped: unlinking keeps those mappings valid."""
+        epoch = st.layout_epoch + (1 if doomed else 0)
+        self._publish(st._replace(start_offset=start, layout_epoch=epoch))
+        for base in doomed:
+            self._segments[base].delete()
+            try:
+                os.unlink(snapshot_path(self.directory, base))
+            except FileNotFoundError:
+                pass
+        if doomed:
+            _fileutil.sync_dir(self.directory)
+        self._reload_segments(epoch)
+
+    def swap_in(self, base: int, cleaned_path: str) -> None:
+        """Replace sealed segment ``base`` with its cleaned copy (see ``_compaction``).
+        Cleaner lock held by the caller; takes the writer lock."""
+        segment_path = os.path.join(self.directory, file_name(base))
+        swap_path = segment_path + _compaction.SWAP_SUFFIX
+        with self._locked() as st, _fileutil.os_errors(f"swapping in {cleaned_path}"):
+            os.replace(cleaned_path, swap_path)
+            _fileutil.sync_dir(self.directory)
+            stem = segment_path[: -len(".log")]
+            for index in (stem + ".index", stem + ".timeindex"):
+                try:
+                    os.unlink(index)
+                except FileNotFoundError:
+                    pass
+            os.replace(swap_path, segment_path)
+            _fileutil.sync_dir(self.directory)
+            epoch = st.layout_epoch + 1
+            self._publish(st._replace(layout_epoch=epoch))
+            self._reload_segments(epoch)
+            # The old indexes are gone; build the new ones now (a crash before this
+            # only leaves them missing, and they are rebuilt on first use).
+            segment = self._segments[base]
+            segment.rebuild_indexes(segment.file_bytes(), self._config().index_interval_bytes)
+
+    def cleaned_up_to(self) -> int:
+        try:
+            data = _fileutil.read_file(os.path.join(self.directory, CLEANER_CHECKPOINT), 4096)
+            return int(json.loads(data)["offset"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return -1
+
+    def set_cleaned_up_to(self, offset: int) -> None:
+        _fileutil.atomic_write(os.path.join(self.directory, CLEANER_CHECKPOINT),
+                               json.dumps({"offset": offset}).encode())
+
+    def dirty_ratio(self) -> float:
+        """Share of the sealed bytes written since the last compaction."""
+        st = self.state()
+        sealed = self._sealed_sizes(st)
+        total = sum(size for _, size in sealed)
+        if total == 0:
+            return 0.0
+        cleaned = self.cleaned_up_to()
+        dirty = sum(size for base, size in sealed if base >= cleaned)
+        return dirty / total
 
     # -- idempotence ------------------------------------------------------------------
 
@@ -533,6 +736,20 @@ class PartitionLog:
     def fetch(self, offset: int, max_bytes: int = DEFAULT_FETCH_BYTES,
               max_records: int | None = None, state: HeadState | None = None
               ) -> list[DecodedBatch]:
+        """See ``_fetch``. A segment deleted meanwhile (retention, in any process) makes
+        it look again: the state then says where the log starts now."""
+        for _ in range(3):
+            try:
+                return self._fetch(offset, max_bytes, max_records, state)
+            except FileNotFoundError:
+                state = None
+                st = self._head.read()
+                if st is not None:
+                    self._reload_segments(st.layout_epoch)
+        return self._fetch(offset, max_bytes, max_records, None)
+
+    def _fetch(self, offset: int, max_bytes: int, max_records: int | None,
+               state: HeadState | None) -> list[DecodedBatch]:
         """Verified batches holding the records from ``offset`` on, bounded by the
         published end, ``max_bytes`` and ``max_records`` (at least one batch is
         returned when any record is available, even if it is larger).
@@ -676,6 +893,8 @@ class PartitionLog:
         Caller holds the writer lock."""
         config = self._config()
         strict = self._ctx.options.recovery == "strict"
+        with _fileutil.os_errors(f"finishing an interrupted compaction in {self.directory}"):
+            _compaction.finish_interrupted(self.directory)
         bases = self._list_bases()
         seq = st.seq if st is not None else 0
         epoch = (st.layout_epoch if st is not None else 0) + 1
@@ -695,8 +914,24 @@ class PartitionLog:
             self._segments[st.active_base].file_bytes() >= st.active_position
         if trusted:
             assert st is not None
-            return self._recover_trusted(st, config, epoch)
-        return self._recover_by_scan(st, bases, config, strict, epoch, now)
+            recovered = self._recover_trusted(st, config, epoch)
+        else:
+            recovered = self._recover_by_scan(st, bases, config, strict, epoch, now)
+        self._rebuild_missing_indexes(recovered, config)
+        return recovered
+
+    def _rebuild_missing_indexes(self, st: HeadState, config: TopicConfig) -> None:
+        """Sealed segments whose index files are missing (deleted, or a compaction
+        that died between removing the old ones and writing the new) get them rebuilt.
+        Cost: one directory listing, plus a scan of each segment missing an index."""
+        names = set(os.listdir(self.directory))
+        for base in self._bases:
+            if base >= st.active_base:
+                break
+            stem = f"{base:020d}"
+            if stem + ".index" not in names or stem + ".timeindex" not in names:
+                segment = self._segments[base]
+                segment.rebuild_indexes(segment.file_bytes(), config.index_interval_bytes)
 
     def _recover_trusted(self, st: HeadState, config: TopicConfig, epoch: int) -> HeadState:
         """The head is exact: cut a dead writer's bytes past the end, check indexes."""
@@ -817,6 +1052,102 @@ class PartitionLog:
                                       recovery_offset=st.end_offset,
                                       flags=st.flags | _head.FLAG_CLEAN))
             self._head.sync()
+
+    # -- verification ---------------------------------------------------------------------
+
+    def check(self, fix: bool = False, progress: Callable[[int], None] | None = None
+              ) -> tuple[list[Problem], CheckStats]:
+        """Verify every batch (checksum and structure), the chaining of segments and
+        offsets, and every index against one rebuilt from the data. Changes nothing
+        unless ``fix``: then indexes are rebuilt and interrupted compactions finished,
+        which is always safe; damaged batches are only reported. ``progress(bytes)`` is
+        called as data is checked. Cost: O(bytes stored)."""
+        problems: list[Problem] = []
+        config = self._config()
+        leftovers = [n for n in os.listdir(self.directory)
+                     if n.endswith((_compaction.SWAP_SUFFIX, _compaction.CLEANED_SUFFIX))]
+        if leftovers:
+            if fix:
+                with self._locked():
+                    _compaction.finish_interrupted(self.directory)
+            problems += [Problem(os.path.join(self.directory, n), "leftover",
+                                 "an interrupted compaction left this file", fix)
+                         for n in leftovers]
+        st = self.state()
+        expected: int | None = None
+        segments = batches = records = nbytes = 0
+        for base in list(self._bases):
+            if base > st.active_base:
+                break
+            segment = self._segments[base]
+            limit = self._limit(segment, st)
+            sealed = base != st.active_base
+            segments += 1
+            if expected is not None and base != expected:
+                problems.append(Problem(segment.path, "gap", f"segment starts at offset "
+                                        f"{base} but the previous one ends at {expected}",
+                                        False))
+            mm = segment.mapping(limit)
+            policy = _SegmentPolicy(config.index_interval_bytes)
+            position, next_offset, max_ts = 0, base, -1
+            damaged = False
+            while mm is not None and position < limit:
+                if _format.is_unwritten(mm, position, limit):
+                    break
+                try:
+                    batch = _format.decode_batch(mm, position, limit)
+                except CorruptRecordError as exc:
+                    problems.append(Problem(segment.path, "corrupt", str(exc), False))
+                    damaged = True
+                    break
+                header = batch.header
+                if header.base_offset < next_offset:
+                    problems.append(Problem(segment.path, "corrupt",
+                                            f"batch at {position} goes back to offset "
+                                            f"{header.base_offset}", False))
+                    damaged = True
+                    break
+                max_ts = max(max_ts, header.max_timestamp_ms)
+                policy.observe(position, header.base_offset, max_ts)
+                next_offset = header.next_offset
+                position += header.length
+                batches += 1
+                records += header.record_count
+                nbytes += header.length
+                if progress is not None:
+                    progress(header.length)
+            if damaged:
+                expected = None  # where the damaged segment ends is unknown: no gap check
+                continue
+            expected = next_offset
+            self._check_index(segment, policy, max_ts, sealed, fix, problems)
+        if expected is not None and expected != st.end_offset:
+            problems.append(Problem(self._head.path, "head", f"the data ends at offset "
+                                    f"{expected} but the head says {st.end_offset}", False))
+        return problems, CheckStats(segments, batches, records, nbytes)
+
+    def _check_index(self, segment: Segment, policy: _SegmentPolicy, max_ts: int,
+                     sealed: bool, fix: bool, problems: list[Problem]) -> None:
+        segment.offset_index.load()
+        segment.time_index.load()
+        base = segment.base_offset
+        found = ([(base + r, p) for r, p in segment.offset_index.entries()],
+                 [(t, base + r) for t, r in segment.time_index.entries()])
+        live = (list(policy.offset_entries), list(policy.time_entries))
+        policy.finish(max_ts)
+        final = (policy.offset_entries, policy.time_entries)
+        # A missing index file is fine where there is nothing to index (a new segment).
+        valid = (segment.offset_index.valid or not final[0]) and \
+            (segment.time_index.valid or not final[1])
+        if valid and (found == final or (not sealed and found == live)):
+            return
+        if fix and sealed:
+            segment.write_indexes(*final)
+        elif fix:
+            with self._locked() as st:  # writers append entries to the active index
+                segment.rebuild_indexes(st.active_position, policy.interval)
+        problems.append(Problem(segment.offset_index.path, "index",
+                                "the index does not match the data", fix))
 
     # -- invariants ---------------------------------------------------------------------
 

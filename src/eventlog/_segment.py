@@ -74,6 +74,7 @@ class Segment:
         self._fd: int | None = None      # kept open only while this process writes here
         self._allocated_bytes = -1       # writer's view of the file size
         self.sealed_max_timestamp_ms: int | None = None  # cached for closed segments
+        self.sealed_data_bytes: int | None = None        # cached for closed segments
 
     def __repr__(self) -> str:
         return f"<Segment {self.path}>"
@@ -391,7 +392,9 @@ class Segment:
         return 0
 
     def write_entries(self, policy: IndexPolicy) -> None:
-        """Append the entries ``policy`` decided on to both index files."""
+        """Append the entries ``policy`` decided on to both index files (loading them
+        first: appending to an index this object has not read would overwrite it)."""
+        self.ensure_indexes()
         with self._index_lock:
             for offset, position in policy.offset_entries:
                 self.offset_index.append(offset, position)
@@ -475,14 +478,35 @@ class Segment:
                 pass
 
     def delete(self) -> None:
-        """Unlink the segment files. Safe while other processes have them mapped: the
-        data stays readable through existing mappings until they are dropped."""
-        self.close()
+        """Unlink the segment files. Safe while others have them mapped, in this process
+        (the mapping is not closed here: a reader thread may be using it) or in others:
+        the data stays readable through existing mappings until they are dropped."""
+        self.release_writer()
         for path in (self.path, self.offset_index.path, self.time_index.path):
             try:
                 os.unlink(path)
             except FileNotFoundError:
                 pass
+
+    def sealed_size(self, limit: int) -> int:
+        """Bytes of batches in this sealed segment (the file is larger: preallocated).
+        From the final index entry and its batch's length; a scan when the indexes do
+        not check out. Cached."""
+        if self.sealed_data_bytes is None:
+            if self.sealed_indexes_ok(limit):
+                last = self.offset_index.last()
+                if last is None:
+                    self.sealed_data_bytes = 0
+                else:
+                    mm = self.mapping(limit)
+                    self.sealed_data_bytes = last[1] + _format.read_header(mm, last[1],
+                                                                           limit).length
+            else:
+                end = 0
+                for position, header in self.headers(0, limit, verify=False):
+                    end = position + header.length
+                self.sealed_data_bytes = end
+        return self.sealed_data_bytes
 
 
 class IndexPolicy:

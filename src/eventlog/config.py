@@ -63,6 +63,7 @@ class TopicConfig:
     index_interval_bytes: int = 4096       # bytes between sparse index entries
     delete_retention_ms: int = 86_400_000  # how long compaction keeps tombstones
     min_compaction_lag_ms: int = 0         # records younger than this are not compacted
+    min_cleanable_dirty_ratio: float = 0.5  # compact at roll once this share is uncleaned
     timestamp_type: str = "create_time"    # or "log_append_time"
 
     def __post_init__(self) -> None:
@@ -75,6 +76,10 @@ class TopicConfig:
         _check_int("index_interval_bytes", self.index_interval_bytes, 1, MAX_SEGMENT_BYTES)
         _check_int("delete_retention_ms", self.delete_retention_ms, 0)
         _check_int("min_compaction_lag_ms", self.min_compaction_lag_ms, 0)
+        ratio = self.min_cleanable_dirty_ratio
+        if type(ratio) not in (int, float) or not 0 <= ratio <= 1:
+            raise InvalidConfigError(f"min_cleanable_dirty_ratio must be a number in [0, 1], "
+                                     f"not {ratio!r}")
         _check_choice("timestamp_type", self.timestamp_type, TIMESTAMP_TYPES)
 
     @classmethod

@@ -515,8 +515,17 @@ class Consumer:
             records = records_from_batches(batches, position, tp.topic, tp.partition, want,
                                            self._keys, self._values)
         except _DeserializeError:
-            records = self._salvage(batches, position, part, want)
-        if records:
+            salvaged = self._salvage(batches, position, part, want)
+            if salvaged:
+                part.position = salvaged[-1].offset + 1
+            if self._pending_error is not None:  # the position stays at the bad record
+                part.position = self._pending_error.offset  # type: ignore[attr-defined]
+            return salvaged
+        if not records or len(records) < want or records[-1].offset == _last_offset(batches):
+            # Everything the batches hold from the position was returned: move past
+            # their whole span, over gaps compaction left (else lag never reaches 0).
+            part.position = batches[-1].header.next_offset
+        else:
             part.position = records[-1].offset + 1
         return records
 
@@ -686,6 +695,14 @@ class Consumer:
                 if self._commit_thread is not None:
                     self._commit_thread.join(10)
             self._parts.clear()
+
+
+def _last_offset(batches: list[DecodedBatch]) -> int:
+    for batch in reversed(batches):
+        offsets = batch.offsets()
+        if offsets:
+            return offsets[-1]
+    return -1
 
 
 class _DeserializeError(Exception):

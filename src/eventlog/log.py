@@ -23,19 +23,22 @@ from __future__ import annotations
 import errno
 import fcntl
 import json
+import logging
 import os
 import shutil
 import threading
+import time
 import weakref
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
-from . import _fileutil
+from . import _compaction, _fileutil
 from ._group import GroupFiles, group_names, remove_group_files
 from ._offsets import OffsetStore
+from ._offsets import parse as parse_offsets
 from ._partition import StorageContext, create_partition_files
 from ._types import TopicPartition
 from .config import LogOptions, TopicConfig, TopicMetadata, _check_int
@@ -50,10 +53,20 @@ from .errors import (
     UnknownGroupError,
     UnknownTopicError,
 )
+from .monitoring import (
+    CheckReport,
+    GroupMetrics,
+    LogMetrics,
+    PartitionDescription,
+    PartitionMetrics,
+    Problem,
+    TopicDescription,
+)
 from .topic import TOPIC_FILE, Topic, validate_topic_name
 
 __all__ = ["GroupDescription", "Log", "MemberDescription", "open"]
 
+_logger = logging.getLogger("eventlog")
 MARKER_FILE = "eventlog.json"
 LOCK_FILE = ".lock"
 META_LOCK_FILE = ".meta.lock"
@@ -124,6 +137,9 @@ class Log:
     """
 
     def __init__(self, path: str | os.PathLike[str], **options: Any) -> None:
+        maintenance_interval_ms = options.pop("maintenance_interval_ms", None)
+        if maintenance_interval_ms is not None:
+            _check_int("maintenance_interval_ms", maintenance_interval_ms, 1)
         self.options = LogOptions.from_kwargs(options)
         self.path = os.path.abspath(os.fspath(path))
         self._ctx = StorageContext(self.options)
@@ -142,7 +158,14 @@ class Log:
         except BaseException:
             self._release_lock()
             raise
+        self._rate_samples: dict[tuple[str, int], tuple[float, int]] = {}
+        self._maintenance: threading.Thread | None = None
         _live_logs.add(self)
+        if maintenance_interval_ms is not None:
+            self._maintenance = threading.Thread(
+                target=self._maintenance_loop, args=(maintenance_interval_ms / 1000,),
+                daemon=True, name=f"eventlog-maintenance:{self.path}")
+            self._maintenance.start()
         if self.options.fsync == "interval":
             self._flusher = threading.Thread(target=self._flush_loop, daemon=True,
                                              name=f"eventlog-flusher:{self.path}")
@@ -397,6 +420,165 @@ class Log:
                                             meta.created_ms))
             topic._refresh(force=True)
 
+    # -- topic administration -------------------------------------------------------------
+
+    def alter_topic(self, name: str, **config: Any) -> Topic:
+        """Change settings of an existing topic (stored atomically; other processes see
+        them within half a second). The partition count changes only through
+        ``Topic.add_partitions``."""
+        self._check_open()
+        validate_topic_name(name)
+        if "partitions" in config:
+            raise InvalidConfigError("use Topic.add_partitions to change the partition count")
+        with _fileutil.os_errors(f"altering topic {name!r}"), self._meta_locked():
+            topic = self.topic(name)
+            meta = topic._refresh(force=True)
+            new = TopicConfig.from_mapping(config, base=meta.config)
+            topic._write_meta(TopicMetadata(meta.name, meta.partitions, new, meta.created_ms))
+        return topic
+
+    def describe_topic(self, name: str) -> TopicDescription:
+        """Partitions (offsets, sizes, segment counts) and settings of a topic."""
+        topic = self.topic(name)
+        parts = []
+        for part in topic.partitions:
+            plog = part._log
+            st = plog.state()
+            parts.append(PartitionDescription(part.id, st.start_offset, st.end_offset,
+                                              plog.size_bytes(st), plog.segment_count(st)))
+        return TopicDescription(name, topic.config, parts)
+
+    def delete_records(self, tp: TopicPartition | tuple[str, int], before_offset: int) -> int:
+        """Delete the records of a partition below ``before_offset`` (Kafka's
+        deleteRecords): the log start offset moves there and whole segments below it
+        are removed. Returns the new start offset."""
+        topic, partition = tp
+        return self.topic(topic).partition(partition)._log.delete_records(before_offset)
+
+    def _all_partitions(self, topics: Iterable[str] | None) -> Iterator[Any]:
+        for name in (self.topics() if topics is None else list(topics)):
+            try:
+                topic = self.topic(name)
+            except UnknownTopicError:
+                continue
+            for part in topic.partitions:
+                yield topic, part
+
+    def enforce_retention(self, topics: Iterable[str] | None = None) -> int:
+        """Apply ``retention_ms``/``retention_bytes`` now (it also runs whenever a segment
+        rolls). Returns the number of segments deleted."""
+        self._check_open()
+        return sum(part._log.enforce_retention() for topic, part in
+                   self._all_partitions(topics) if "delete" in topic.config.cleanup_policy)
+
+    def compact(self, topics: Iterable[str] | None = None) -> int:
+        """Compact the sealed segments of compacted topics now (it also runs at a roll
+        once ``min_cleanable_dirty_ratio`` of a partition is dirty). Returns the number of
+        records removed."""
+        self._check_open()
+        removed = 0
+        for topic, part in self._all_partitions(topics):
+            if topic.config.compacted:
+                removed += _compaction.compact(part._log, self._ctx.clock()).records_removed
+        return removed
+
+    def check(self, fix: bool = False, progress: Callable[[int, int], None] | None = None
+              ) -> CheckReport:
+        """Verify every segment (checksums, structure, offsets, indexes) and every group's
+        offsets file, and report the problems found without changing anything. With
+        ``fix=True``, repair what is safe to repair: rebuild indexes, finish interrupted
+        compactions, rewrite damaged offsets files from their last good commits.
+        ``progress(done_bytes, total_bytes)`` is called as it goes. Cost: O(log size)."""
+        self._check_open()
+        parts = list(self._all_partitions(None))
+        total = sum(part._log.size_bytes() for _, part in parts)
+        done = [0]
+
+        def step(nbytes: int) -> None:
+            done[0] += nbytes
+            if progress is not None:
+                progress(done[0], total)
+
+        problems: list[Problem] = []
+        segments = batches = records = nbytes = 0
+        for _, part in parts:
+            found, stats = part._log.check(fix=fix, progress=step)
+            problems += [Problem(p.path, p.kind, p.message, p.fixed) for p in found]
+            segments += stats.segments
+            batches += stats.batches
+            records += stats.records
+            nbytes += stats.bytes
+        for group in group_names(self.path):
+            files = GroupFiles(self.path, group)
+            try:
+                data = _fileutil.read_file(files.offsets_path, 1 << 30)
+            except FileNotFoundError:
+                continue
+            _, valid_end, _ = parse_offsets(data)
+            if valid_end < len(data):
+                if fix:
+                    store = self._offset_store(files)
+                    store.replace(store.read(), self._ctx.clock())
+                problems.append(Problem(files.offsets_path, "offsets",
+                                        f"{len(data) - valid_end} damaged bytes among the "
+                                        "commit records (reads use the last good commit)",
+                                        fix))
+        if progress is not None:
+            progress(total, total)
+        return CheckReport(problems, segments, batches, records, nbytes)
+
+    def metrics(self) -> LogMetrics:
+        """A snapshot: per partition its offsets, size, segments and append rate (since
+        the previous call on this Log); per group its committed offsets, lag, maximum lag
+        and live members; and the disk space of the whole log."""
+        self._check_open()
+        now = time.monotonic()
+        partitions = []
+        for topic, part in self._all_partitions(None):
+            plog = part._log
+            st = plog.state()
+            key = (topic.name, part.id)
+            previous = self._rate_samples.get(key)
+            rate = None
+            if previous is not None and now > previous[0]:
+                rate = (st.end_offset - previous[1]) / (now - previous[0])
+            self._rate_samples[key] = (now, st.end_offset)
+            partitions.append(PartitionMetrics(topic.name, part.id, st.start_offset,
+                                               st.end_offset, plog.size_bytes(st),
+                                               plog.segment_count(st), rate))
+        groups = []
+        for group in group_names(self.path):
+            files = GroupFiles(self.path, group)
+            lag = self.group_lag(group)
+            groups.append(GroupMetrics(group, len(files.live_members()),
+                                       self.group_offsets(group), lag,
+                                       max(lag.values(), default=0)))
+        return LogMetrics(self._ctx.clock(), partitions, groups, self._disk_bytes())
+
+    def _disk_bytes(self) -> int:
+        total = 0
+        for root, _, files in os.walk(self.path):
+            for name in files:
+                try:
+                    total += os.stat(os.path.join(root, name)).st_blocks * 512
+                except FileNotFoundError:
+                    continue
+        return total
+
+    def _maintenance_loop(self, interval_s: float) -> None:
+        while not self._stop_flusher.wait(interval_s):
+            try:
+                self.enforce_retention()
+                for topic, part in self._all_partitions(None):
+                    config = topic.config
+                    if config.compacted and \
+                            part._log.dirty_ratio() >= config.min_cleanable_dirty_ratio:
+                        _compaction.compact(part._log, self._ctx.clock())
+            except ClosedError:
+                return
+            except Exception:  # keep the thread alive; the next round tries again
+                _logger.exception("background maintenance failed")
+
     # -- consumer groups ----------------------------------------------------------------
 
     def _group(self, group_id: str, must_exist: bool = True) -> GroupFiles:
@@ -563,6 +745,8 @@ class Log:
         self._stop_flusher.set()
         if self._flusher is not None:
             self._flusher.join()
+        if self._maintenance is not None:
+            self._maintenance.join()
         try:
             last_user = False
             if self._ctx.failure is None:

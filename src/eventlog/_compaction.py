@@ -1,0 +1,228 @@
+"""Key compaction of a partition (``cleanup_policy="compact"``).
+
+Compaction keeps, in the sealed segments, the latest record of each key; the active
+segment is never touched. A record is kept when any of these holds:
+
+- it is the latest record of its key anywhere in the log (up to the published end);
+- it has no key (keyless records are never compacted away);
+- it is younger than ``min_compaction_lag_ms``.
+
+A latest record that is a tombstone (its value is ``None``) is dropped once it is older
+than ``delete_retention_ms`` (consumers have that long to see the deletion), but never
+while an older record of its key is still kept (one younger than the compaction lag):
+dropping it then would bring the old value back.
+
+Offsets never change: cleaned batches are *sparse* (they carry each record's offset
+delta), so a consumer reading from the start sees every key's latest value at the
+offset it was written at, with gaps where older values were. A cleaned segment still
+covers exactly the offsets it did: its last batch keeps the span up to the next
+segment's base (possibly past its last record), and a segment whose records all went
+keeps one empty batch covering its span. So segments still chain without gaps, which
+is how recovery and reads notice a segment that is really missing.
+
+The swap is crash-safe. A segment is rewritten into ``<base>.log.cleaned`` and
+fsynced; then, under the partition's writer lock, that file is renamed to
+``<base>.log.swap``, the old indexes are removed, and the swap file is renamed over
+``<base>.log``. Recovery finishes a swap it finds (the ``.swap`` file is complete) and
+discards ``.cleaned`` files, so a crash at any step leaves either the old segment or
+the new one, and no key loses its latest value. Processes that have the old segment
+mapped keep reading it (it is a different inode) until they notice the new layout.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, NamedTuple
+
+from . import _fileutil, _format
+from ._format import DecodedBatch, EncodedBatch, encode_batch
+from ._segment import Segment
+
+if TYPE_CHECKING:
+    from ._partition import PartitionLog
+
+CLEANED_SUFFIX = ".cleaned"
+SWAP_SUFFIX = ".swap"
+_CHUNK_BYTES = 1 << 20
+
+
+class CompactionResult(NamedTuple):
+    segments_cleaned: int
+    records_removed: int
+    bytes_before: int
+    bytes_after: int
+
+
+def _batches(segment: Segment, limit: int) -> Iterator[DecodedBatch]:
+    position = 0
+    while position < limit:
+        batch = segment.read_batch(position, limit)
+        if batch is None:
+            return
+        yield batch
+        position += batch.header.length
+
+
+def key_index(plog: PartitionLog, end_offset: int, lag_cutoff_ms: int
+              ) -> tuple[dict[bytes, int], set[bytes]]:
+    """Key -> offset of its latest record over the whole published log, and the keys
+    with an older record that compaction must keep (younger than the compaction lag).
+    Memory: one entry per distinct key. Cost: one pass over every batch."""
+    st = plog.state()
+    latest: dict[bytes, int] = {}
+    first_young: dict[bytes, int] = {}
+    for base in plog._bases:
+        if base > st.active_base:
+            break
+        segment = plog._segments[base]
+        for batch in _batches(segment, plog._limit(segment, st)):
+            if batch.keys is None:
+                continue
+            for offset, key, ts in zip(batch.offsets(), batch.keys, batch.timestamps(),
+                                       strict=True):
+                if key is not None and offset < end_offset:
+                    latest[key] = offset
+                    if ts > lag_cutoff_ms:
+                        first_young.setdefault(key, offset)
+    young_superseded = {k for k, offset in first_young.items() if offset < latest[k]}
+    return latest, young_superseded
+
+
+def clean_segment(segment: Segment, limit: int, latest: dict[bytes, int],
+                  young_superseded: set[bytes], tombstone_cutoff_ms: int, lag_cutoff_ms: int
+                  ) -> tuple[list[tuple[EncodedBatch, int]], int, int]:
+    """The batches of ``segment`` with superseded records removed, covering the same
+    offsets as before. Returns (batches with their base offsets, removed, kept)."""
+    kept_offsets: list[int] = []
+    kept_values: list[bytes | None] = []
+    kept_keys: list[bytes | None] = []
+    kept_ts: list[int] = []
+    kept_headers: list[list[tuple[str, bytes]] | None] = []
+    removed = 0
+    batches = list(_batches(segment, limit))
+    if not batches:
+        return [], 0, 0
+    segment_end = batches[-1].header.next_offset
+    newest_ts = max(b.header.max_timestamp_ms for b in batches)
+    for batch in batches:
+        for offset, key, value, ts, hdrs in zip(batch.offsets(), batch.key_column(),
+                                                batch.values, batch.timestamps(),
+                                                batch.header_column(), strict=True):
+            if key is None or ts > lag_cutoff_ms:
+                keep = True
+            elif latest.get(key) != offset:
+                keep = False   # superseded
+            else:
+                keep = not (value is None and ts < tombstone_cutoff_ms
+                            and key not in young_superseded)
+            if keep:
+                kept_offsets.append(offset)
+                kept_values.append(value)
+                kept_keys.append(key)
+                kept_ts.append(ts)
+                kept_headers.append(hdrs or None)
+            else:
+                removed += 1
+    out: list[tuple[EncodedBatch, int]] = []
+    start = 0
+    size = 0
+    for i, value in enumerate(kept_values):
+        size += (len(value) if value else 0) + 32
+        last = i == len(kept_values) - 1
+        if size >= _CHUNK_BYTES or last:
+            offsets = kept_offsets[start:i + 1]
+            base = offsets[0]
+            encoded = encode_batch(kept_values[start:i + 1], kept_keys[start:i + 1],
+                                   kept_ts[start:i + 1], kept_headers[start:i + 1],
+                                   offset_deltas=[o - base for o in offsets],
+                                   span=segment_end - 1 - base if last else None)
+            out.append((encoded, base))
+            start = i + 1
+            size = 0
+    if not out:   # everything went: one empty batch keeps the segment's span
+        base = segment.base_offset
+        out.append((encode_batch([], offset_deltas=[], span=segment_end - 1 - base,
+                                 timestamps_ms=newest_ts), base))
+    return out, removed, len(kept_values)
+
+
+def write_segment_file(path: str, batches: list[tuple[EncodedBatch, int]]) -> int:
+    """Write ``batches`` into a new, fsynced file at ``path``; return its data size."""
+    total = sum(b.size for b, _ in batches)
+    fd = _fileutil.open_fd(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC)
+    try:
+        if total:
+            _fileutil.preallocate(fd, 0, total)
+            mm = mmap.mmap(fd, total)
+            try:
+                position = 0
+                for encoded, base in batches:
+                    position += _format.write_batch(mm, position, encoded, base)
+                mm.flush()
+            finally:
+                mm.close()
+        _fileutil.sync_fd(fd)
+    finally:
+        os.close(fd)
+    return total
+
+
+def compact(plog: PartitionLog, now_ms: int) -> CompactionResult:
+    """Compact the sealed segments of one partition. Holds the partition's cleaner
+    lock throughout and its writer lock only to swap each cleaned segment in."""
+    config = plog._config()
+    segments_cleaned = removed_total = before = after = 0
+    with plog.cleaner_lock():
+        st = plog.state()
+        sealed = [b for b in plog._bases if b < st.active_base]
+        if not sealed:
+            return CompactionResult(0, 0, 0, 0)
+        lag_cutoff = now_ms - config.min_compaction_lag_ms
+        latest, young_superseded = key_index(plog, st.end_offset, lag_cutoff)
+        for base in sealed:
+            segment = plog._segments.get(base)
+            if segment is None:
+                continue
+            limit = plog._limit(segment, st)
+            batches, removed, _ = clean_segment(
+                segment, limit, latest, young_superseded,
+                now_ms - config.delete_retention_ms, lag_cutoff)
+            if removed == 0:
+                continue
+            old_size = segment.sealed_size(limit)
+            cleaned = segment.path + CLEANED_SUFFIX
+            with _fileutil.os_errors(f"writing cleaned segment {cleaned}"):
+                new_size = write_segment_file(cleaned, batches)
+            plog.swap_in(base, cleaned)
+            segments_cleaned += 1
+            removed_total += removed
+            before += old_size
+            after += new_size
+        plog.set_cleaned_up_to(st.active_base)
+    return CompactionResult(segments_cleaned, removed_total, before, after)
+
+
+def finish_interrupted(directory: str) -> int:
+    """Recovery: complete swaps that were under way and discard unfinished cleanings.
+    Returns the number of files handled. Caller holds the writer lock."""
+    handled = 0
+    for name in sorted(os.listdir(directory)):
+        path = os.path.join(directory, name)
+        if name.endswith(".log" + SWAP_SUFFIX):
+            target = path[: -len(SWAP_SUFFIX)]
+            stem = target[: -len(".log")]
+            for index in (stem + ".index", stem + ".timeindex"):
+                try:
+                    os.unlink(index)
+                except FileNotFoundError:
+                    pass
+            os.replace(path, target)
+            handled += 1
+        elif name.endswith(".log" + CLEANED_SUFFIX):
+            os.unlink(path)
+            handled += 1
+    if handled:
+        _fileutil.sync_dir(directory)
+    return handled

@@ -1,0 +1,135 @@
+"""Descriptions, metrics snapshots and check reports: what a log holds and how it is doing.
+
+``Log.describe_topic``, ``Log.metrics`` and ``Log.check`` return these plain, frozen
+data classes; ``to_dict()`` gives JSON-ready dictionaries (for the CLI's ``--json``,
+dashboards and alerting). ``eventlog.prometheus`` exposes the same numbers to
+Prometheus.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from ._types import TopicPartition
+from .config import TopicConfig
+
+__all__ = ["CheckReport", "GroupMetrics", "LogMetrics", "PartitionDescription",
+           "PartitionMetrics", "Problem", "TopicDescription"]
+
+
+def _tp_key(tp: TopicPartition) -> str:
+    return f"{tp.topic}:{tp.partition}"
+
+
+@dataclass(frozen=True)
+class PartitionDescription:
+    partition: int
+    start_offset: int
+    end_offset: int
+    size_bytes: int   # bytes of stored batches
+    segments: int
+
+    @property
+    def records(self) -> int:
+        """Offsets in [start, end): the records stored, gaps left by compaction
+        included."""
+        return self.end_offset - self.start_offset
+
+
+@dataclass(frozen=True)
+class TopicDescription:
+    name: str
+    config: TopicConfig
+    partitions: list[PartitionDescription]
+
+    @property
+    def size_bytes(self) -> int:
+        return sum(p.size_bytes for p in self.partitions)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "config": self.config.to_dict(),
+                "size_bytes": self.size_bytes,
+                "partitions": [{**asdict(p), "records": p.records} for p in self.partitions]}
+
+
+@dataclass(frozen=True)
+class PartitionMetrics:
+    topic: str
+    partition: int
+    start_offset: int
+    end_offset: int
+    size_bytes: int
+    segments: int
+    append_rate: float | None  # records/s since the previous metrics() of this Log
+
+
+@dataclass(frozen=True)
+class GroupMetrics:
+    group_id: str
+    members: int                              # live members
+    offsets: dict[TopicPartition, int]        # committed
+    lag: dict[TopicPartition, int]            # end offset - committed
+    max_lag: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"group_id": self.group_id, "members": self.members,
+                "offsets": {_tp_key(tp): v for tp, v in self.offsets.items()},
+                "lag": {_tp_key(tp): v for tp, v in self.lag.items()},
+                "max_lag": self.max_lag}
+
+
+@dataclass(frozen=True)
+class LogMetrics:
+    """A snapshot of a whole log: partitions, consumer groups, disk usage."""
+
+    timestamp_ms: int
+    partitions: list[PartitionMetrics]
+    groups: list[GroupMetrics]
+    disk_bytes: int            # space the log directory takes on disk (allocated)
+
+    def partition(self, topic: str, partition: int) -> PartitionMetrics:
+        for p in self.partitions:
+            if (p.topic, p.partition) == (topic, partition):
+                return p
+        raise KeyError((topic, partition))
+
+    def group(self, group_id: str) -> GroupMetrics:
+        for g in self.groups:
+            if g.group_id == group_id:
+                return g
+        raise KeyError(group_id)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"timestamp_ms": self.timestamp_ms, "disk_bytes": self.disk_bytes,
+                "partitions": [asdict(p) for p in self.partitions],
+                "groups": [g.to_dict() for g in self.groups]}
+
+
+@dataclass(frozen=True)
+class Problem:
+    path: str
+    kind: str      # "corrupt", "gap", "index", "leftover", "head", "offsets"
+    message: str
+    fixed: bool
+
+
+@dataclass(frozen=True)
+class CheckReport:
+    """What ``Log.check`` verified and found."""
+
+    problems: list[Problem] = field(default_factory=list)
+    segments: int = 0
+    batches: int = 0
+    records: int = 0
+    bytes: int = 0
+
+    @property
+    def ok(self) -> bool:
+        """True when nothing is wrong (or everything found was fixed)."""
+        return all(p.fixed for p in self.problems)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"ok": self.ok, "segments": self.segments, "batches": self.batches,
+                "records": self.records, "bytes": self.bytes,
+                "problems": [asdict(p) for p in self.problems]}

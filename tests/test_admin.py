@@ -1,0 +1,168 @@
+"""Topic administration, metrics, the Prometheus exporter, and log.check()."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+import urllib.request
+
+import pytest
+from prometheus_client import CollectorRegistry, generate_latest
+
+import eventlog
+from eventlog import Consumer, InvalidConfigError, Producer, TopicPartition
+from eventlog.prometheus import EventLogCollector, start_exporter
+
+TP = TopicPartition
+
+
+def test_alter_topic_is_persisted_and_seen_by_other_logs(log_dir):
+    with eventlog.open(log_dir) as log, eventlog.open(log_dir) as other:
+        log.create_topic("t", retention_ms=1000)
+        seen = other.topic("t")
+        log.alter_topic("t", retention_ms=None, segment_bytes=4096, cleanup_policy="compact")
+        assert log.topic("t").config.segment_bytes == 4096
+        seen._refresh(force=True)
+        assert (seen.config.retention_ms, seen.config.cleanup_policy) == (None, "compact")
+        with pytest.raises(InvalidConfigError):
+            log.alter_topic("t", segment_bytes=1)
+        with pytest.raises(InvalidConfigError):
+            log.alter_topic("t", partitions=5)
+        with pytest.raises(eventlog.UnknownTopicError):
+            log.alter_topic("nope", retention_ms=1)
+    with eventlog.open(log_dir) as log:
+        assert log.topic("t").config.segment_bytes == 4096
+
+
+def test_describe_topic(log_dir):
+    with eventlog.open(log_dir, segment_bytes=500) as log:
+        log.create_topic("t", partitions=2)
+        p0 = log.topic("t").partition(0)
+        for i in range(30):
+            p0.append([b"x" * 40])
+        d = log.describe_topic("t")
+        assert d.name == "t" and d.config.segment_bytes == 500
+        assert [(p.partition, p.start_offset, p.end_offset) for p in d.partitions] == \
+            [(0, 0, 30), (1, 0, 0)]
+        assert d.partitions[0].segments > 1 and d.partitions[1].segments == 1
+        assert d.partitions[0].size_bytes == 30 * (64 + len(
+            eventlog._format.encode_batch([b"x" * 40]).payload))
+        assert d.to_dict()["partitions"][0]["records"] == 30
+
+
+def test_metrics_of_a_known_workload(log_dir):
+    with eventlog.open(log_dir) as log:
+        log.create_topic("orders", partitions=2)
+        with Producer(log) as producer:
+            producer.send_batch("orders", list(range(100)), partition=0)
+            producer.send_batch("orders", list(range(50)), partition=1)
+        with Consumer(log, group_id="billing", enable_auto_commit=False) as consumer:
+            consumer.assign([TP("orders", 0), TP("orders", 1)])
+            consumer.commit({TP("orders", 0): 60, TP("orders", 1): 50})
+        first = log.metrics()
+        p0 = first.partition("orders", 0)
+        assert (p0.start_offset, p0.end_offset, p0.segments) == (0, 100, 1)
+        assert p0.size_bytes > 0 and p0.append_rate is None
+        group = first.group("billing")
+        assert group.lag == {TP("orders", 0): 40, TP("orders", 1): 0}
+        assert group.max_lag == 40 and group.members == 0
+        assert group.offsets[TP("orders", 0)] == 60
+        assert first.disk_bytes > 0
+        with Producer(log) as producer:
+            producer.send_batch("orders", list(range(30)), partition=0)
+        second = log.metrics()
+        assert second.partition("orders", 0).append_rate > 0
+        assert second.group("billing").max_lag == 70
+        doc = second.to_dict()
+        assert doc["groups"][0]["lag"]["orders:0"] == 70
+
+
+def test_prometheus_collector_and_exporter(log_dir):
+    with eventlog.open(log_dir) as log:
+        log.create_topic("orders")
+        with Producer(log) as producer:
+            producer.send_batch("orders", list(range(10)))
+        with Consumer(log, group_id="g", enable_auto_commit=False) as consumer:
+            consumer.assign([TP("orders", 0)])
+            consumer.commit({TP("orders", 0): 4})
+        registry = CollectorRegistry()
+        registry.register(EventLogCollector(log))
+        text = generate_latest(registry).decode()
+        assert 'eventlog_partition_end_offset{partition="0",topic="orders"} 10.0' in text
+        assert 'eventlog_group_lag{group="g",partition="0",topic="orders"} 6.0' in text
+        assert 'eventlog_group_max_lag{group="g"} 6.0' in text
+        assert "eventlog_disk_bytes" in text
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        start_exporter(log, port, registry=CollectorRegistry())
+        body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read()
+        assert b"eventlog_partition_end_offset" in body
+
+
+def _digest(directory):
+    h = hashlib.sha256()
+    for root, _, files in sorted(os.walk(directory)):
+        for name in sorted(files):
+            if name in (".lock", ".meta.lock", "head") or "cleaner.lock" in name:
+                continue
+            with open(os.path.join(root, name), "rb") as fh:
+                h.update(name.encode() + fh.read())
+    return h.hexdigest()
+
+
+def test_check_reports_without_changing_anything_and_fix_repairs_indexes(log_dir):
+    with eventlog.open(log_dir, segment_bytes=400) as log:
+        p = log.create_topic("t").partition(0)
+        for i in range(40):
+            p.append([b"record-%03d" % i])
+        report = log.check()
+        assert report.ok and report.problems == []
+        assert (report.records, report.batches) == (40, 40) and report.segments > 3
+        directory = p._log.directory
+    seg = os.path.join(directory, "00000000000000000000.log")
+    with open(seg, "r+b") as fh:
+        fh.seek(100)
+        byte = fh.read(1)
+        fh.seek(100)
+        fh.write(bytes([byte[0] ^ 0x04]))
+    index = sorted(n for n in os.listdir(directory) if n.endswith(".index"))[1]
+    with open(os.path.join(directory, index), "r+b") as fh:
+        fh.seek(16)
+        fh.write(b"\xee" * 8)
+    with eventlog.open(log_dir) as log:
+        before = _digest(log_dir)
+        seen = []
+        report = log.check(progress=lambda done, total: seen.append((done, total)))
+        assert _digest(log_dir) == before            # check changes nothing
+        kinds = sorted(pr.kind for pr in report.problems)
+        assert kinds == ["corrupt", "index"] and not report.ok
+        assert seen and seen[-1][0] == seen[-1][1]
+        fixed = log.check(fix=True)
+        assert [pr.fixed for pr in fixed.problems if pr.kind == "index"] == [True]
+        again = log.check()
+        assert [pr.kind for pr in again.problems] == ["corrupt"]   # cannot be repaired
+
+
+def test_check_repairs_damaged_offsets_and_leftover_compaction_files(log_dir):
+    with eventlog.open(log_dir) as log:
+        log.create_topic("t")
+        with Consumer(log, group_id="g", enable_auto_commit=False) as consumer:
+            consumer.assign([TP("t", 0)])
+            for i in range(3):
+                consumer.commit({TP("t", 0): 0})
+        path = os.path.join(str(log_dir), "groups", "g.offsets")
+        with open(path, "ab") as fh:
+            fh.write(b"EvOc" + b"\xff" * 30)                  # a damaged record
+        leftover = os.path.join(log.topic("t").partition(0)._log.directory,
+                                "00000000000000000000.log.cleaned")
+        with open(leftover, "wb") as fh:
+            fh.write(b"half-written")
+        report = log.check()
+        assert sorted(p.kind for p in report.problems) == ["leftover", "offsets"]
+        assert os.path.exists(leftover)
+        log.check(fix=True)
+        assert not os.path.exists(leftover)
+        assert log.check().ok
+        assert log.group_offsets("g") == {TP("t", 0): 0}
