@@ -83,10 +83,7 @@ def atomic_write(path: str, data: bytes) -> None:
     tmp = temp_name(path)
     fd = open_fd(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
     try:
-        view = memoryview(data)
-        while view:
-            written = os.write(fd, view)
-            view = view[written:]
+        write_all(fd, data)
         os.fsync(fd)
     except BaseException:
         os.close(fd)
@@ -98,6 +95,27 @@ def atomic_write(path: str, data: bytes) -> None:
     os.close(fd)
     os.replace(tmp, path)
     sync_dir(directory)
+
+
+def pwrite_all(fd: int, data: bytes, offset: int) -> None:
+    """``pwrite`` everything, looping over short writes."""
+    view = memoryview(data)
+    while view:
+        written = os.pwrite(fd, view, offset)
+        if written <= 0:
+            raise OSError(errno.EIO, "pwrite wrote nothing")
+        view = view[written:]
+        offset += written
+
+
+def write_all(fd: int, data: bytes) -> None:
+    """``write`` everything, looping over short writes."""
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        if written <= 0:
+            raise OSError(errno.EIO, "write wrote nothing")
+        view = view[written:]
 
 
 def temp_name(path: str) -> str:
@@ -143,7 +161,9 @@ def preallocate(fd: int, offset: int, length: int) -> None:
     end = offset + length
     pos = offset
     while pos < end:
-        pos += os.pwrite(fd, block[: min(len(block), end - pos)], pos)
+        chunk = min(len(block), end - pos)
+        pwrite_all(fd, block[:chunk], pos)
+        pos += chunk
 
 
 def makedirs(path: str) -> None:

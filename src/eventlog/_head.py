@@ -130,7 +130,7 @@ def create(path: str, state: HeadState) -> None:
     buf[off:off + _SLOT_BYTES] = _pack_slot(state)
     fd = _fileutil.open_fd(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
     try:
-        os.write(fd, bytes(buf))
+        _fileutil.write_all(fd, bytes(buf))
         os.fsync(fd)
     finally:
         os.close(fd)

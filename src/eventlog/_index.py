@@ -119,9 +119,9 @@ class _IndexFile(ABC):
         fd = self._open(create=True)
         assert fd is not None
         if self._file_bytes == 0:
-            os.pwrite(fd, _FILE_HEADER.pack(self.MAGIC, self.base_offset), 0)
+            _fileutil.pwrite_all(fd, _FILE_HEADER.pack(self.MAGIC, self.base_offset), 0)
             self._file_bytes = HEADER_BYTES
-        os.pwrite(fd, raw, self._file_bytes)
+        _fileutil.pwrite_all(fd, raw, self._file_bytes)
         self._file_bytes += len(raw)
 
     def read_last(self) -> tuple[int, int] | None:
@@ -156,7 +156,7 @@ class _IndexFile(ABC):
         tmp = _fileutil.temp_name(self.path)
         fd = _fileutil.open_fd(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
         try:
-            os.write(fd, data)
+            _fileutil.write_all(fd, data)
         finally:
             os.close(fd)
         os.replace(tmp, self.path)

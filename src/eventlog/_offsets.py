@@ -186,7 +186,7 @@ class OffsetStore:
                 data = self._read_all(fd, st.st_size)
                 if not data.startswith(_FILE_HEADER[:8]):
                     os.ftruncate(fd, 0)  # new or foreign: start over (no one maps it)
-                    os.pwrite(fd, _FILE_HEADER, 0)
+                    _fileutil.pwrite_all(fd, _FILE_HEADER, 0)
                     data = _FILE_HEADER
                 _, valid_end, records = parse(data)
                 size = len(data)
@@ -200,7 +200,12 @@ class OffsetStore:
                 self._rewrite(state, now_ms)
                 self._tail = None
                 return
-            os.pwrite(fd, record, size)
+            try:
+                _fileutil.pwrite_all(fd, record, size)
+            except OSError:
+                # Leave no half record behind (the next commit would cut it anyway).
+                os.ftruncate(fd, size)
+                raise
             if self._fsync:
                 _fileutil.sync_fd(fd)
             self._tail = (st.st_ino, size + len(record), records + 1)

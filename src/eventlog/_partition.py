@@ -37,6 +37,7 @@ from __future__ import annotations
 import bisect
 import fcntl
 import json
+import logging
 import os
 import threading
 from collections import OrderedDict
@@ -66,6 +67,7 @@ from .errors import (
     UnknownTopicError,
 )
 
+_logger = logging.getLogger("eventlog")
 _MAX_HINTS = 64
 CLEANER_LOCK = "cleaner.lock"
 CLEANER_CHECKPOINT = "cleaner-checkpoint"
@@ -349,88 +351,109 @@ class PartitionLog:
         config = self._config()
         ctx = self._ctx
         ctx.check_writable()
-        always = ctx.options.fsync == "always"
         with self._lock:  # the context managers of _locked, inlined: this is the hot path
             self._check_open()
             fd = self._head.fd
             fcntl.flock(fd, fcntl.LOCK_EX)
             try:
-                st = self._sync()
-                if batch.producer_id >= 0 and batch.base_sequence >= 0:
-                    decision = self._producer_state(st).check(
-                        batch.producer_id, batch.base_sequence, batch.record_count)
-                    if decision.duplicate:
-                        return AppendResult(-1, st.end_offset, -1, decision.stored_offsets)
-                    stored = decision.stored_offsets if decision.skip else None
-                    if decision.skip:
-                        batch = batch.without_first(decision.skip, SEQUENCE_MODULUS)
-                else:
-                    stored = None
-                if st.clean:
-                    st = self._make_dirty(st)
-                active = self._segments[st.active_base]
-                now = -1
-                if config.segment_ms is not None or config.timestamp_type == "log_append_time":
-                    now = ctx.clock()
-                if st.active_position > 0 and (
-                        st.active_position + batch.size > config.segment_bytes
-                        or (config.segment_ms is not None
-                            and now - st.active_created_ms >= config.segment_ms)):
-                    st, active = self._roll(st, active, config, now)
-                    rolled = True
-                else:
-                    rolled = False
-                position = st.active_position
-                base_offset = st.end_offset
-                log_time = now if config.timestamp_type == "log_append_time" else -1
-                if log_time >= 0:
-                    length = active.append(batch, position, base_offset, config.segment_bytes,
-                                           log_time, log_time)
-                    max_ts = max(st.active_max_timestamp_ms, log_time)
-                else:
-                    length = active.append(batch, position, base_offset, config.segment_bytes)
-                    max_ts = max(st.active_max_timestamp_ms, batch.max_timestamp_ms)
-                end = base_offset + batch.last_offset_delta + 1
-                if always:
-                    self._fsync(active)
-                    new = st._replace(end_offset=end, active_position=position + length,
-                                      active_max_timestamp_ms=max_ts,
-                                      recovery_base=active.base_offset,
-                                      recovery_position=position + length,
-                                      recovery_offset=end)
-                else:
-                    new = st._replace(end_offset=end, active_position=position + length,
-                                      active_max_timestamp_ms=max_ts)
-                self._publish(new)
-                producers = self._producers
-                if producers is not None:
-                    if batch.producer_id >= 0 and batch.base_sequence >= 0:
-                        producers.record(batch.producer_id, batch.base_sequence,
-                                         base_offset, batch.last_offset_delta + 1)
-                    self._producers_end = (active.base_offset, position + length)
-                # Index entries go after the publish: an entry never names unpublished
-                # bytes.
-                if active.index_due(position, config.index_interval_bytes):
-                    policy = active.index_policy(config.index_interval_bytes)
-                    policy.observe(position, base_offset, max_ts)
-                    active.write_entries(policy)
+                result, rolled = self._append_locked(batch, config, ctx)
+            except OSError as exc:
+                raise _fileutil.translate_os_error(exc, f"appending to {self.directory}") \
+                    from exc
             finally:
                 fcntl.flock(fd, fcntl.LOCK_UN)
-        if ctx.options.fsync == "interval":
+        if ctx.options.fsync == "interval" and result.base_offset >= 0:
             with ctx.dirty_lock:
                 ctx.dirty.add(self)
         if rolled:
             # A segment was sealed: retention may delete old ones, and a compacted topic
             # is cleaned once enough of it is dirty (amortized over the bytes written).
             self.maintain(config)
-        return AppendResult(base_offset, end, log_time, stored)
+        return result
+
+    def _append_locked(self, batch: EncodedBatch, config: TopicConfig, ctx: StorageContext
+                       ) -> tuple[AppendResult, bool]:
+        """The body of ``append``, writer lock held. Returns (result, rolled)."""
+        always = ctx.options.fsync == "always"
+        st = self._sync()
+        if batch.producer_id >= 0 and batch.base_sequence >= 0:
+            decision = self._producer_state(st).check(
+                batch.producer_id, batch.base_sequence, batch.record_count)
+            if decision.duplicate:
+                return AppendResult(-1, st.end_offset, -1, decision.stored_offsets), False
+            stored = decision.stored_offsets if decision.skip else None
+            if decision.skip:
+                batch = batch.without_first(decision.skip, SEQUENCE_MODULUS)
+        else:
+            stored = None
+        if st.clean:
+            st = self._make_dirty(st)
+        active = self._segments[st.active_base]
+        now = -1
+        if config.segment_ms is not None or config.timestamp_type == "log_append_time":
+            now = ctx.clock()
+        if st.active_position > 0 and (
+                st.active_position + batch.size > config.segment_bytes
+                or (config.segment_ms is not None
+                    and now - st.active_created_ms >= config.segment_ms)):
+            st, active = self._roll(st, active, config, now)
+            rolled = True
+        else:
+            rolled = False
+        position = st.active_position
+        base_offset = st.end_offset
+        log_time = now if config.timestamp_type == "log_append_time" else -1
+        if log_time >= 0:
+            length = active.append(batch, position, base_offset, config.segment_bytes,
+                                   log_time, log_time)
+            max_ts = max(st.active_max_timestamp_ms, log_time)
+        else:
+            length = active.append(batch, position, base_offset, config.segment_bytes)
+            max_ts = max(st.active_max_timestamp_ms, batch.max_timestamp_ms)
+        end = base_offset + batch.last_offset_delta + 1
+        if always:
+            self._fsync(active)
+            new = st._replace(end_offset=end, active_position=position + length,
+                              active_max_timestamp_ms=max_ts,
+                              recovery_base=active.base_offset,
+                              recovery_position=position + length,
+                              recovery_offset=end)
+        else:
+            new = st._replace(end_offset=end, active_position=position + length,
+                              active_max_timestamp_ms=max_ts)
+        self._publish(new)
+        producers = self._producers
+        if producers is not None:
+            if batch.producer_id >= 0 and batch.base_sequence >= 0:
+                producers.record(batch.producer_id, batch.base_sequence,
+                                 base_offset, batch.last_offset_delta + 1)
+            self._producers_end = (active.base_offset, position + length)
+        # Index entries go after the publish: an entry never names unpublished
+        # bytes. The batch is stored now; an index that cannot be written is
+        # derived data and is rebuilt later, so it does not fail the append.
+        if active.index_due(position, config.index_interval_bytes):
+            policy = active.index_policy(config.index_interval_bytes)
+            policy.observe(position, base_offset, max_ts)
+            try:
+                active.write_entries(policy)
+            except OSError as exc:
+                active.offset_index.valid = active.time_index.valid = False
+                _logger.warning("index of %s not updated (%s); it will be rebuilt",
+                                active.path, exc)
+        return AppendResult(base_offset, end, log_time, stored), rolled
 
     def _make_dirty(self, st: HeadState) -> HeadState:
         """Durably clear the clean-shutdown flag before the first write after it, so a
         later power loss cannot make recovery trust an out-of-date clean state."""
         st = self._publish(st._replace(flags=st.flags & ~_head.FLAG_CLEAN))
-        self._head.sync()
+        self._sync_head()
         return st
+
+    def _sync_head(self) -> None:
+        try:
+            self._head.sync()
+        except OSError as exc:
+            raise self._ctx.fail(exc) from exc
 
     def mark_deleted(self) -> None:
         """Refuse every later read and write of this partition, in every process.
@@ -462,8 +485,10 @@ class PartitionLog:
                 _fileutil.sync_dir(self.directory)
         if self._producers is not None and self._producers_end == (st.active_base,
                                                                    st.active_position):
-            with _fileutil.os_errors("writing a producer-state snapshot"):
+            try:  # derived data: without it, a rebuild reads further back
                 write_snapshot(self.directory, new_base, self._producers)
+            except OSError as exc:
+                _logger.warning("producer-state snapshot not written (%s)", exc)
         new = self._publish(st._replace(active_base=new_base, active_position=0,
                                         active_created_ms=now, active_max_timestamp_ms=-1))
         active.release_writer()
@@ -1051,7 +1076,7 @@ class PartitionLog:
                                       recovery_position=st.active_position,
                                       recovery_offset=st.end_offset,
                                       flags=st.flags | _head.FLAG_CLEAN))
-            self._head.sync()
+            self._sync_head()
 
     # -- verification ---------------------------------------------------------------------
 

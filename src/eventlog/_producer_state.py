@@ -173,7 +173,7 @@ def write_snapshot(directory: str, base_offset: int, state: ProducerState) -> No
     tmp = _fileutil.temp_name(path)
     fd = _fileutil.open_fd(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
     try:
-        os.write(fd, state.to_bytes(base_offset))
+        _fileutil.write_all(fd, state.to_bytes(base_offset))
     finally:
         os.close(fd)
     os.replace(tmp, path)

@@ -458,9 +458,7 @@ class Segment:
         data = mm[position:end]
         fd = _fileutil.open_fd(aside_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
         try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
+            _fileutil.write_all(fd, data)
             os.fsync(fd)
         finally:
             os.close(fd)
