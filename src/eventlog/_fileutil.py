@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import functools
 import os
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import ParamSpec, TypeVar
 
 from .errors import LogDirectoryError
 
@@ -31,6 +33,26 @@ def translate_os_error(exc: OSError, action: str) -> LogDirectoryError:
                             exc.filename)
     err.__cause__ = exc
     return err
+
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def translate_errors(action: str) -> Callable[[Callable[P, R]], Callable[P, R]]:
+    """Decorate a public method: an ``OSError`` escaping from it becomes a
+    ``LogDirectoryError`` (same errno), so callers only ever see the error tree."""
+    def decorate(fn: Callable[P, R]) -> Callable[P, R]:
+        @functools.wraps(fn)
+        def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+            try:
+                return fn(*args, **kwargs)
+            except LogDirectoryError:
+                raise
+            except OSError as exc:
+                raise translate_os_error(exc, f"{action} ({fn.__name__})") from exc
+        return wrapper
+    return decorate
 
 
 @contextmanager

@@ -171,6 +171,7 @@ class PartitionLog:
 
     # -- state ----------------------------------------------------------------------
 
+    @_fileutil.translate_errors("partition")
     def state(self) -> HeadState:
         """The published state (lock-free). Cost: one head read."""
         self._check_open()
@@ -529,6 +530,7 @@ class PartitionLog:
         finally:
             os.close(fd)
 
+    @_fileutil.translate_errors("partition")
     def size_bytes(self, st: HeadState | None = None) -> int:
         """Bytes of batches stored (not the allocated file sizes)."""
         st = st or self.state()
@@ -541,6 +543,7 @@ class PartitionLog:
                       else segment.sealed_size(self._limit(segment, st)))
         return total
 
+    @_fileutil.translate_errors("partition")
     def segment_count(self, st: HeadState | None = None) -> int:
         st = st or self.state()
         return sum(1 for b in self._bases if b <= st.active_base)
@@ -554,6 +557,7 @@ class PartitionLog:
             out.append((base, segment.sealed_size(self._limit(segment, st))))
         return out
 
+    @_fileutil.translate_errors("partition")
     def maintain(self, config: TopicConfig | None = None) -> None:
         """Retention, then compaction if the topic is compacted and dirty enough.
         Skipped if another process is cleaning this partition right now."""
@@ -566,6 +570,7 @@ class PartitionLog:
         if config.compacted and self.dirty_ratio() >= config.min_cleanable_dirty_ratio:
             _compaction.compact(self, self._ctx.clock())
 
+    @_fileutil.translate_errors("partition")
     def enforce_retention(self) -> int:
         """Delete sealed segments beyond ``retention_ms`` / ``retention_bytes``; return how
         many. The start offset moves to the first record kept. Whole segments only; the
@@ -601,6 +606,7 @@ class PartitionLog:
             self._delete_segments(st, doomed, max(st.start_offset, keep[0]))
             return len(doomed)
 
+    @_fileutil.translate_errors("partition")
     def delete_records(self, before_offset: int) -> int:
         """Make records below ``before_offset`` unreadable (the log start offset moves
         there) and delete the segments wholly below it, as Kafka's deleteRecords.
@@ -675,6 +681,7 @@ class PartitionLog:
         _fileutil.atomic_write(os.path.join(self.directory, CLEANER_CHECKPOINT),
                                json.dumps({"offset": offset}).encode())
 
+    @_fileutil.translate_errors("partition")
     def dirty_ratio(self) -> float:
         """Share of the sealed bytes written since the last compaction."""
         st = self.state()
@@ -723,11 +730,13 @@ class PartitionLog:
                                              verify=False):
                 yield header
 
+    @_fileutil.translate_errors("partition")
     def last_sequence(self, producer_id: int) -> int | None:
         """The last sequence stored for ``producer_id`` (None if it has none here)."""
         with self._locked() as st:
             return self._producer_state(st).last_sequence(producer_id)
 
+    @_fileutil.translate_errors("partition")
     def roll(self) -> None:
         """Start a new segment now (if the active one holds anything)."""
         config = self._config()
@@ -738,6 +747,7 @@ class PartitionLog:
                     st = self._make_dirty(st)
                 self._roll(st, self._segments[st.active_base], config, -1)
 
+    @_fileutil.translate_errors("partition")
     def sync(self) -> None:
         """fsync everything published so far and advance the durable point.
 
@@ -758,6 +768,7 @@ class PartitionLog:
 
     # -- reading --------------------------------------------------------------------
 
+    @_fileutil.translate_errors("partition")
     def fetch(self, offset: int, max_bytes: int = DEFAULT_FETCH_BYTES,
               max_records: int | None = None, state: HeadState | None = None
               ) -> list[DecodedBatch]:
@@ -862,6 +873,7 @@ class PartitionLog:
         if len(hints) > _MAX_HINTS:
             hints.popitem(last=False)
 
+    @_fileutil.translate_errors("partition")
     def offset_for_time(self, timestamp_ms: int) -> int | None:
         """The earliest offset whose record has a timestamp >= ``timestamp_ms``, or None.
 
@@ -1045,6 +1057,7 @@ class PartitionLog:
 
     # -- shutdown ---------------------------------------------------------------------
 
+    @_fileutil.translate_errors("partition")
     def close(self, clean: bool = False) -> None:
         """Release this process's resources. With ``clean`` (the caller is the last
         user of the log), fsync everything and mark the head clean."""
@@ -1080,6 +1093,7 @@ class PartitionLog:
 
     # -- verification ---------------------------------------------------------------------
 
+    @_fileutil.translate_errors("partition")
     def check(self, fix: bool = False, progress: Callable[[int], None] | None = None
               ) -> tuple[list[Problem], CheckStats]:
         """Verify every batch (checksum and structure), the chaining of segments and

@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
-from . import _notify
+from . import _fileutil, _notify
 from ._format import DecodedBatch
 from ._group import STRATEGIES, GroupFiles, GroupMember, validate_group_id
 from ._offsets import OffsetStore
@@ -185,6 +185,7 @@ class Consumer:
 
     # -- assignment ---------------------------------------------------------------------
 
+    @_fileutil.translate_errors("consumer")
     def subscribe(self, topics: Iterable[str], listener: RebalanceListener | None = None
                   ) -> None:
         """Read ``topics``: with a ``group_id`` as a member of the group (partitions are
@@ -212,6 +213,7 @@ class Consumer:
         self._member.join(names)
         self._maintain_group()
 
+    @_fileutil.translate_errors("consumer")
     def assign(self, partitions: Iterable[TopicPartition]) -> None:
         """Read exactly ``partitions`` (no group membership; commits, if a ``group_id`` is
         set, are not fenced)."""
@@ -226,6 +228,7 @@ class Consumer:
         for tp in wanted - set(self._parts):
             self._parts[tp] = _Part(tp, self._partition_log(tp), owned=True)
 
+    @_fileutil.translate_errors("consumer")
     def unsubscribe(self) -> None:
         """Stop reading everything (leaving the group, if in one)."""
         self._check_open()
@@ -357,12 +360,14 @@ class Consumer:
             raise NotAssignedError(f"{tp} is not assigned to this consumer")
         return part
 
+    @_fileutil.translate_errors("consumer")
     def position(self, tp: TopicPartition) -> int:
         """The offset of the next record ``poll`` will return for ``tp``."""
         self._check_open()
         part = self._part(tp)
         return part.position if part.position is not None else self._resolve(part)
 
+    @_fileutil.translate_errors("consumer")
     def seek(self, tp: TopicPartition, offset: int) -> None:
         """Make the next ``poll`` read ``tp`` from ``offset`` (an offset outside the log
         is handled by ``auto_offset_reset`` at the next read)."""
@@ -372,6 +377,7 @@ class Consumer:
         self._part(tp).position = offset
         self._pending_error = None
 
+    @_fileutil.translate_errors("consumer")
     def seek_to_beginning(self, *partitions: TopicPartition) -> None:
         self._check_open()
         for tp in partitions or tuple(self._parts):
@@ -379,6 +385,7 @@ class Consumer:
             part.position = part.log.state().start_offset
         self._pending_error = None
 
+    @_fileutil.translate_errors("consumer")
     def seek_to_end(self, *partitions: TopicPartition) -> None:
         self._check_open()
         for tp in partitions or tuple(self._parts):
@@ -398,17 +405,20 @@ class Consumer:
     def paused(self) -> set[TopicPartition]:
         return {tp for tp, p in self._parts.items() if p.paused}
 
+    @_fileutil.translate_errors("consumer")
     def beginning_offsets(self, partitions: Iterable[TopicPartition]
                           ) -> dict[TopicPartition, int]:
         self._check_open()
         return {TopicPartition(*tp): self._partition_log(tp).state().start_offset
                 for tp in partitions}
 
+    @_fileutil.translate_errors("consumer")
     def end_offsets(self, partitions: Iterable[TopicPartition]) -> dict[TopicPartition, int]:
         self._check_open()
         return {TopicPartition(*tp): self._partition_log(tp).state().end_offset
                 for tp in partitions}
 
+    @_fileutil.translate_errors("consumer")
     def offsets_for_times(self, timestamps: Mapping[TopicPartition, int]
                           ) -> dict[TopicPartition, int | None]:
         """For each partition, the earliest offset whose timestamp is >= the given one
@@ -417,6 +427,7 @@ class Consumer:
         return {TopicPartition(*tp): self._partition_log(tp).offset_for_time(ts)
                 for tp, ts in timestamps.items()}
 
+    @_fileutil.translate_errors("consumer")
     def lag(self) -> dict[TopicPartition, int]:
         """End offset minus position, for every assigned partition."""
         self._check_open()
@@ -428,6 +439,7 @@ class Consumer:
 
     # -- polling -------------------------------------------------------------------------
 
+    @_fileutil.translate_errors("consumer")
     def poll(self, timeout: float | None = 0.0, max_records: int | None = None
              ) -> list[Record]:
         """Records from the assigned partitions: in offset order within a partition and
@@ -593,6 +605,7 @@ class Consumer:
         return {tp: p.position for tp, p in self._parts.items()
                 if p.owned and p.position is not None}
 
+    @_fileutil.translate_errors("consumer")
     def commit(self, offsets: Mapping[TopicPartition, int] | None = None) -> None:
         """Commit ``offsets`` (default: the positions of the assigned partitions, i.e. the
         next record to read). Atomic and crash-safe. Raises ``CommitFailedError`` without
@@ -600,6 +613,7 @@ class Consumer:
         self._check_open()
         self._commit(dict(self._positions() if offsets is None else offsets))
 
+    @_fileutil.translate_errors("consumer")
     def _commit(self, offsets: dict[TopicPartition, int]) -> None:
         if self._store is None:
             raise CommitFailedError("this consumer has no group_id: there is nowhere to "
@@ -669,6 +683,7 @@ class Consumer:
                 except Exception:
                     _logger.exception("exception in a commit_async callback")
 
+    @_fileutil.translate_errors("consumer")
     def committed(self, tp: TopicPartition) -> int | None:
         """The last committed offset of ``tp`` for this consumer's group (None if none)."""
         self._check_open()
@@ -678,6 +693,7 @@ class Consumer:
 
     # -- closing -------------------------------------------------------------------------
 
+    @_fileutil.translate_errors("consumer")
     def close(self, autocommit: bool = True) -> None:
         """Commit positions (with auto-commit on), leave the group, release everything.
         Idempotent."""

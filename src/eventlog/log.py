@@ -154,8 +154,12 @@ class Log:
         with _fileutil.os_errors(f"opening log directory {self.path}"):
             self._open_directory()
         try:
-            self._acquire_and_recover()
+            with _fileutil.os_errors(f"opening log directory {self.path}"):
+                self._acquire_and_recover()
         except BaseException:
+            for topic in list(self._topics.values()):
+                topic._close(clean=False)
+            self._topics.clear()
             self._release_lock()
             raise
         self._rate_samples: dict[tuple[str, int], tuple[float, int]] = {}
@@ -281,6 +285,7 @@ class Log:
                 self._topics[name] = topic
             return topic
 
+    @_fileutil.translate_errors("log directory")
     def topics(self) -> list[str]:
         """Names of all topics, sorted (including those other processes created)."""
         self._check_open()
@@ -296,6 +301,7 @@ class Log:
             return False
         return os.path.exists(os.path.join(self._topics_dir(), name, TOPIC_FILE))
 
+    @_fileutil.translate_errors("log directory")
     def topic(self, name: str) -> Topic:
         """The topic ``name``; raises ``UnknownTopicError`` if it does not exist."""
         self._check_open()
@@ -437,6 +443,7 @@ class Log:
             topic._write_meta(TopicMetadata(meta.name, meta.partitions, new, meta.created_ms))
         return topic
 
+    @_fileutil.translate_errors("log directory")
     def describe_topic(self, name: str) -> TopicDescription:
         """Partitions (offsets, sizes, segment counts) and settings of a topic."""
         topic = self.topic(name)
@@ -448,6 +455,7 @@ class Log:
                                               plog.size_bytes(st), plog.segment_count(st)))
         return TopicDescription(name, topic.config, parts)
 
+    @_fileutil.translate_errors("log directory")
     def delete_records(self, tp: TopicPartition | tuple[str, int], before_offset: int) -> int:
         """Delete the records of a partition below ``before_offset`` (Kafka's
         deleteRecords): the log start offset moves there and whole segments below it
@@ -464,6 +472,7 @@ class Log:
             for part in topic.partitions:
                 yield topic, part
 
+    @_fileutil.translate_errors("log directory")
     def enforce_retention(self, topics: Iterable[str] | None = None) -> int:
         """Apply ``retention_ms``/``retention_bytes`` now (it also runs whenever a segment
         rolls). Returns the number of segments deleted."""
@@ -471,6 +480,7 @@ class Log:
         return sum(part._log.enforce_retention() for topic, part in
                    self._all_partitions(topics) if "delete" in topic.config.cleanup_policy)
 
+    @_fileutil.translate_errors("log directory")
     def compact(self, topics: Iterable[str] | None = None) -> int:
         """Compact the sealed segments of compacted topics now (it also runs at a roll
         once ``min_cleanable_dirty_ratio`` of a partition is dirty). Returns the number of
@@ -482,6 +492,7 @@ class Log:
                 removed += _compaction.compact(part._log, self._ctx.clock()).records_removed
         return removed
 
+    @_fileutil.translate_errors("log directory")
     def check(self, fix: bool = False, progress: Callable[[int, int], None] | None = None
               ) -> CheckReport:
         """Verify every segment (checksums, structure, offsets, indexes) and every group's
@@ -527,6 +538,7 @@ class Log:
             progress(total, total)
         return CheckReport(problems, segments, batches, records, nbytes)
 
+    @_fileutil.translate_errors("log directory")
     def metrics(self) -> LogMetrics:
         """A snapshot: per partition its offsets, size, segments and append rate (since
         the previous call on this Log); per group its committed offsets, lag, maximum lag
@@ -592,15 +604,18 @@ class Log:
     def _offset_store(self, files: GroupFiles) -> OffsetStore:
         return OffsetStore(files.offsets_path, fsync=self.options.fsync == "always")
 
+    @_fileutil.translate_errors("log directory")
     def groups(self) -> list[str]:
         """Names of the consumer groups that have members or committed offsets."""
         self._check_open()
         return group_names(self.path)
 
+    @_fileutil.translate_errors("log directory")
     def group_offsets(self, group_id: str) -> dict[TopicPartition, int]:
         """The committed offsets of a group (the next offset each partition will read)."""
         return self._offset_store(self._group(group_id)).read()
 
+    @_fileutil.translate_errors("log directory")
     def group_lag(self, group_id: str) -> dict[TopicPartition, int]:
         """End offset minus committed offset, for every partition the group committed."""
         out = {}
@@ -612,6 +627,7 @@ class Log:
             out[tp] = max(0, end - committed)
         return out
 
+    @_fileutil.translate_errors("log directory")
     def describe_group(self, group_id: str) -> GroupDescription:
         """Members (with liveness and assignment), generation, offsets and lag."""
         files = self._group(group_id)
@@ -630,6 +646,7 @@ class Log:
                                 state["generation"], state["strategy"], members, offsets,
                                 self.group_lag(group_id))
 
+    @_fileutil.translate_errors("log directory")
     def reset_group_offsets(self, group_id: str, topics: Iterable[str] | None = None, *,
                             to_earliest: bool = False, to_latest: bool = False,
                             to_offset: int | None = None, to_timestamp_ms: int | None = None,
@@ -689,6 +706,7 @@ class Log:
                 store.replace(merged, self._ctx.clock())
         return new
 
+    @_fileutil.translate_errors("log directory")
     def delete_group(self, group_id: str) -> None:
         """Delete a group's committed offsets and state, while none of its members is
         live (``GroupNotEmptyError`` otherwise)."""
@@ -701,6 +719,7 @@ class Log:
 
     # -- durability ---------------------------------------------------------------------
 
+    @_fileutil.translate_errors("log directory")
     def flush(self) -> None:
         """fsync every partition this process opened and advance their durable points."""
         self._check_open()
@@ -734,6 +753,7 @@ class Log:
 
     # -- closing ------------------------------------------------------------------------
 
+    @_fileutil.translate_errors("log directory")
     def close(self) -> None:
         """Close the log. If no other ``Log`` has the directory open, fsync every
         partition and mark it clean, so the next open skips validation."""

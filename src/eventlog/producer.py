@@ -447,6 +447,7 @@ class Producer:
 
     # -- sending ------------------------------------------------------------------------
 
+    @_fileutil.translate_errors("producer")
     def _topic(self, name: str) -> Topic:
         topic = self._topics.get(name)
         if topic is None:
@@ -768,6 +769,7 @@ class Producer:
                     for x in out]
         return out
 
+    @_fileutil.translate_errors("producer")
     def send_batch(self, topic: str, values: Sequence[Any], *, keys: Sequence[Any] | None = None,
                    headers: Sequence[Iterable[tuple[str, bytes]] | None] | None = None,
                    partition: int | None = None,
@@ -938,6 +940,7 @@ class Producer:
                 except Exception:  # noqa: S112 - delivered to the batch's futures
                     continue
 
+    @_fileutil.translate_errors("producer")
     def flush(self, timeout: float | None = None) -> None:
         """Append every record sent before this call; return when all are stored (or
         failed: see their futures). Raises ``TimeoutError`` after ``timeout`` seconds
@@ -963,6 +966,7 @@ class Producer:
                 raise TimeoutError(f"flush did not finish within {timeout} s "
                                    f"({batch.topic}[{batch.partition}] is still pending)")
 
+    @_fileutil.translate_errors("producer")
     def close(self, timeout: float | None = None) -> None:
         """Flush, then refuse further sends (``ClosedError``). Idempotent."""
         if self._closed:
@@ -997,6 +1001,7 @@ class Producer:
 
     # -- introspection ----------------------------------------------------------------
 
+    @_fileutil.translate_errors("producer")
     def partitions_for(self, topic: str) -> list[int]:
         """The partition ids of ``topic``."""
         return list(range(self._topic(topic)._refresh().partitions))

@@ -137,6 +137,7 @@ class Partition:
         """The next offset to be written (the high watermark)."""
         return self._log.end_offset
 
+    @_fileutil.translate_errors("partition")
     def read(self, offset: int, max_records: int | None = None,
              max_bytes: int | None = None) -> list[Record]:
         """Records from ``offset`` on, in order, as stored (keys and values are bytes).
@@ -156,6 +157,7 @@ class Partition:
         batches = self._log.fetch(offset, max_bytes or DEFAULT_FETCH_BYTES, max_records)
         return records_from_batches(batches, offset, self.topic.name, self.id, max_records)
 
+    @_fileutil.translate_errors("partition")
     def append(self, values: Sequence[bytes | None], *,
                keys: Sequence[bytes | None] | None = None,
                timestamps_ms: Sequence[int] | int | None = None,
@@ -169,6 +171,7 @@ class Partition:
         batch = self.encode(values, keys=keys, timestamps_ms=timestamps_ms, headers=headers)
         return self._log.append(batch).base_offset
 
+    @_fileutil.translate_errors("partition")
     def encode(self, values: Sequence[bytes | None], *,
                keys: Sequence[bytes | None] | None = None,
                timestamps_ms: Sequence[int] | int | None = None,
@@ -209,13 +212,16 @@ class Partition:
             raise ValueError("timestamps_ms and values differ in length")
         return encode_batch(values, keys, timestamps_ms, norm_headers)
 
+    @_fileutil.translate_errors("partition")
     def append_encoded(self, batch: EncodedBatch) -> int:
         return self._log.append(batch).base_offset
 
+    @_fileutil.translate_errors("partition")
     def offset_for_time(self, timestamp_ms: int) -> int | None:
         """The earliest offset with a timestamp >= ``timestamp_ms`` (None if none)."""
         return self._log.offset_for_time(timestamp_ms)
 
+    @_fileutil.translate_errors("partition")
     def roll(self) -> None:
         """Close the active segment and start a new one (if it holds any record)."""
         self._log.roll()
@@ -279,6 +285,7 @@ class Topic:
             if grow > 0:
                 self._partitions.extend([None] * grow)
 
+    @_fileutil.translate_errors("topic")
     def _refresh(self, force: bool = False) -> TopicMetadata:
         """The metadata, re-read if another process changed it. A topic that was
         deleted (and perhaps created again under the same name, in a new directory)
@@ -311,6 +318,7 @@ class Topic:
         """Every partition, in id order."""
         return [self.partition(i) for i in range(self.num_partitions)]
 
+    @_fileutil.translate_errors("topic")
     def partition(self, partition_id: int) -> Partition:
         """Partition ``partition_id`` (0-based). Raises ``IndexError`` if out of range."""
         if type(partition_id) is not int:
@@ -333,6 +341,7 @@ class Topic:
                     self._partitions[partition_id] = part
         return part
 
+    @_fileutil.translate_errors("topic")
     def add_partitions(self, count: int) -> None:
         """Add ``count`` new, empty partitions (the count never shrinks, as in Kafka)."""
         if type(count) is not int or count < 1:
