@@ -99,6 +99,17 @@ class SyncRecorder:
 
     def __getattr__(self, name: str) -> Any:
         real = getattr(os, name)
+        if name in ("replace", "rename"):
+            def move(src: Any, dst: Any, *args: Any, **kwargs: Any) -> Any:
+                result = real(src, dst, *args, **kwargs)
+                old, new = os.fspath(src), os.fspath(dst)
+                # fsynced content moves with the file, or with the directory holding it
+                for table in (self.durable, self.dir_entries):
+                    for key in list(table):
+                        if key == old or key.startswith(old + "/"):
+                            table[new + key[len(old):]] = table.pop(key)  # type: ignore[index]
+                return result
+            return move
         if name not in SYNCS:
             return real
 
@@ -108,8 +119,8 @@ class SyncRecorder:
             if os.path.isdir(path):
                 self.dir_entries[path] = set(os.listdir(path))
             else:
-                size = os.fstat(fd).st_size
-                self.durable[path] = os.pread(fd, size, 0) if size else b""
+                with open(path, "rb") as fh:   # the fd may be write-only
+                    self.durable[path] = fh.read()
             return result
 
         return sync

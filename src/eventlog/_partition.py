@@ -462,9 +462,9 @@ class PartitionLog:
         with self._locked() as st:
             self._publish(st._replace(flags=st.flags | _head.FLAG_DELETED))
 
-    def _fsync(self, segment: Segment) -> None:
+    def _fsync(self, segment: Segment, own_fd: bool = False) -> None:
         try:
-            segment.sync()
+            segment.sync(own_fd)
         except OSError as exc:
             raise self._ctx.fail(exc) from exc
 
@@ -758,7 +758,7 @@ class PartitionLog:
             return
         for base in self._bases:
             if st.recovery_base <= base <= st.active_base:
-                self._fsync(self._segments[base])
+                self._fsync(self._segments[base], own_fd=True)  # no writer lock held here
         with self._locked() as cur:
             if (cur.recovery_base, cur.recovery_position) < (st.active_base,
                                                               st.active_position):

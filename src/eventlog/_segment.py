@@ -160,12 +160,16 @@ class Segment:
         return _format.write_batch(mm, position, batch, base_offset, first_timestamp_ms,
                                    max_timestamp_ms)
 
-    def sync(self) -> None:
-        """fsync the segment's data (pages written through the mapping included)."""
+    def sync(self, own_fd: bool = False) -> None:
+        """fsync the segment's data (pages written through the mapping included).
+
+        ``own_fd``: use a descriptor of its own rather than the writer's, which a roll
+        in another thread may close at any moment (the background flusher runs without
+        the writer lock)."""
         mm = self._mm
         if sys.platform == "darwin" and mm is not None:  # pragma: no cover
             mm.flush()
-        if self._fd is not None:
+        if self._fd is not None and not own_fd:
             _fileutil.sync_fd(self._fd)
         else:
             fd = _fileutil.open_fd(self.path, os.O_RDWR)
