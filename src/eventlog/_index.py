@@ -153,6 +153,13 @@ class _IndexFile(ABC):
         self.close()
         body = b"".join(self.ENTRY.pack(*e) for e in entries)
         data = _FILE_HEADER.pack(self.MAGIC, self.base_offset) + body
+        if self._same_content(data):  # usual after an unclean shutdown: skip the rename
+            self._clear()
+            for e in entries:
+                self._add(e)
+            self._file_bytes = len(data)
+            self.valid = True
+            return
         tmp = _fileutil.temp_name(self.path)
         fd = _fileutil.open_fd(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
         try:
@@ -165,6 +172,16 @@ class _IndexFile(ABC):
             self._add(e)
         self._file_bytes = len(data)
         self.valid = True
+
+    def _same_content(self, data: bytes) -> bool:
+        try:
+            fd = _fileutil.open_fd(self.path, os.O_RDONLY)
+        except FileNotFoundError:
+            return False
+        try:
+            return os.fstat(fd).st_size == len(data) and os.pread(fd, len(data), 0) == data
+        finally:
+            os.close(fd)
 
     def unlink(self) -> None:
         self.close()
