@@ -39,7 +39,7 @@ def test_describe_topic(log_dir):
     with eventlog.open(log_dir, segment_bytes=500) as log:
         log.create_topic("t", partitions=2)
         p0 = log.topic("t").partition(0)
-        for i in range(30):
+        for _i in range(30):
             p0.append([b"x" * 40])
         d = log.describe_topic("t")
         assert d.name == "t" and d.config.segment_bytes == 500
@@ -150,7 +150,7 @@ def test_check_repairs_damaged_offsets_and_leftover_compaction_files(log_dir):
         log.create_topic("t")
         with Consumer(log, group_id="g", enable_auto_commit=False) as consumer:
             consumer.assign([TP("t", 0)])
-            for i in range(3):
+            for _i in range(3):
                 consumer.commit({TP("t", 0): 0})
         path = os.path.join(str(log_dir), "groups", "g.offsets")
         with open(path, "ab") as fh:
@@ -166,3 +166,20 @@ def test_check_repairs_damaged_offsets_and_leftover_compaction_files(log_dir):
         assert not os.path.exists(leftover)
         assert log.check().ok
         assert log.group_offsets("g") == {TP("t", 0): 0}
+
+
+def test_check_is_clean_for_a_log_written_by_many_short_lived_processes(log_dir):
+    from tests.conftest import run_python
+
+    with eventlog.open(log_dir) as log:
+        log.create_topic("t", segment_bytes=4096, index_interval_bytes=64)
+    for _ in range(4):   # each process closes cleanly (it is the last user), then more
+        run_python("""
+import sys, eventlog
+with eventlog.open(sys.argv[1]) as log:
+    log.topic("t").partition(0).append([b"x" * 40] * 3)
+""", str(log_dir))
+    with eventlog.open(log_dir) as log:
+        report = log.check()
+        assert report.ok, report.problems
+        assert report.records == 12

@@ -455,3 +455,48 @@ def test_committed_offset_below_the_log_start_uses_auto_offset_reset(filled):
         consumer.assign([tp])
         assert consumer.position(tp) == 100
         assert consumer.poll(timeout=1)[0].offset == 100
+
+
+def test_good_records_before_a_corrupt_batch_are_returned_first(log):
+    log.create_topic("t")
+    p = log.topic("t").partition(0)
+    with Producer(log, linger_ms=0) as producer:
+        for i in range(5):
+            producer.send("t", i, partition=0).result()
+    plog = p._log
+    segment = plog._segments[0]
+    positions = [pos for pos, _ in segment.headers(0, plog.state().active_position)]
+    mm = segment.mapping(positions[3] + 70)
+    mm[positions[3] + 66] ^= 0xFF         # damage the 4th batch
+    with Consumer(log, "t") as consumer:
+        first = consumer.poll(timeout=1)
+        assert [r.value for r in first] == [0, 1, 2]
+        with pytest.raises(eventlog.CorruptRecordError):
+            consumer.poll(timeout=1)
+    mm[positions[3] + 66] ^= 0xFF
+
+
+def test_a_static_member_keeps_its_own_session_timeout(log_dir):
+    from eventlog.testing import ManualClock
+
+    clock = ManualClock()
+    with eventlog.open(log_dir, clock=clock) as log:
+        log.create_topic("t", partitions=2)
+        static = Consumer(log, "t", group_id="s", group_instance_id="w1",
+                          session_timeout_ms=60_000, heartbeat_interval_ms=10)
+        other = Consumer(log, "t", group_id="s", session_timeout_ms=10_000,
+                         heartbeat_interval_ms=10)
+        for _ in range(10):
+            static.poll(timeout=0.01)
+            other.poll(timeout=0.01)
+        reserved = set(static.assignment())
+        static.close()
+        clock.advance(20_000)        # past the other's timeout, not past the static one's
+        for _ in range(5):
+            other.poll(timeout=0.01)
+        assert not set(other.assignment()) & reserved
+        clock.advance(50_000)        # now past 60 s: its partitions move on
+        for _ in range(5):
+            other.poll(timeout=0.01)
+        assert set(other.assignment()) >= reserved
+        other.close()

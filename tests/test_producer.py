@@ -601,3 +601,12 @@ def test_producer_rejects_bad_options(log):
     with pytest.raises(TypeError):
         Producer("not a log")
     assert json.loads(json.dumps(Producer(log).metrics()))["records_sent"] == 0
+
+
+def test_flush_returns_with_every_future_done(orders):
+    with Producer(orders, linger_ms=1) as producer:
+        for round_ in range(20):
+            futures = [producer.send("orders", i, partition=round_ % 4) for i in range(50)]
+            time.sleep(0.002)        # let the linger thread append some of them
+            producer.flush()
+            assert all(f.done() for f in futures)

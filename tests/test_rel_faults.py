@@ -47,7 +47,7 @@ def verify_openable(path, check_expected):
 class Scenario:
     """A prepared log (``build``), an operation on it (``run``), what must hold after."""
 
-    options: dict = {}
+    options: dict = {}  # noqa: RUF012 - replaced per instance, never mutated
 
     def build(self, path):
         raise NotImplementedError
@@ -77,7 +77,7 @@ class Append(Scenario):
     def check(self, log, succeeded):
         values = [v for _, _, v in records(log)]
         base = [b"r%d" % i for i in range(5)]
-        assert values == base + [b"new1", b"new2"] or (not succeeded and values == base)
+        assert values == [*base, b"new1", b"new2"] or (not succeeded and values == base)
 
 
 class Roll(Append):
@@ -96,7 +96,7 @@ class Roll(Append):
     def check(self, log, succeeded):
         values = [v for _, _, v in records(log)]
         base = [b"r%d" % i for i in range(5)]
-        assert values == base + [b"x" * 120, b"y" * 120] or (not succeeded and values == base)
+        assert values == [*base, b"x" * 120, b"y" * 120] or (not succeeded and values == base)
 
 
 class Commit(Scenario):
@@ -249,5 +249,5 @@ def test_a_failed_fsync_makes_the_log_read_only(log_dir):
         assert [r.value for r in p.read(0)] == [b"before"]
     with eventlog.open(log_dir) as log:                  # reopening recovers
         p = log.topic("t").partition(0)
-        assert [r.value for r in p.read(0)][0] == b"before"
+        assert next(r.value for r in p.read(0)) == b"before"
         p.append([b"works again"])

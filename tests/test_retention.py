@@ -43,7 +43,7 @@ def test_retention_by_time_deletes_old_sealed_segments(log_dir):
         fill(p, 5, clock, start=30)               # rolls run retention
         assert p.start_offset > 0
         assert segments(p)[0] == p.start_offset
-        assert [r.value for r in p.read(p.start_offset, max_records=100)][0] == \
+        assert next(r.value for r in p.read(p.start_offset, max_records=100)) == \
             b"%06d" % p.start_offset
         with pytest.raises(OffsetOutOfRangeError):
             p.read(0)

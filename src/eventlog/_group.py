@@ -335,7 +335,9 @@ class GroupMember:
                              and entry.get("topics") == self.topics)
             members[self.member_id] = {"instance": self.instance_id, "topics": self.topics,
                                        "client": _client(), "joined_ms": self._clock(),
-                                       "gone_ms": None}
+                                       "gone_ms": None,
+                                       "session_timeout_ms": self.session_timeout_ms,
+                                       "max_poll_interval_ms": self.max_poll_interval_ms}
             if rejoin_static and state["strategy"] is not None:
                 # a static member back within its session timeout: nothing moves
                 self.files.write_state(state)
@@ -396,7 +398,10 @@ class GroupMember:
                 continue
             alive = self.files.member_alive(m)
             last = self.files.member_last_poll(m) if alive else None
-            stuck = last is not None and now - last > self.max_poll_interval_ms
+            # Each member's own timeouts apply to it (they are stored when it joins).
+            max_poll = entry.get("max_poll_interval_ms", self.max_poll_interval_ms)
+            session = entry.get("session_timeout_ms", self.session_timeout_ms)
+            stuck = last is not None and now - last > max_poll
             if alive and not stuck:
                 if entry.get("gone_ms") is not None:
                     entry["gone_ms"] = None
@@ -406,7 +411,7 @@ class GroupMember:
                 if entry.get("gone_ms") is None:
                     entry["gone_ms"] = now
                     changed = True
-                if now - entry["gone_ms"] < self.session_timeout_ms:
+                if now - entry["gone_ms"] < session:
                     continue
             del state["members"][m]
             if not alive and entry.get("instance") is None:

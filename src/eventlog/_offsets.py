@@ -122,10 +122,19 @@ class OffsetStore:
             cache = self._cache
             if cache is not None and cache[0] == st.st_ino and cache[1] == st.st_size:
                 return dict(cache[2])
+            if cache is not None and cache[0] == st.st_ino and cache[1] < st.st_size:
+                # Appended since: replay only the new records on top of what we had.
+                tail = os.pread(fd, st.st_size - cache[1], cache[1])
+                offsets = dict(cache[2])
+                entries, valid, _ = parse(_FILE_HEADER + tail)
+                offsets.update(entries)
+                if valid == len(_FILE_HEADER) + len(tail):
+                    self._cache = (st.st_ino, st.st_size, dict(offsets))
+                    return offsets
             data = self._read_all(fd, st.st_size)
         finally:
             os.close(fd)
-        offsets: Offsets = {}
+        offsets = {}
         if data.startswith(_FILE_HEADER[:8]):
             entries, _, _ = parse(data)
             offsets.update(entries)

@@ -261,8 +261,12 @@ class PartitionLog:
         return self._publish(st)
 
     def _move_aside(self, segment: Segment, position: int) -> int:
-        aside = os.path.join(self.directory, f"{segment.base_offset:020d}.cut-{position}-"
-                             f"{self._ctx.clock()}")
+        stem = os.path.join(self.directory, f"{segment.base_offset:020d}.cut-{position}-"
+                            f"{self._ctx.clock()}")
+        aside, n = stem, 0
+        while os.path.exists(aside):  # a recovery that died after writing it, re-run
+            n += 1
+            aside = f"{stem}-{n}"
         with _fileutil.os_errors(f"moving damaged bytes of {segment.path} aside"):
             return segment.cut(position, aside)
 
@@ -821,7 +825,13 @@ class PartitionLog:
         while segment is not None and offset < st.end_offset:
             limit = self._limit(segment, st)
             while position < limit:
-                batch = segment.read_batch(position, limit)
+                try:
+                    batch = segment.read_batch(position, limit)
+                except CorruptRecordError:
+                    if out:  # return the good records first; the next fetch raises
+                        self._remember(offset, segment, position)
+                        return out
+                    raise
                 if batch is None:
                     break
                 header = batch.header
@@ -979,7 +989,8 @@ class PartitionLog:
         last = active.offset_index.last()
         if last is not None and not active.entry_matches(last[0], last[1],
                                                          st.active_position):
-            active.rebuild_indexes(st.active_position, config.index_interval_bytes)
+            active.rebuild_indexes(st.active_position, config.index_interval_bytes,
+                                   seal=False)
         return self._publish(st._replace(layout_epoch=epoch))
 
     def _recover_by_scan(self, st: HeadState | None, bases: list[int], config: TopicConfig,
@@ -1004,7 +1015,8 @@ class PartitionLog:
                            f"segment before it ends at {expected}")
                 break
             result = segment.validate(0, base, segment.file_bytes(),
-                                      config.index_interval_bytes, rebuild_indexes=True)
+                                      config.index_interval_bytes, rebuild_indexes=True,
+                                      seal=base != bases[-1])
             last_good = (base, result.end_position)
             end_offset = result.next_offset
             max_ts = result.max_timestamp_ms
@@ -1033,6 +1045,9 @@ class PartitionLog:
         start = min(start, end_offset)
         active = self._segments[active_base]
         active.open_for_write()
+        if cut_at is not None and active_base != bases[-1]:
+            # the log now ends in a segment that was sealed: unseal its indexes
+            active.rebuild_indexes(active_position, config.index_interval_bytes, seal=False)
         self._fsync(active)
         self._reload_segments(epoch)
         new = HeadState(seq=st.seq if st is not None else 0, end_offset=end_offset,
@@ -1075,13 +1090,9 @@ class PartitionLog:
             self._head.close()
 
     def _close_clean(self) -> None:
-        config = self._config()
         with self._locked() as st:
             if st.clean:
                 return  # nobody wrote since the last clean close
-            active = self._segments[st.active_base]
-            if st.active_position > 0:
-                self._seal(active, st, config)
             for base in self._bases:
                 if st.recovery_base <= base <= st.active_base:
                     self._fsync(self._segments[base])
@@ -1184,7 +1195,7 @@ class PartitionLog:
             segment.write_indexes(*final)
         elif fix:
             with self._locked() as st:  # writers append entries to the active index
-                segment.rebuild_indexes(st.active_position, policy.interval)
+                segment.rebuild_indexes(st.active_position, policy.interval, seal=False)
         problems.append(Problem(segment.offset_index.path, "index",
                                 "the index does not match the data", fix))
 

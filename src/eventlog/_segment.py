@@ -326,12 +326,15 @@ class Segment:
     # -- recovery -------------------------------------------------------------------
 
     def validate(self, start_position: int, start_offset: int, limit: int,
-                 index_interval_bytes: int, rebuild_indexes: bool) -> ScanResult:
+                 index_interval_bytes: int, rebuild_indexes: bool, seal: bool = True
+                 ) -> ScanResult:
         """Check batches from ``start_position`` (checksums, layout, offsets never going
         backwards) and stop at the first problem, unwritten space or ``limit``.
 
         With ``rebuild_indexes`` (and ``start_position == 0``) the indexes are rewritten
-        from what the scan saw. Cost: O(bytes scanned).
+        from what the scan saw, with the final entries of a sealed segment if ``seal``
+        (never for the active segment: appends continue after them).
+        Cost: O(bytes scanned).
         """
         mm = self.mapping(0) if limit == 0 else self.mapping(min(limit, self.file_bytes()))
         limit = min(limit, self._mapped_bytes) if mm is not None else 0
@@ -361,7 +364,8 @@ class Segment:
             position += header.length
             count += 1
         if rebuild_indexes and start_position == 0:
-            policy.finish(max_ts)
+            if seal:
+                policy.finish(max_ts)
             self.write_indexes(policy.offset_entries, policy.time_entries)
         return ScanResult(position, next_offset, max_ts, last_batch, count, error)
 
@@ -375,8 +379,10 @@ class Segment:
             self.time_index.write_all([(t, o - base) for t, o in time_entries])
             self._indexes_loaded = True
 
-    def rebuild_indexes(self, limit: int, index_interval_bytes: int) -> ScanResult:
-        return self.validate(0, self.base_offset, limit, index_interval_bytes, True)
+    def rebuild_indexes(self, limit: int, index_interval_bytes: int, seal: bool = True
+                        ) -> ScanResult:
+        """Rewrite both indexes from a scan; ``seal=False`` for the active segment."""
+        return self.validate(0, self.base_offset, limit, index_interval_bytes, True, seal)
 
     def data_end(self) -> int:
         """Position after the last non-zero byte of the file.
@@ -425,7 +431,7 @@ class Segment:
         if last is not None and last[1] >= limit:
             offset_ok = False
         if not (offset_ok and time_ok):
-            self.rebuild_indexes(limit, interval)
+            self.rebuild_indexes(limit, interval, seal=False)
         else:
             self.offset_index.valid = self.time_index.valid = True
 

@@ -163,6 +163,7 @@ class Log:
             self._release_lock()
             raise
         self._rate_samples: dict[tuple[str, int], tuple[float, int]] = {}
+        self._stores: dict[str, OffsetStore] = {}
         self._maintenance: threading.Thread | None = None
         _live_logs.add(self)
         if maintenance_interval_ms is not None:
@@ -602,7 +603,12 @@ class Log:
         return files
 
     def _offset_store(self, files: GroupFiles) -> OffsetStore:
-        return OffsetStore(files.offsets_path, fsync=self.options.fsync == "always")
+        """One store per group per Log: its cache makes repeated reads incremental."""
+        store = self._stores.get(files.offsets_path)
+        if store is None:
+            store = OffsetStore(files.offsets_path, fsync=self.options.fsync == "always")
+            self._stores[files.offsets_path] = store
+        return store
 
     @_fileutil.translate_errors("log directory")
     def groups(self) -> list[str]:

@@ -148,7 +148,10 @@ class _Batch:
             return self.stored[index]
         return self.base_offset + index - self.skipped
 
-    def finish(self, result: AppendResult | None, error: BaseException | None) -> None:
+    def finish(self, result: AppendResult | None, error: BaseException | None
+               ) -> list[tuple[RecordFuture, Callable[[RecordFuture], Any]]]:
+        """Complete the futures; return the callbacks for the caller to run (outside
+        any lock: a callback may send again)."""
         if result is not None:
             stored = result.stored_offsets
             self.stored = stored
@@ -160,8 +163,7 @@ class _Batch:
             self.done = True
             callbacks, self.callbacks = self.callbacks, []
         self.event.set()
-        for future, fn in callbacks:
-            _run_callback(fn, future)
+        return callbacks
 
 
 def _run_callback(fn: Callable[[RecordFuture], Any], future: RecordFuture) -> None:
@@ -679,12 +681,16 @@ class Producer:
                 slots[partition] = None  # type: ignore[index]
                 self._inflight[(topic, partition)] = pending.batch
             result, error = self._append_pending(topic, pending)
+            # Complete the futures before letting go of the partition, so that a flush
+            # that waited for this lock sees them done...
+            callbacks = pending.batch.finish(result, error)
             with self._lock:
                 self._inflight.pop((topic, partition), None)
         finally:
             lock.release()
-        # Outside the lock: callbacks may send to this partition again.
-        pending.batch.finish(result, error)
+        # ...and run callbacks outside it: they may send to this partition again.
+        for future, fn in callbacks:
+            _run_callback(fn, future)
 
     def _append_pending(self, topic: str, pending: _Pending
                         ) -> tuple[AppendResult | None, Exception | None]:
@@ -997,7 +1003,8 @@ class Producer:
             leftovers = [p for slots in self._pending.values() for p in slots if p is not None]
             self._pending.clear()
         for pending in leftovers:
-            pending.batch.finish(None, error)
+            for future, fn in pending.batch.finish(None, error):
+                _run_callback(fn, future)
 
     # -- introspection ----------------------------------------------------------------
 
