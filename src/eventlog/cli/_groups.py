@@ -1,0 +1,247 @@
+"""``eventlog groups``: list, describe, lag, reset-offsets and delete consumer groups
+(``kafka-consumer-groups``).
+
+``reset-offsets`` is a dry run unless ``--execute`` is given, as in Kafka: it prints
+the offsets it would set and changes nothing. Like ``delete``, it is refused (exit
+code 1) while the group has live members, since they would overwrite the new offsets
+with their next commit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from .._types import TopicPartition
+from ..errors import UnknownGroupError, UnknownTopicError
+from ..log import GroupDescription, Log
+from ._common import opened_log, point_in_time
+from ._output import table, write_json
+
+AddParser = Callable[..., argparse.ArgumentParser]
+
+
+def register(add: AddParser) -> None:
+    groups = add("groups", help="list, describe, lag, reset-offsets and delete consumer "
+                                "groups",
+                 description="Administer the consumer groups of a log directory.",
+                 common=False)
+    sub = groups.add_subparsers(dest="groups_command", required=True, metavar="ACTION",
+                                title="actions", parser_class=type(groups))
+
+    listing = add("list", help="list groups with state, members and lag",
+                  description="List the consumer groups: state, live members, committed "
+                              "partitions, total lag.", sub=sub)
+    listing.set_defaults(func=list_groups)
+
+    describe = add("describe", help="members, assignment, offsets and lag of groups",
+                   description="Show a group's members (alive or not, with their "
+                               "partitions) and, per partition, the committed offset, the "
+                               "end offset, the lag and the owner.", sub=sub)
+    describe.add_argument("groups", nargs="+", metavar="GROUP")
+    describe.set_defaults(func=describe_groups)
+
+    lag = add("lag", help="lag per partition (end offset - committed offset)",
+              description="Show the lag of groups per partition: the end offset minus the "
+                          "committed offset. Without GROUP, every group.", sub=sub)
+    lag.add_argument("groups", nargs="*", metavar="GROUP")
+    lag.set_defaults(func=lag_groups)
+
+    reset = add("reset-offsets", help="set a group's committed offsets (dry run unless "
+                                      "--execute)",
+                description="Set the committed offsets of a group that has no live "
+                            "member. Prints the new offsets; changes them only with "
+                            "--execute. Offsets are clamped to each partition's range.",
+                sub=sub)
+    reset.add_argument("group", metavar="GROUP")
+    reset.add_argument("--topic", "-t", action="append", default=[], metavar="TOPIC",
+                       help="reset every partition of TOPIC (repeatable; default: the "
+                            "partitions the group has committed)")
+    target = reset.add_mutually_exclusive_group(required=True)
+    target.add_argument("--to-earliest", action="store_true",
+                        help="to the first stored offset")
+    target.add_argument("--to-latest", action="store_true", help="to the end offset")
+    target.add_argument("--to-offset", type=int, metavar="N", help="to offset N")
+    target.add_argument("--to-datetime", type=point_in_time, metavar="TIME",
+                        help="to the first record at or after TIME (as consume "
+                             "--from-time)")
+    target.add_argument("--shift-by", type=int, metavar="N",
+                        help="by N from the committed offset (negative: back)")
+    mode = reset.add_mutually_exclusive_group()
+    mode.add_argument("--execute", action="store_true", help="change the offsets")
+    mode.add_argument("--dry-run", action="store_true",
+                      help="only show the new offsets (the default)")
+    reset.set_defaults(func=reset_offsets)
+
+    delete = add("delete", help="delete groups and their committed offsets",
+                 description="Delete consumer groups that have no live member.", sub=sub)
+    delete.add_argument("groups", nargs="+", metavar="GROUP")
+    delete.set_defaults(func=delete_groups)
+
+
+def _end_offset(log: Log, tp: TopicPartition) -> int | None:
+    try:
+        return log.topic(tp.topic).partition(tp.partition).end_offset
+    except (UnknownTopicError, IndexError):
+        return None
+
+
+def _tp(tp: TopicPartition) -> str:
+    return f"{tp.topic}[{tp.partition}]"
+
+
+def _partition_rows(log: Log, desc: GroupDescription) -> list[dict[str, Any]]:
+    owners = {tp: m.member_id for m in desc.members if m.alive for tp in m.assignment}
+    rows = []
+    for tp in sorted(set(desc.offsets) | set(owners)):
+        committed = desc.offsets.get(tp)
+        end = _end_offset(log, tp)
+        lag = max(0, end - committed) if end is not None and committed is not None else None
+        rows.append({"topic": tp.topic, "partition": tp.partition, "committed": committed,
+                     "end_offset": end, "lag": lag, "member": owners.get(tp)})
+    return rows
+
+
+def _group_dict(log: Log, desc: GroupDescription) -> dict[str, Any]:
+    return {"group_id": desc.group_id, "state": desc.state, "generation": desc.generation,
+            "strategy": desc.strategy,
+            "members": [{"member_id": m.member_id, "instance_id": m.instance_id,
+                         "client": m.client, "topics": m.topics, "alive": m.alive,
+                         "assignment": [{"topic": tp.topic, "partition": tp.partition}
+                                        for tp in m.assignment]}
+                        for m in desc.members],
+            "partitions": _partition_rows(log, desc)}
+
+
+def list_groups(args: argparse.Namespace) -> int:
+    """``groups list``: one row per group."""
+    rows = []
+    with opened_log(args) as log:
+        for group in log.groups():
+            desc = log.describe_group(group)
+            rows.append({"group_id": group, "state": desc.state,
+                         "members": sum(m.alive for m in desc.members),
+                         "partitions": len(desc.offsets), "lag": sum(desc.lag.values())})
+    if args.json:
+        write_json(rows, sys.stdout)
+    elif rows:
+        table(["GROUP", "STATE", "MEMBERS", "PARTITIONS", "LAG"],
+              [list(r.values()) for r in rows], sys.stdout)
+    elif not args.quiet:
+        sys.stderr.write("no consumer groups\n")
+    return 0
+
+
+def describe_groups(args: argparse.Namespace) -> int:
+    """``groups describe``: members, then partitions with offsets, lag and owner."""
+    with opened_log(args) as log:
+        docs = [_group_dict(log, log.describe_group(group)) for group in args.groups]
+    if args.json:
+        write_json(docs, sys.stdout)
+        return 0
+    out = sys.stdout
+    for i, doc in enumerate(docs):
+        if i:
+            out.write("\n")
+        live = sum(m["alive"] for m in doc["members"])
+        out.write(f"group {doc['group_id']}: {doc['state']}, generation "
+                  f"{doc['generation']}, strategy {doc['strategy'] or '-'}, {live} live "
+                  f"member{'s' if live != 1 else ''}\n")
+        if doc["members"]:
+            out.write("\n")
+            table(["MEMBER", "INSTANCE", "CLIENT", "ALIVE", "PARTITIONS"],
+                  [[m["member_id"], m["instance_id"], m["client"],
+                    "yes" if m["alive"] else "no",
+                    ", ".join(_tp(TopicPartition(a["topic"], a["partition"]))
+                              for a in m["assignment"]) or "-"]
+                   for m in doc["members"]], out)
+        if doc["partitions"]:
+            out.write("\n")
+            table(["TOPIC", "PARTITION", "COMMITTED", "END", "LAG", "MEMBER"],
+                  [list(r.values()) for r in doc["partitions"]], out)
+    return 0
+
+
+def lag_groups(args: argparse.Namespace) -> int:
+    """``groups lag``: committed offset, end offset and lag per partition."""
+    rows: list[dict[str, Any]] = []
+    with opened_log(args) as log:
+        for group in args.groups or log.groups():
+            offsets = log.group_offsets(group)
+            for tp, committed in sorted(offsets.items()):
+                end = _end_offset(log, tp)
+                rows.append({"group_id": group, "topic": tp.topic,
+                             "partition": tp.partition, "committed": committed,
+                             "end_offset": end,
+                             "lag": None if end is None else max(0, end - committed)})
+    if args.json:
+        write_json(rows, sys.stdout)
+        return 0
+    if not rows:
+        if not args.quiet:
+            sys.stderr.write("no committed offsets\n")
+        return 0
+    table(["GROUP", "TOPIC", "PARTITION", "COMMITTED", "END", "LAG"],
+          [list(r.values()) for r in rows], sys.stdout)
+    totals: dict[str, int] = {}
+    for r in rows:
+        totals[r["group_id"]] = totals.get(r["group_id"], 0) + (r["lag"] or 0)
+    sys.stdout.write("\n")
+    for group, total in totals.items():
+        sys.stdout.write(f"group {group}: total lag {total}\n")
+    return 0
+
+
+def reset_offsets(args: argparse.Namespace) -> int:
+    """``groups reset-offsets``: a dry run unless ``--execute``."""
+    execute = bool(args.execute)
+    with opened_log(args) as log:
+        try:
+            current = log.group_offsets(args.group)
+        except UnknownGroupError:
+            if not args.topic:
+                raise
+            current = {}  # offsets for a new group, as Kafka allows
+        new = log.reset_group_offsets(
+            args.group, args.topic or None, to_earliest=args.to_earliest,
+            to_latest=args.to_latest, to_offset=args.to_offset,
+            to_timestamp_ms=args.to_datetime, shift_by=args.shift_by,
+            dry_run=not execute)
+    rows = [{"topic": tp.topic, "partition": tp.partition, "current": current.get(tp),
+             "new": offset} for tp, offset in sorted(new.items())]
+    if args.json:
+        write_json({"group_id": args.group, "executed": execute, "offsets": rows},
+                   sys.stdout)
+    elif rows:
+        table(["TOPIC", "PARTITION", "CURRENT", "NEW"], [list(r.values()) for r in rows],
+              sys.stdout)
+    if not args.quiet:
+        if not rows:
+            sys.stderr.write(f"group {args.group} has no offsets to reset (name the "
+                             "topics with --topic)\n")
+        elif execute:
+            sys.stderr.write(f"offsets of group {args.group} changed\n")
+        else:
+            sys.stderr.write("dry run: nothing changed; add --execute to change the "
+                             "offsets\n")
+    return 0
+
+
+def delete_groups(args: argparse.Namespace) -> int:
+    """``groups delete``: every named group (all must exist)."""
+    with opened_log(args) as log:
+        known = set(log.groups())
+        for group in args.groups:
+            if group not in known:
+                raise UnknownGroupError(f"consumer group {group!r} does not exist in "
+                                        f"{log.path}")
+        for group in args.groups:
+            log.delete_group(group)
+    if args.json:
+        write_json({"deleted": list(args.groups)}, sys.stdout)
+    elif not args.quiet:
+        for group in args.groups:
+            sys.stdout.write(f"deleted group {group}\n")
+    return 0
