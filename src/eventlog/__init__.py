@@ -42,6 +42,7 @@ from .errors import (
     SerializationError,
     TopicExistsError,
     UnknownGroupError,
+    UnknownPartitionError,
     UnknownTopicError,
 )
 from .log import GroupDescription, Log, MemberDescription, open
@@ -85,6 +86,7 @@ __all__ = [
     "TopicExistsError",
     "TopicPartition",
     "UnknownGroupError",
+    "UnknownPartitionError",
     "UnknownTopicError",
     "__version__",
     "open",

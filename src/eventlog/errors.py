@@ -7,6 +7,7 @@ so ``except ValueError`` keeps working for bad input::
     EventLogError
      ├── ClosedError                      the log, producer or consumer is closed
      ├── UnknownTopicError (LookupError)  the topic does not exist
+     ├── UnknownPartitionError (IndexError) the topic has no such partition
      ├── TopicExistsError                 create_topic() on an existing name
      ├── InvalidTopicError (ValueError)   the name breaks Kafka's topic-name rule
      ├── InvalidConfigError (ValueError)  a setting has a wrong type or range
@@ -55,6 +56,7 @@ __all__ = [
     "SerializationError",
     "TopicExistsError",
     "UnknownGroupError",
+    "UnknownPartitionError",
     "UnknownTopicError",
 ]
 
@@ -72,6 +74,13 @@ class UnknownTopicError(EventLogError, LookupError):
 
     def __str__(self) -> str:  # LookupError would quote the message like a KeyError
         return str(self.args[0]) if self.args else "unknown topic"
+
+
+class UnknownPartitionError(EventLogError, IndexError):
+    """The topic has no partition with that id."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else "unknown partition"
 
 
 class TopicExistsError(EventLogError):

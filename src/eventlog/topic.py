@@ -25,6 +25,7 @@ from .errors import (
     InvalidRecordError,
     InvalidTopicError,
     RecordTooLargeError,
+    UnknownPartitionError,
     UnknownTopicError,
 )
 
@@ -320,13 +321,15 @@ class Topic:
 
     @_fileutil.translate_errors("topic")
     def partition(self, partition_id: int) -> Partition:
-        """Partition ``partition_id`` (0-based). Raises ``IndexError`` if out of range."""
+        """Partition ``partition_id`` (0-based). Raises ``UnknownPartitionError`` (an
+        ``IndexError``) if out of range."""
         if type(partition_id) is not int:
-            raise TypeError(f"partition id must be an int, not {type(partition_id).__name__}")
+            raise UnknownPartitionError(f"partition id must be an int, not "
+                                        f"{type(partition_id).__name__}")
         count = self.num_partitions
         if not 0 <= partition_id < count:
-            raise IndexError(f"topic {self.name!r} has partitions 0..{count - 1}, "
-                             f"not {partition_id}")
+            raise UnknownPartitionError(f"topic {self.name!r} has partitions "
+                                        f"0..{count - 1}, not {partition_id}")
         part = self._partitions[partition_id]
         if part is None:
             with self._lock:
