@@ -120,6 +120,31 @@ def test_segments_roll_at_segment_bytes(log_dir):
         p._log._check()
 
 
+def test_readers_keep_few_sealed_segments_mapped(log_dir, monkeypatch):
+    with eventlog.open(log_dir, segment_bytes=1024) as log:
+        p = log.create_topic("t").partition(0)
+        for i in range(100):
+            p.append(values(1, i, size=100))
+
+    def mapped_sealed(p):
+        active = segment_bases(p)[-1]
+        return [b for b, seg in p._log._segments.items() if seg._mm is not None and b != active]
+
+    for limit, most in ((256 << 20, 4), (1, 1)):  # the count bounds, then the bytes
+        monkeypatch.setattr("eventlog._partition._MAX_MAPPED_SEALED_BYTES", limit)
+        with eventlog.open(log_dir) as log:
+            p = log.topic("t").partition(0)
+            assert len(segment_bases(p)) > 8
+            seen = []
+            for offset in range(100):  # one record at a time: every segment in turn
+                seen += [r.value for r in p.read(offset, max_records=1)]
+                assert len(mapped_sealed(p)) <= most
+            assert seen == values(100, size=100)
+            assert len(mapped_sealed(p)) == most
+            # going back maps an evicted segment again
+            assert [r.value for r in p.read(0, max_records=1)] == values(1, size=100)
+
+
 def test_a_batch_larger_than_a_segment_gets_a_segment_of_its_own(log_dir):
     with eventlog.open(log_dir, segment_bytes=512) as log:
         p = log.create_topic("t").partition(0)

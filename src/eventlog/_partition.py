@@ -71,7 +71,8 @@ _logger = logging.getLogger("eventlog")
 _MAX_HINTS = 64
 CLEANER_LOCK = "cleaner.lock"
 CLEANER_CHECKPOINT = "cleaner-checkpoint"
-_MAX_MAPPED_SEALED = 4
+_MAX_MAPPED_SEALED = 4  # sealed segments a partition keeps mapped for readers...
+_MAX_MAPPED_SEALED_BYTES = 256 << 20  # ...and their bytes (but always the one being read)
 DEFAULT_FETCH_BYTES = 1 << 20
 
 
@@ -333,12 +334,15 @@ class PartitionLog:
         return size
 
     def _note_sealed_mapping(self, segment: Segment) -> None:
-        """Keep at most a few sealed segments mapped, so that reading a log much larger
-        than memory leaves resident memory flat."""
+        """Keep at most a few sealed segments, and a bounded number of their bytes,
+        mapped, so that reading a log much larger than memory leaves resident memory
+        flat: pages of a mapped file that a reader touched count in its RSS."""
         cache = self._mapped_sealed
         cache[segment.base_offset] = segment
         cache.move_to_end(segment.base_offset)
-        while len(cache) > _MAX_MAPPED_SEALED:
+        while len(cache) > 1 and (
+                len(cache) > _MAX_MAPPED_SEALED
+                or sum(s._mapped_bytes for s in cache.values()) > _MAX_MAPPED_SEALED_BYTES):
             _, old = cache.popitem(last=False)
             old._mm = None  # unmapped when the last reader lets go of it
             old._mapped_bytes = 0
