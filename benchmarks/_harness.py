@@ -7,6 +7,7 @@ same run (the machines are noisy) and reports medians of several repeats.
 from __future__ import annotations
 
 import gc
+import json
 import os
 import platform
 import shutil
@@ -14,10 +15,17 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import msgpack
+
+# run_all.py sets this to a file path: report() then also writes its tables and data
+# there as JSON, so that the suite can draw plots and check targets without parsing
+# markdown. Scripts run on their own are unaffected.
+JSON_ENV = "EVENTLOG_BENCH_JSON"
+_tables: list[dict[str, list[Any]]] = []  # every table() of this process, in order
 
 
 @dataclass
@@ -84,6 +92,38 @@ def measure(result: Result, run: Callable[[str], object], repeat: int) -> Result
     return result
 
 
+def interleave(results: dict[str, Result],
+               runs: Sequence[tuple[str, Callable[[str], object]]], repeat: int) -> None:
+    """Run every workload of ``runs`` once per round, ``repeat`` rounds, starting each
+    round one workload later, so that drift in machine speed (other jobs, thermal
+    limits, the page cache filling) hits every workload alike."""
+    for round_ in range(repeat):
+        shift = round_ % len(runs)
+        for name, run in [*runs[shift:], *runs[:shift]]:
+            measure(results[name], run, 1)
+
+
+def memory_kib() -> dict[str, int]:
+    """This process's resident memory from /proc/self/status, in KiB: ``VmRSS`` (all
+    resident pages), ``RssAnon`` (heap, stacks), ``RssFile`` (resident pages of mapped
+    files, which the kernel may drop) and ``VmHWM`` (peak VmRSS). Linux only; elsewhere
+    ``VmRSS`` and ``VmHWM`` come from getrusage (the peak, in both)."""
+    out: dict[str, int] = {}
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                key, _, value = line.partition(":")
+                if key in ("VmRSS", "RssAnon", "RssFile", "VmHWM"):
+                    out[key] = int(value.split()[0])
+    except OSError:
+        import resource
+
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        peak = peak // 1024 if sys.platform == "darwin" else peak
+        out = {"VmRSS": peak, "VmHWM": peak}
+    return out
+
+
 def machine() -> str:
     cpu = platform.processor() or platform.machine()
     try:
@@ -99,12 +139,16 @@ def machine() -> str:
 
 
 def table(rows: list[tuple[str, ...]], header: tuple[str, ...]) -> str:
+    _tables.append({"header": list(header), "rows": [list(row) for row in rows]})
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     return "\n".join(lines)
 
 
-def report(title: str, command: str, body: str, out: str | None) -> None:
+def report(title: str, command: str, body: str, out: str | None,
+           data: dict[str, Any] | None = None) -> None:
+    """Print the markdown section, write it to ``out`` if given, and, when run by
+    run_all.py, write the tables and ``data`` (raw figures) as JSON."""
     text = (f"## {title}\n\nMachine: {machine()}  \nCommand: `{command}`  \n"
             f"Figures are medians of repeated runs; ratios compare runs made in the same "
             f"process, one after another.\n\n{body}\n")
@@ -112,6 +156,11 @@ def report(title: str, command: str, body: str, out: str | None) -> None:
     if out:
         with open(out, "w") as fh:
             fh.write(text)
+    json_path = os.environ.get(JSON_ENV)
+    if json_path:
+        with open(json_path, "w") as fh:
+            json.dump({"title": title, "command": command, "machine": machine(),
+                       "tables": _tables, "data": data or {}}, fh, indent=1)
 
 
 def command_line() -> str:
