@@ -84,3 +84,18 @@ def small_filesystem(size_bytes: int) -> Iterator[Path | None]:
 
 def fill_disk_error() -> OSError:
     return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Print what the reliability tests exercised (their module-level ``STATS``), so a
+    run's figures can be quoted in docs/reliability.md with the command that made them."""
+    lines = []
+    for name, module in sorted(sys.modules.items()):
+        stats = getattr(module, "STATS", None)
+        if name.startswith("tests.test_rel_") and isinstance(stats, dict) and any(stats.values()):
+            figures = ", ".join(f"{key}={value:,}" for key, value in stats.items())
+            lines.append(f"{name.removeprefix('tests.')}: {figures}")
+    if lines:
+        terminalreporter.write_sep("-", f"reliability figures (EVENTLOG_SOAK={SOAK})")
+        for line in lines:
+            terminalreporter.write_line(line)
