@@ -214,6 +214,46 @@ def test_keyless_records_stick_to_a_partition_for_a_batch(orders):
     assert set(partitions) == {0, 1, 2, 3}      # and they move around
 
 
+def test_keyless_keyed_and_header_records_mix_in_one_pending_batch(log):
+    # One partition: every record joins the same pending batch, whichever path sent it
+    # (send()'s fast path for keyless records, the general one for the others).
+    log.create_topic("one")
+    sends = [({}, "a"), ({}, "b"), ({"key": "k1"}, "c"), ({}, "d"),
+             ({"headers": [("h", b"1")]}, "e"), ({}, "f"), ({"partition": 0}, "g"), ({}, "h")]
+    with Producer(log, linger_ms=60_000) as producer:
+        futures = [producer.send("one", value, **extra) for extra, value in sends]
+        assert not any(f.done() for f in futures)  # all still pending, in one batch
+        producer.flush()
+    assert [f.result().offset for f in futures] == list(range(len(sends)))
+    records = log.topic("one").partition(0).read(0)
+    assert [unpack(r.value) for r in records] == [value for _, value in sends]
+    assert [r.key for r in records] == [None, None, msgpack.packb("k1"), None, None,
+                                        None, None, None]
+    assert [r.headers for r in records] == [[], [], [], [], [("h", b"1")], [], [], []]
+
+
+def test_keyless_sends_follow_the_sticky_partition_through_bulk_sends_and_new_partitions(
+        orders):
+    with Producer(orders, linger_ms=60_000, batch_bytes=512 << 10) as producer:
+        first = [producer.send("orders", b"x" * 90) for _ in range(5)]
+        # over 1 MiB of keyless records: send_batch moves the sticky partition on
+        bulk = producer.send_batch("orders", [b"y" * 90] * 12_000)
+        assert bulk[-1].partition != first[0].result().partition
+        after = [producer.send("orders", b"z" * 90) for _ in range(5)]
+        producer.flush()
+        assert {f.result().partition for f in after} == {bulk[-1].partition}
+    with Producer(orders, linger_ms=60_000, batch_bytes=1000) as producer:
+        producer.send("orders", b"v" * 90).result()
+        orders.topic("orders").add_partitions(4)  # 8 in all
+        time.sleep(0.6)  # producers re-read topic settings at most every half second...
+        later = [producer.send("orders", b"w" * 900) for _ in range(300)]  # ...256 sends
+        producer.flush()
+        assert {f.result().partition for f in later} - {0, 1, 2, 3}  # reaches the new ones
+    stored = collections.Counter(r.value[-90:] for r in all_records(orders, "orders"))
+    assert stored == {b"x" * 90: 5, b"y" * 90: 12_000, b"z" * 90: 5, b"v" * 90: 1,
+                      b"w" * 90: 300}
+
+
 def test_custom_partitioner(orders):
     calls = []
 
