@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import json
 import os
 import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -62,6 +64,13 @@ def spawn_python(code: str, *args: str, **kwargs: object) -> subprocess.Popen[st
     env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
     return subprocess.Popen([sys.executable, "-c", code, *args], env=env, text=True,
                             **kwargs)  # type: ignore[call-overload]
+
+
+def complete_json_lines(path: Path) -> list[Any]:
+    """The JSON lines of a file that processes append to, without a last line cut short
+    by a ``kill -9`` in the middle of a write."""
+    return [json.loads(line) for line in path.read_text().splitlines(keepends=True)
+            if line.endswith("\n")]
 
 
 @contextlib.contextmanager

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import collections
-import json
 import os
 import random
 import signal
@@ -15,7 +14,7 @@ import eventlog
 from eventlog import TopicPartition
 from eventlog._group import assign_range, assign_roundrobin, assign_sticky
 from eventlog._offsets import OffsetStore
-from tests.conftest import soak, spawn_python
+from tests.conftest import complete_json_lines, soak, spawn_python
 
 TP = TopicPartition
 
@@ -209,7 +208,7 @@ def test_members_join_leave_and_die_while_producers_write(log_dir, tmp_path, str
         if name != "m2":
             assert proc.wait(timeout=60) == 0, name
 
-    events = [json.loads(line) for line in events_path.read_text().splitlines()]
+    events = complete_json_lines(events_path)
     # 1. every record was consumed at least once by the group
     consumed = {(p, o) for e in events if e[2] == "records" for p, o in e[3]}
     expected = {(tp.partition, o) for tp, end in ends.items() for o in range(end)}

@@ -7,7 +7,6 @@ members of a group."""
 from __future__ import annotations
 
 import collections
-import json
 import os
 import random
 import signal
@@ -15,7 +14,7 @@ import time
 
 import eventlog
 from eventlog import TopicPartition
-from tests.conftest import soak, spawn_python
+from tests.conftest import complete_json_lines, soak, spawn_python
 
 MEMBER = """
 import json, os, sys, time, eventlog
@@ -133,7 +132,7 @@ def test_producers_and_groups_with_members_killed_at_random(log_dir, tmp_path):
         for i in range(count):
             assert written[f"{tag}-{i}"] == 1, f"{tag}-{i}"   # no loss, no duplicate
 
-    lines = [json.loads(line) for line in events.read_text().splitlines()]
+    lines = complete_json_lines(events)
     for group in groups:
         consumed = {v for t, g, n, kind, *rest in lines if g == group and kind == "records"
                     for _, _, v in rest[0]}
