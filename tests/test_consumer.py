@@ -68,6 +68,20 @@ def test_poll_is_fair_across_partitions(filled):
     assert set(counts) == {0, 1, 2, 3} and min(counts.values()) >= 20
 
 
+def test_with_many_partitions_polls_take_turns(log):
+    log.create_topic("wide", partitions=40)
+    with Producer(log) as producer:
+        for p in range(40):
+            producer.send_batch("wide", list(range(50)), partition=p)
+    with Consumer(log, "wide") as consumer:
+        polls = [consumer.poll(timeout=1, max_records=160) for _ in range(4)]
+    visited = [collections.Counter(r.partition for r in records) for records in polls]
+    # 16 records from each of 10 partitions per poll (not 4 from each of 40), and each
+    # poll goes on where the previous one stopped, so four polls visit every partition
+    assert all(set(c.values()) == {16} and len(c) == 10 for c in visited)
+    assert set().union(*visited) == set(range(40))
+
+
 def test_iteration_blocks_and_ends_after_consumer_timeout(filled):
     with Consumer(filled, "orders", consumer_timeout_ms=300) as consumer:
         assert len(list(consumer)) == 1000

@@ -79,6 +79,28 @@ def test_read_below_start_offset_raises(log):
     assert [r.offset for r in p.read(4)] == list(range(4, 10))
 
 
+def test_reading_a_batch_in_parts_decodes_it_once(log, monkeypatch):
+    p = log.create_topic("t").partition(0)
+    p.append(values(1000))
+    p.append(values(1000, 1000))
+    decoded = []
+    real = eventlog._format.decode_batch
+    monkeypatch.setattr(eventlog._format, "decode_batch",
+                        lambda *a, **k: decoded.append(a[1]) or real(*a, **k))
+    got = []
+    while len(got) < 2000:
+        got += p.read(len(got), max_records=30)  # 67 reads, two batches
+    assert [r.value for r in got] == values(2000)
+    assert len(decoded) == 2  # each batch once: later reads resume in the kept one
+    # a damaged byte in the kept batch's header is still noticed
+    assert len(p.read(1500, max_records=5)) == 5
+    seg = p._log._segments[0]
+    position = p._log._partial[1].position
+    seg.mapping(position + 64)[position + 20] ^= 0xFF
+    with pytest.raises(eventlog.CorruptRecordError):
+        p.read(1990, max_records=5)
+
+
 def test_max_bytes_bounds_the_read_but_always_returns_one_record(log):
     p = log.create_topic("t").partition(0)
     for i in range(10):

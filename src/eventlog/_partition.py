@@ -145,6 +145,8 @@ class PartitionLog:
         self._bases: list[int] = []
         self._layout_epoch = -1
         self._hints: OrderedDict[int, tuple[Segment, int]] = OrderedDict()
+        # The last batch a fetch returned only in part, with its segment (see _fetch).
+        self._partial: tuple[Segment, DecodedBatch] | None = None
         self._mapped_sealed: OrderedDict[int, Segment] = OrderedDict()
         self._own_seq = -1          # seq of the last state this process published
         self._closed = False
@@ -307,6 +309,7 @@ class PartitionLog:
             self._bases = bases
             self._layout_epoch = layout_epoch
             self._hints.clear()
+            self._partial = None
             self._mapped_sealed.clear()
 
     def _segment_for(self, offset: int) -> Segment | None:
@@ -813,9 +816,15 @@ class PartitionLog:
             return out
         nbytes = 0
         nrecords = 0
+        partial = self._partial
         hint = self._hints.pop(offset, None)
-        if hint is not None and self._segments.get(hint[0].base_offset) is hint[0]:
-            segment: Segment | None = hint[0]
+        if (partial is not None
+                and partial[1].header.base_offset <= offset < partial[1].header.next_offset
+                and self._segments.get(partial[0].base_offset) is partial[0]):
+            segment: Segment | None = partial[0]
+            position = partial[1].position
+        elif hint is not None and self._segments.get(hint[0].base_offset) is hint[0]:
+            segment = hint[0]
             position = hint[1]
         else:
             segment = self._segment_for(offset)
@@ -830,7 +839,11 @@ class PartitionLog:
             limit = self._limit(segment, st)
             while position < limit:
                 try:
-                    batch = segment.read_batch(position, limit)
+                    if partial is not None and partial[0] is segment and \
+                            partial[1].position == position:
+                        batch = segment.reread_batch(partial[1], limit)
+                    else:
+                        batch = segment.read_batch(position, limit)
                 except CorruptRecordError:
                     if out:  # return the good records first; the next fetch raises
                         self._remember(offset, segment, position)
@@ -849,6 +862,10 @@ class PartitionLog:
                 if nbytes >= max_bytes or (max_records is not None and
                                            nrecords >= max_records):
                     self._remember(offset, segment, position)
+                    # A batch cut short by max_records is where the next fetch resumes:
+                    # keep it decoded (one per partition) so that it is only verified.
+                    self._partial = ((segment, batch) if max_records is not None
+                                     and nrecords > max_records else None)
                     return out
             if segment.base_offset >= st.active_base:
                 break
@@ -865,6 +882,7 @@ class PartitionLog:
             segment, position = nxt, 0
         if segment is not None:
             self._remember(offset, segment, position)
+        self._partial = None
         return out
 
     def _position_of(self, segment: Segment, offset: int, st: HeadState) -> int:

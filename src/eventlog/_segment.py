@@ -220,6 +220,20 @@ class Segment:
             return None
         return _format.decode_batch(mm, position, limit)
 
+    def reread_batch(self, batch: DecodedBatch, limit: int) -> DecodedBatch | None:
+        """``read_batch`` at ``batch.position`` for a batch decoded (and verified) there
+        before: if the header there is unchanged, return ``batch`` itself instead of
+        verifying and unpacking the payload again. Published bytes never change, and
+        ``batch`` holds what they were when verified. Cost: one header read."""
+        position = batch.position
+        mm = self.mapping(limit)
+        if mm is None or position >= limit or _format.is_unwritten(mm, position, limit):
+            return None
+        header = _format.read_header(mm, position, limit)
+        if header != batch.header:
+            return _format.decode_batch(mm, position, limit)
+        return batch
+
     def ensure_indexes(self) -> None:
         """Load the index files once; a missing or damaged file is marked invalid, and
         lookups then scan instead (callers rebuild it where they may)."""

@@ -46,6 +46,11 @@ _DEFAULT_FETCH_BYTES = 4 << 20
 _SLICE_IDLE_S = 0.25      # longest sleep between looks at the group
 _SLICE_WAITING_S = 0.02   # while waiting for a partition's previous owner to let go
 _STANDALONE_REFRESH_S = 1.0
+# Fewest records a poll takes from a partition before moving on (unless max_records
+# is under four times that): with many partitions an equal share of max_records would
+# be a few records each, and every visit to a partition has a fixed cost (its head, a
+# fetch, building records).
+_MIN_SHARE = 16
 
 
 class RebalanceListener:
@@ -491,12 +496,12 @@ class Consumer:
     def _fetch(self, ready: list[_Part], max_records: int) -> list[Record]:
         n = len(ready)
         start = self._rr % n
-        self._rr += 1
         order = ready[start:] + ready[:start]
         out: list[Record] = []
-        share = max(1, max_records // n)
+        share = max(1, max_records // n, min(_MIN_SHARE, max_records // 4))
         hungry = []
-        for part in order:
+        for i, part in enumerate(order):
+            self._rr = start + i + 1  # the next poll starts after the last one visited
             got = self._fetch_partition(part, min(share, max_records - len(out)))
             out.extend(got)
             if len(got) == share:
