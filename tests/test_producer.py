@@ -417,6 +417,21 @@ def test_send_batch_keyless_keyed_and_explicit(orders):
     assert meta[-1] == meta[999] and meta[10:12] == [meta[10], meta[11]]
 
 
+@pytest.mark.parametrize("partitioner", ["xxhash", "murmur2"])
+def test_send_batch_places_keys_where_send_does(orders, partitioner):
+    keys = [f"user-{i}" for i in range(300)] + [None, "user-1"]
+    with Producer(orders, partitioner=partitioner, key_serializer="str") as producer:
+        one_by_one = [producer.send("orders", i, key=k) for i, k in enumerate(keys)]
+        producer.flush()
+        every_key = producer.send_batch("orders", list(range(300)), keys=keys[:300])
+        some_none = producer.send_batch("orders", list(range(len(keys))), keys=keys)
+    expected = [f.result().partition for f in one_by_one]
+    assert every_key.partitions() == expected[:300]  # (a column at once)
+    assert some_none.partitions()[:300] == expected[:300]  # (record by record)
+    assert some_none.partitions()[301] == expected[301] == expected[1]
+    assert len(set(expected)) == 4
+
+
 def test_send_batch_headers_timestamps_and_errors(orders):
     with Producer(orders) as producer:
         meta = producer.send_batch("orders", [1, 2], headers=[[("h", b"1")], None],

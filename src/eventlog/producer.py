@@ -35,6 +35,7 @@ import time
 import weakref
 from array import array
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from itertools import repeat
 from typing import Any, overload
 
 import msgpack
@@ -887,6 +888,18 @@ class Producer:
                 start = stop
             return
         groups: dict[int, list[int]] = {}
+        if keys is not None and not self._custom_partitioner and None not in keys \
+                and self._partitioner is _xxhash_partition:
+            # The default partitioner over a whole column: one C call per key, no
+            # per-record checks (the same placement as _choose).
+            hashes = map(xxhash.xxh3_64_intdigest, keys)  # type: ignore[arg-type]
+            parts = list(map(operator.mod, hashes, repeat(partitions, count)))
+            for p in set(parts):
+                groups[p] = []
+            for i, p in enumerate(parts):
+                groups[p].append(i)
+            yield from groups.items()
+            return
         for i in range(count):
             k = keys[i] if keys is not None else None
             groups.setdefault(self._choose(topic, k, partitions, sizes[i]), []).append(i)
@@ -902,7 +915,7 @@ class Producer:
         elif isinstance(indexes, range):
             total = sum(sizes[indexes.start:indexes.stop])
         else:
-            total = sum(sizes[i] for i in indexes)
+            total = sum(map(sizes.__getitem__, indexes))
         per_chunk = max(1, len(indexes) * _BULK_BATCH_BYTES // max(1, total))
         with self._drain_lock(topic, partition):
             for start in range(0, len(indexes), per_chunk):
@@ -914,10 +927,11 @@ class Producer:
                     ch = hdrs[a:b] if hdrs is not None else None
                     ct = stamps if isinstance(stamps, int) else stamps[a:b]
                 else:
-                    cv = [vals[i] for i in chunk]
-                    ck = [keys[i] for i in chunk] if keys is not None else None
-                    ch = [hdrs[i] for i in chunk] if hdrs is not None else None
-                    ct = stamps if isinstance(stamps, int) else [stamps[i] for i in chunk]
+                    cv = list(map(vals.__getitem__, chunk))
+                    ck = list(map(keys.__getitem__, chunk)) if keys is not None else None
+                    ch = list(map(hdrs.__getitem__, chunk)) if hdrs is not None else None
+                    ct = (stamps if isinstance(stamps, int)
+                          else list(map(stamps.__getitem__, chunk)))
                 encoded = encode_batch(cv, ck, ct, ch)
                 try:
                     appended = self._append(topic, partition, encoded)
