@@ -1,8 +1,8 @@
 """Topic and log settings: names with units, defaults, validation, persistence.
 
-A topic's configuration is a :class:`TopicConfig`, stored as JSON in the topic's
+A topic's configuration is a ``TopicConfig``, stored as JSON in the topic's
 directory (written to a temp file, fsynced, renamed) so it survives reopen. Log
-options (:class:`LogOptions`) belong to one ``eventlog.open`` call and are not stored.
+options (``LogOptions``) belong to one ``eventlog.open`` call and are not stored.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """The exception tree of eventlog.
 
-Every error raised by the public API derives from :class:`EventLogError`.
+Every error raised by the public API derives from ``EventLogError``.
 Where the meaning matches a built-in exception, the error also inherits from it,
-so ``except ValueError`` keeps working for bad input::
+so ``except ValueError`` keeps working for bad input:
 
     EventLogError
      ├── ClosedError                      the log, producer or consumer is closed

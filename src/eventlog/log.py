@@ -1,6 +1,6 @@
 """Log: a log directory, its topics, open/close, recovery and administration.
 
-Directory layout::
+Directory layout:
 
     <log>/
       eventlog.json            format marker (refuses to adopt a foreign directory)

@@ -2,7 +2,7 @@
 ``pip install 'eventlog[prometheus]'``).
 
 Each scrape takes a ``Log.metrics()`` snapshot and exposes it as gauges, labelled by
-topic, partition and group, so that alerts can fire on growing consumer lag::
+topic, partition and group, so that alerts can fire on growing consumer lag:
 
     eventlog_partition_start_offset{topic, partition}
     eventlog_partition_end_offset{topic, partition}

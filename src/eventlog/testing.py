@@ -138,7 +138,7 @@ def _check_ms(name: str, value: object) -> int:
 class Harness:
     """Logs, producers and consumers for one test, all closed together at the end.
 
-    The pytest fixtures are built on it; use it directly where there is no pytest::
+    The pytest fixtures are built on it; use it directly where there is no pytest:
 
         with Harness(clock=ManualClock()) as h:
             h.log.create_topic("orders")
