@@ -30,6 +30,7 @@ import tempfile
 import time
 
 from _harness import Result, command_line, freeze_inputs, interleave, report, sample_dicts, table
+from bench_consumer import consumer_poll
 
 import eventlog
 
@@ -63,19 +64,6 @@ def keyed_batch(dicts, partitions: int):
             producer.send_batch("t", dicts, keys=keys)
             yield start
             producer.close()
-    return run
-
-
-def poll_all(path: str, n: int):
-    def run(_: str):
-        with eventlog.open(path) as log:
-            consumer = eventlog.Consumer(log, "t", max_poll_records=10_000)
-            start = time.perf_counter()
-            got = 0
-            while got < n:
-                got += len(consumer.poll(timeout=1))
-            yield start
-            consumer.close()
     return run
 
 
@@ -170,7 +158,7 @@ def main() -> None:
             for _ in keyed_batch(dicts, p)(path):
                 pass
             results[f"poll {p}"] = Result(f"poll {p}", n)
-            readers.append((f"poll {p}", poll_all(path, n)))
+            readers.append((f"poll {p}", consumer_poll(path, n)))
         interleave(results, readers, repeat)
 
         procs: dict[tuple[int, bool], list[float]] = {
