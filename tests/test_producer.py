@@ -232,6 +232,15 @@ def test_keyless_keyed_and_header_records_mix_in_one_pending_batch(log):
     assert [r.headers for r in records] == [[], [], [], [], [("h", b"1")], [], [], []]
 
 
+def test_a_flushed_batch_is_not_kept_by_the_send_fast_path(orders):
+    with Producer(orders, linger_ms=60_000) as producer:
+        for i in range(10):
+            producer.send("orders", b"x" * 100)
+        assert "orders" in producer._hot  # the fast path holds the pending batch...
+        producer.flush()
+        assert "orders" not in producer._hot  # ...and lets go of it once it is appended
+
+
 def test_keyless_sends_follow_the_sticky_partition_through_bulk_sends_and_new_partitions(
         orders):
     with Producer(orders, linger_ms=60_000, batch_bytes=512 << 10) as producer:

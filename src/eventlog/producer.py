@@ -698,6 +698,9 @@ class Producer:
                     return
                 slots[partition] = None  # type: ignore[index]
                 pending.plain = False
+                hot = self._hot.get(topic)
+                if hot is not None and hot[0] is pending:  # let its records go with it
+                    del self._hot[topic]
                 self._inflight[(topic, partition)] = pending.batch
             result, error = self._append_pending(topic, pending)
             # Complete the futures before letting go of the partition, so that a flush
