@@ -234,7 +234,7 @@ def test_keyless_keyed_and_header_records_mix_in_one_pending_batch(log):
 
 def test_a_flushed_batch_is_not_kept_by_the_send_fast_path(orders):
     with Producer(orders, linger_ms=60_000) as producer:
-        for i in range(10):
+        for _ in range(10):
             producer.send("orders", b"x" * 100)
         assert "orders" in producer._hot  # the fast path holds the pending batch...
         producer.flush()
