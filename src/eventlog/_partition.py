@@ -45,7 +45,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import NamedTuple
 
-from . import _compaction, _fileutil, _format, _head
+from . import _compaction, _fileutil, _format, _head, _notify
 from ._format import BatchHeader, DecodedBatch, EncodedBatch
 from ._head import Head, HeadState
 from ._producer_state import (
@@ -198,6 +198,15 @@ class PartitionLog:
     @property
     def end_offset(self) -> int:
         return self.state().end_offset
+
+    def bounds(self) -> tuple[int, int]:
+        """``(start_offset, end_offset)`` from one head read."""
+        st = self.state()
+        return st.start_offset, st.end_offset
+
+    def wake_words(self) -> tuple[_notify.Word, _notify.Word]:
+        """The head's (notify counter, waiters) words, for ``_notify.wait``."""
+        return self._head.counter, self._head.waiters
 
     def notify_count(self) -> int:
         return self._head.notify_count()

@@ -29,7 +29,7 @@ TIMESTAMP_TYPES = ("create_time", "log_append_time")
 RECOVERY_MODES = ("strict", "truncate")
 
 
-def _check_int(name: str, value: Any, lo: int, hi: int | None = None,
+def check_int(name: str, value: Any, lo: int, hi: int | None = None,
                optional: bool = False) -> None:
     if value is None and optional:
         return
@@ -67,15 +67,15 @@ class TopicConfig:
     timestamp_type: str = "create_time"    # or "log_append_time"
 
     def __post_init__(self) -> None:
-        _check_int("segment_bytes", self.segment_bytes, MIN_SEGMENT_BYTES, MAX_SEGMENT_BYTES)
-        _check_int("segment_ms", self.segment_ms, 1, optional=True)
-        _check_int("retention_ms", self.retention_ms, 0, optional=True)
-        _check_int("retention_bytes", self.retention_bytes, 0, optional=True)
+        check_int("segment_bytes", self.segment_bytes, MIN_SEGMENT_BYTES, MAX_SEGMENT_BYTES)
+        check_int("segment_ms", self.segment_ms, 1, optional=True)
+        check_int("retention_ms", self.retention_ms, 0, optional=True)
+        check_int("retention_bytes", self.retention_bytes, 0, optional=True)
         _check_choice("cleanup_policy", self.cleanup_policy, CLEANUP_POLICIES)
-        _check_int("max_message_bytes", self.max_message_bytes, 1, MAX_SEGMENT_BYTES)
-        _check_int("index_interval_bytes", self.index_interval_bytes, 1, MAX_SEGMENT_BYTES)
-        _check_int("delete_retention_ms", self.delete_retention_ms, 0)
-        _check_int("min_compaction_lag_ms", self.min_compaction_lag_ms, 0)
+        check_int("max_message_bytes", self.max_message_bytes, 1, MAX_SEGMENT_BYTES)
+        check_int("index_interval_bytes", self.index_interval_bytes, 1, MAX_SEGMENT_BYTES)
+        check_int("delete_retention_ms", self.delete_retention_ms, 0)
+        check_int("min_compaction_lag_ms", self.min_compaction_lag_ms, 0)
         ratio = self.min_cleanable_dirty_ratio
         if type(ratio) not in (int, float) or not 0 <= ratio <= 1:
             raise InvalidConfigError(f"min_cleanable_dirty_ratio must be a number in [0, 1], "
@@ -124,7 +124,7 @@ class TopicMetadata:
             if doc.get("format") != 1:
                 raise InvalidConfigError(f"{source}: unsupported format {doc.get('format')!r}")
             partitions = doc["partitions"]
-            _check_int("partitions", partitions, 1)
+            check_int("partitions", partitions, 1)
             config = TopicConfig.from_mapping(doc["config"])
             return cls(str(doc["name"]), partitions, config, int(doc.get("created_ms", 0)))
         except InvalidConfigError:
@@ -164,13 +164,13 @@ class LogOptions:
 
     def __post_init__(self) -> None:
         _check_choice("fsync", self.fsync, FSYNC_MODES)
-        _check_int("fsync_interval_ms", self.fsync_interval_ms, 1)
+        check_int("fsync_interval_ms", self.fsync_interval_ms, 1)
         _check_choice("recovery", self.recovery, RECOVERY_MODES)
         if type(self.auto_create_topics) is not bool:
             raise InvalidConfigError("auto_create_topics must be a bool")
         if not callable(self.clock):
             raise InvalidConfigError("clock must be a callable returning epoch milliseconds")
-        _check_int("default_partitions", self.default_partitions, 1)
+        check_int("default_partitions", self.default_partitions, 1)
 
     @classmethod
     def from_kwargs(cls, options: Mapping[str, Any]) -> LogOptions:

@@ -36,12 +36,13 @@ from types import TracebackType
 from typing import Any
 
 from . import _compaction, _fileutil
+from ._backend import LocalBackend
 from ._group import GroupFiles, group_names, remove_group_files
 from ._offsets import OffsetStore
 from ._offsets import parse as parse_offsets
 from ._partition import StorageContext, create_partition_files
 from ._types import TopicPartition
-from .config import LogOptions, TopicConfig, TopicMetadata, _check_int
+from .config import LogOptions, TopicConfig, TopicMetadata, check_int
 from .errors import (
     ClosedError,
     GroupNotEmptyError,
@@ -139,7 +140,7 @@ class Log:
     def __init__(self, path: str | os.PathLike[str], **options: Any) -> None:
         maintenance_interval_ms = options.pop("maintenance_interval_ms", None)
         if maintenance_interval_ms is not None:
-            _check_int("maintenance_interval_ms", maintenance_interval_ms, 1)
+            check_int("maintenance_interval_ms", maintenance_interval_ms, 1)
         self.options = LogOptions.from_kwargs(options)
         self.path = os.path.abspath(os.fspath(path))
         self._ctx = StorageContext(self.options)
@@ -162,6 +163,8 @@ class Log:
             self._topics.clear()
             self._release_lock()
             raise
+        self._backend = LocalBackend(self.path, self._ctx, _TopicsShim(self),  # type: ignore[arg-type]
+                                     self._check_open, lambda: self._closed)
         self._rate_samples: dict[tuple[str, int], tuple[float, int]] = {}
         self._stores: dict[str, OffsetStore] = {}
         self._maintenance: threading.Thread | None = None
@@ -261,6 +264,12 @@ class Log:
         return self._closed
 
     @property
+    def backend(self) -> LocalBackend:
+        """The seam ``Producer`` and ``Consumer`` use (see ``eventlog._backend``); not
+        meant for applications."""
+        return self._backend
+
+    @property
     def failed(self) -> bool:
         """True after an fsync failed: the log then refuses writes until reopened."""
         return self._ctx.failure is not None
@@ -348,7 +357,7 @@ class Log:
         validate_topic_name(name)
         if partitions is None:
             partitions = self.options.default_partitions
-        _check_int("partitions", partitions, 1, 100_000)
+        check_int("partitions", partitions, 1, 100_000)
         topic_config = TopicConfig.from_mapping(
             {k: v for k, v in config.items()}, base=self.options.topic_defaults)
         now = self._ctx.clock()
@@ -799,3 +808,22 @@ class Log:
         finally:
             self._release_lock()
 
+
+
+class _TopicsShim:  # temporary, until _topics.TopicStore lands
+    def __init__(self, log: Log) -> None:
+        self.log = log
+
+    def topic(self, name: str) -> _TopicShim:
+        return _TopicShim(self.log.topic(name))
+
+
+class _TopicShim:
+    def __init__(self, topic: Topic) -> None:
+        self.t = topic
+
+    def metadata(self) -> TopicMetadata:
+        return self.t._refresh()
+
+    def partition_log(self, i: int) -> Any:
+        return self.t.partition(i)._log

@@ -45,6 +45,7 @@ from . import _fileutil
 from ._format import EncodedBatch, encode_batch
 from ._partition import AppendResult
 from ._producer_state import SEQUENCE_MODULUS
+from ._records import byte_sizes, check_headers, record_size
 from ._types import RecordMetadata
 from .config import _wall_clock_ms
 from .errors import (
@@ -57,7 +58,7 @@ from .errors import (
 )
 from .log import Log
 from .serde import BUILTINS, Serializer, column_packer, is_builtin, serializer
-from .topic import Topic, byte_sizes, check_headers, record_size
+from .topic import Topic
 
 __all__ = ["BatchMetadata", "Producer", "RecordFuture", "murmur2"]
 

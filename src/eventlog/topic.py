@@ -12,19 +12,18 @@ import re
 import threading
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 from . import _fileutil
 from ._format import EncodedBatch, encode_batch
 from ._partition import DEFAULT_FETCH_BYTES, PartitionLog, StorageContext
+from ._records import byte_sizes, check_bytes_column, check_headers, check_sizes, record_size
 from ._types import Record, TopicPartition, records_from_batches
 from .config import TopicConfig, TopicMetadata
 from .errors import (
     ClosedError,
     InvalidConfigError,
-    InvalidRecordError,
     InvalidTopicError,
-    RecordTooLargeError,
     UnknownPartitionError,
     UnknownTopicError,
 )
@@ -53,59 +52,6 @@ def validate_topic_name(name: object) -> str:
         raise InvalidTopicError(f"invalid topic name {shown!r}: use 1 to 249 of the "
                                 "characters A-Z a-z 0-9 . _ -, and not '.' or '..'")
     return name
-
-
-def record_size(key: bytes | None, value: bytes | None,
-                headers: Sequence[tuple[str, bytes]] | None) -> int:
-    size = (len(key) if key is not None else 0) + (len(value) if value is not None else 0)
-    if headers:
-        for k, v in headers:
-            size += len(k.encode("utf-8", "surrogatepass")) + len(v)
-    return size
-
-
-def check_headers(headers: Any, where: str) -> list[tuple[str, bytes]] | None:
-    """Validate headers as a sequence of ``(str, bytes)`` pairs; None for no headers."""
-    if headers is None:
-        return None
-    if isinstance(headers, (str, bytes, dict)) or not hasattr(headers, "__iter__"):
-        raise InvalidRecordError(f"{where}: headers must be a list of (str, bytes) pairs, "
-                        f"not {type(headers).__name__}")
-    out = []
-    for pair in headers:
-        if not (isinstance(pair, (tuple, list)) and len(pair) == 2):
-            raise InvalidRecordError(f"{where}: each header must be a (str, bytes) pair, "
-                                     f"not {pair!r}")
-        k, v = pair
-        if not isinstance(k, str) or not isinstance(v, (bytes, bytearray, memoryview)):
-            raise InvalidRecordError(f"{where}: header {pair!r} is not a (str, bytes) pair")
-        try:
-            k.encode("utf-8")
-        except UnicodeEncodeError as exc:
-            raise InvalidRecordError(f"{where}: header name {k!r} is not valid UTF-8") from exc
-        out.append((k, bytes(v)))
-    return out or None
-
-
-_BYTES_OR_NONE = frozenset((bytes, type(None)))
-
-
-def _check_bytes_column(column: Sequence[Any], what: str, where: str) -> None:
-    """Raise TypeError unless every item is bytes or None (one C-level pass)."""
-    if not set(map(type, column)) <= _BYTES_OR_NONE:
-        i, item = next((i, x) for i, x in enumerate(column)
-                       if x is not None and type(x) is not bytes)
-        raise InvalidRecordError(f"{where}: {what} {i} must be bytes or None, "
-                                 f"not {type(item).__name__}")
-
-
-def byte_sizes(column: Sequence[bytes | None]) -> list[int]:
-    """``len`` of every item, 0 for None: one C-level pass (a second one only when a
-    None is present). Passes over many objects are memory-bound, so each one counts."""
-    try:
-        return list(map(len, cast("Sequence[bytes]", column)))
-    except TypeError:
-        return list(map(len, [b"" if x is None else x for x in column]))
 
 
 class Partition:
@@ -192,21 +138,17 @@ class Partition:
         if headers is not None and len(headers) != count:
             raise ValueError("headers and values differ in length")
         limit = self.topic.config.max_message_bytes
-        _check_bytes_column(values, "value", where)
+        check_bytes_column(values, "value", where)
         sizes: Any = byte_sizes(values)
         if keys is not None:
-            _check_bytes_column(keys, "key", where)
+            check_bytes_column(keys, "key", where)
             sizes = map(operator.add, sizes, byte_sizes(keys))
         norm_headers = None
         if headers is not None:
             norm_headers = [check_headers(h, where) for h in headers]
             header_sizes = [record_size(None, None, h) for h in norm_headers]
             sizes = map(operator.add, sizes, header_sizes)
-        sizes = list(sizes)
-        if max(sizes) > limit:
-            i = next(i for i, size in enumerate(sizes) if size > limit)
-            raise RecordTooLargeError(f"{where}: record {i} is {sizes[i]} bytes, more than "
-                                      f"max_message_bytes={limit}")
+        check_sizes(list(sizes), limit, where)
         if timestamps_ms is None:
             timestamps_ms = self.topic.clock()
         elif not isinstance(timestamps_ms, int) and len(timestamps_ms) != count:

@@ -1,0 +1,96 @@
+"""Validation of records before they are encoded: types, headers, sizes, serializers.
+
+One place for the checks every write path makes (``Partition.encode``, ``Producer.send``
+and ``send_batch``), so they raise the same typed errors with the same messages.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, cast
+
+from .errors import InvalidRecordError, RecordTooLargeError, SerializationError
+
+__all__ = ["byte_sizes", "check_bytes_column", "check_headers", "check_size", "check_sizes",
+           "record_size", "serialization_error"]
+
+
+def record_size(key: bytes | None, value: bytes | None,
+                headers: Sequence[tuple[str, bytes]] | None) -> int:
+    size = (len(key) if key is not None else 0) + (len(value) if value is not None else 0)
+    if headers:
+        for k, v in headers:
+            size += len(k.encode("utf-8", "surrogatepass")) + len(v)
+    return size
+
+
+def check_headers(headers: Any, where: str) -> list[tuple[str, bytes]] | None:
+    """Validate headers as a sequence of ``(str, bytes)`` pairs; None for no headers."""
+    if headers is None:
+        return None
+    if isinstance(headers, (str, bytes, dict)) or not hasattr(headers, "__iter__"):
+        raise InvalidRecordError(f"{where}: headers must be a list of (str, bytes) pairs, "
+                        f"not {type(headers).__name__}")
+    out = []
+    for pair in headers:
+        if not (isinstance(pair, (tuple, list)) and len(pair) == 2):
+            raise InvalidRecordError(f"{where}: each header must be a (str, bytes) pair, "
+                                     f"not {pair!r}")
+        k, v = pair
+        if not isinstance(k, str) or not isinstance(v, (bytes, bytearray, memoryview)):
+            raise InvalidRecordError(f"{where}: header {pair!r} is not a (str, bytes) pair")
+        try:
+            k.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise InvalidRecordError(f"{where}: header name {k!r} is not valid UTF-8") from exc
+        out.append((k, bytes(v)))
+    return out or None
+
+
+_BYTES_OR_NONE = frozenset((bytes, type(None)))
+
+
+def check_bytes_column(column: Sequence[Any], what: str, where: str) -> None:
+    """Raise TypeError unless every item is bytes or None (one C-level pass)."""
+    if not set(map(type, column)) <= _BYTES_OR_NONE:
+        i, item = next((i, x) for i, x in enumerate(column)
+                       if x is not None and type(x) is not bytes)
+        raise InvalidRecordError(f"{where}: {what} {i} must be bytes or None, "
+                                 f"not {type(item).__name__}")
+
+
+def byte_sizes(column: Sequence[bytes | None]) -> list[int]:
+    """``len`` of every item, 0 for None: one C-level pass (a second one only when a
+    None is present). Passes over many objects are memory-bound, so each one counts."""
+    try:
+        return list(map(len, cast("Sequence[bytes]", column)))
+    except TypeError:
+        return list(map(len, [b"" if x is None else x for x in column]))
+
+
+def check_size(size: int, limit: int, topic: str) -> None:
+    """Raise ``RecordTooLargeError`` if one record of ``size`` bytes exceeds ``limit``
+    (the topic's ``max_message_bytes``)."""
+    if size > limit:
+        raise RecordTooLargeError(f"topic {topic!r}: the record is {size} bytes, more than "
+                                  f"max_message_bytes={limit}")
+
+
+def check_sizes(sizes: Sequence[int], limit: int, where: str) -> None:
+    """Raise ``RecordTooLargeError`` naming the first record of a column over ``limit``.
+    Cost: one C-level ``max`` unless a record is too large."""
+    if sizes and max(sizes) > limit:
+        i = next(i for i, size in enumerate(sizes) if size > limit)
+        raise RecordTooLargeError(f"{where}: record {i} is {sizes[i]} bytes, more than "
+                                  f"max_message_bytes={limit}")
+
+
+def serialization_error(topic: str, what: str, exc: BaseException, *,
+                        index: int | None = None, verb: str = "serialize"
+                        ) -> SerializationError:
+    """The ``SerializationError`` for a serializer (or deserializer) that raised ``exc``
+    on the ``what`` ("key" or "value") of a record of ``topic``; the caller raises it
+    ``from exc``."""
+    of = f" of record {index}" if index is not None else ""
+    return SerializationError(f"topic {topic!r}: could not {verb} the {what}{of} "
+                              f"({type(exc).__name__}: {exc})")
