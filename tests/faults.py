@@ -175,11 +175,7 @@ def power_loss(root: str, recorder: SyncRecorder, rng: random.Random) -> dict[st
 
 def crash(log: eventlog.Log) -> None:
     """Drop a Log as a killed process would: no fsync, no clean marker."""
-    log._stop_flusher.set()
-    log._closed = True
-    for topic in list(log._topics.values()):
-        topic._close(clean=False)
-    log._release_lock()
+    log._abandon()
 
 
 @contextmanager

@@ -23,7 +23,7 @@ def test_alter_topic_is_persisted_and_seen_by_other_logs(log_dir):
         seen = other.topic("t")
         log.alter_topic("t", retention_ms=None, segment_bytes=4096, cleanup_policy="compact")
         assert log.topic("t").config.segment_bytes == 4096
-        seen._refresh(force=True)
+        seen.refresh()
         assert (seen.config.retention_ms, seen.config.cleanup_policy) == (None, "compact")
         with pytest.raises(InvalidConfigError):
             log.alter_topic("t", segment_bytes=1)

@@ -168,7 +168,7 @@ def test_without_group_reads_everything_and_commit_raises(filled):
             consumer.commit()
         assert consumer.committed(TP("orders", 0)) is None
         filled.topic("orders").add_partitions(1)
-        filled.topic("orders")._refresh(force=True)
+        filled.topic("orders").refresh()
         with Producer(filled) as producer:
             producer.send("orders", "new", partition=4).result()
         got = drain(consumer, 1, timeout=5)

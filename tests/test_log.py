@@ -173,7 +173,7 @@ def test_add_partitions_is_seen_by_other_logs(log_dir):
         seen = other.topic("t")
         topic.add_partitions(2)
         assert len(topic.partitions) == 3
-        seen._refresh(force=True)
+        seen.refresh()
         assert len(seen.partitions) == 3
         seen.partition(2).append([b"new"])
         assert [r.value for r in topic.partition(2).read(0)] == [b"new"]

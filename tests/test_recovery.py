@@ -19,11 +19,7 @@ from eventlog._segment import file_name
 
 
 def crash(log):
-    log._stop_flusher.set()
-    log._closed = True
-    for topic in list(log._topics.values()):
-        topic._close(clean=False)
-    log._release_lock()
+    log._abandon()
 
 
 def reboot(partition_dir):

@@ -1,57 +1,26 @@
 """Topic and Partition: the public façades over a topic directory and its partitions.
 
-A ``Topic`` reads its metadata from ``topic.json`` and notices changes made by other
-processes (new partitions, altered config) within ``_REFRESH_S`` seconds.
+The directory itself (metadata, refresh, partition logs) is ``_topics.TopicFiles``;
+the storage of a partition is ``_partition.PartitionLog``. These classes validate
+arguments and translate errors, and hold no state of their own beyond that.
 """
 
 from __future__ import annotations
 
 import operator
-import os
-import re
 import threading
-import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from . import _fileutil
 from ._format import EncodedBatch, encode_batch
-from ._partition import DEFAULT_FETCH_BYTES, PartitionLog, StorageContext
+from ._partition import DEFAULT_FETCH_BYTES, PartitionLog
 from ._records import byte_sizes, check_bytes_column, check_headers, check_sizes, record_size
+from ._topics import TopicFiles, validate_topic_name
 from ._types import Record, TopicPartition, records_from_batches
 from .config import TopicConfig, TopicMetadata
-from .errors import (
-    ClosedError,
-    InvalidConfigError,
-    InvalidTopicError,
-    UnknownPartitionError,
-    UnknownTopicError,
-)
-
-if TYPE_CHECKING:
-    from .log import Log
 
 __all__ = ["Partition", "Topic", "validate_topic_name"]
-
-_TOPIC_NAME = re.compile(r"[A-Za-z0-9._-]{1,249}")
-_REFRESH_S = 0.5
-TOPIC_FILE = "topic.json"
-_MAX_TOPIC_FILE_BYTES = 1 << 20
-
-
-def validate_topic_name(name: object) -> str:
-    """Return ``name`` if it follows Kafka's rule, else raise ``InvalidTopicError``.
-
-    Checked before any file is touched: the allowed characters contain no path
-    separator, and ``.``/``..`` are refused, so a name never leaves the log directory.
-    """
-    if not isinstance(name, str):
-        raise InvalidTopicError(f"a topic name must be a str, not {type(name).__name__}")
-    if name in (".", "..") or not _TOPIC_NAME.fullmatch(name):
-        shown = name if len(name) <= 60 else name[:57] + "..."
-        raise InvalidTopicError(f"invalid topic name {shown!r}: use 1 to 249 of the "
-                                "characters A-Z a-z 0-9 . _ -, and not '.' or '..'")
-    return name
 
 
 class Partition:
@@ -171,132 +140,68 @@ class Partition:
 
 
 class Topic:
-    """A topic of an open log: its name, partitions and configuration."""
+    """A topic of an open log: its name, partitions and configuration. Thread-safe.
 
-    def __init__(self, log: Log, name: str, directory: str, context: StorageContext,
-                 *, recover: bool = False) -> None:
-        self._log = log
-        self.name = name
-        self.directory = directory
-        self._ctx = context
+    A façade over the topic's directory (``_topics.TopicFiles``): settings and the
+    partition count are re-read within half a second when another process changes
+    them. A ``Topic`` whose topic was deleted raises ``UnknownTopicError`` from then on,
+    even if a topic of the same name is created again (``Log.topic`` returns the new one).
+    """
+
+    def __init__(self, files: TopicFiles) -> None:
+        self._files = files
+        self.name = files.name
+        self.directory = files.directory
         self._lock = threading.Lock()
-        self._dir_ino = self._dir_inode()
-        self._partitions: list[Partition | None] = []
-        self._set_meta(self._read_meta())
-        self._checked_at = time.monotonic()
-        if recover:
-            for i in range(self._meta.partitions):
-                self.partition(i)
+        self._partitions: dict[int, tuple[PartitionLog, Partition]] = {}
 
     def __repr__(self) -> str:
-        return f"<Topic {self.name!r} partitions={self._meta.partitions}>"
+        return f"<Topic {self.name!r} partitions={self.num_partitions}>"
 
     def clock(self) -> int:
-        return self._ctx.clock()
+        """Now, in epoch milliseconds, on the log's clock."""
+        return self._files.store.context.clock()
 
-    # -- metadata ---------------------------------------------------------------------
+    @property
+    def metadata(self) -> TopicMetadata:
+        """Name, partition count, settings and creation time, as stored."""
+        return self._files.metadata()
 
-    def _meta_path(self) -> str:
-        return os.path.join(self.directory, TOPIC_FILE)
+    def refresh(self) -> TopicMetadata:
+        """Re-read the topic's metadata now (changes by other processes are otherwise
+        seen within half a second)."""
+        return self._files.metadata(force=True)
 
-    def _stat(self) -> tuple[int, int]:
-        try:
-            st = os.stat(self._meta_path())
-        except FileNotFoundError:
-            return (0, 0)
-        return (st.st_ino, st.st_mtime_ns)
-
-    def _read_meta(self) -> TopicMetadata:
-        path = self._meta_path()
-        try:
-            data = _fileutil.read_file(path, _MAX_TOPIC_FILE_BYTES)
-        except FileNotFoundError as exc:
-            raise UnknownTopicError(f"topic {self.name!r} does not exist") from exc
-        return TopicMetadata.from_json(data, path)
-
-    def _dir_inode(self) -> int:
-        try:
-            return os.stat(self.directory).st_ino
-        except FileNotFoundError:
-            return 0
-
-    def _set_meta(self, meta: TopicMetadata) -> None:
-        with self._lock:
-            self._meta = meta
-            self._meta_stat = self._stat()
-            grow = meta.partitions - len(self._partitions)
-            if grow > 0:
-                self._partitions.extend([None] * grow)
-
-    @_fileutil.translate_errors("topic")
-    def _refresh(self, force: bool = False) -> TopicMetadata:
-        """The metadata, re-read if another process changed it. A topic that was
-        deleted (and perhaps created again under the same name, in a new directory)
-        raises ``UnknownTopicError``; ``Log.topic`` then loads the new one."""
-        now = time.monotonic()
-        if force or now - self._checked_at >= _REFRESH_S:
-            self._checked_at = now
-            stat = self._stat()
-            if stat == (0, 0) or self._dir_inode() != self._dir_ino:
-                raise UnknownTopicError(f"topic {self.name!r} was deleted")
-            if stat != self._meta_stat:
-                self._set_meta(self._read_meta())
-        return self._meta
-
-    def _write_meta(self, meta: TopicMetadata) -> None:
-        _fileutil.atomic_write(self._meta_path(), meta.to_json())
-        self._set_meta(meta)
+    def _refresh(self, force: bool = False) -> TopicMetadata:  # TEMPORARY: old producer
+        return self._files.metadata(force)
 
     @property
     def config(self) -> TopicConfig:
         """The topic's settings (re-read when another process changes them)."""
-        return self._refresh().config
+        return self._files.metadata().config
 
     @property
     def num_partitions(self) -> int:
-        return self._refresh().partitions
+        return self._files.metadata().partitions
 
     @property
     def partitions(self) -> list[Partition]:
         """Every partition, in id order."""
         return [self.partition(i) for i in range(self.num_partitions)]
 
-    @_fileutil.translate_errors("topic")
     def partition(self, partition_id: int) -> Partition:
         """Partition ``partition_id`` (0-based). Raises ``UnknownPartitionError`` (an
         ``IndexError``) if out of range."""
-        if type(partition_id) is not int:
-            raise UnknownPartitionError(f"partition id must be an int, not "
-                                        f"{type(partition_id).__name__}")
-        count = self.num_partitions
-        if not 0 <= partition_id < count:
-            raise UnknownPartitionError(f"topic {self.name!r} has partitions "
-                                        f"0..{count - 1}, not {partition_id}")
-        part = self._partitions[partition_id]
-        if part is None:
+        plog = self._files.partition_log(partition_id)
+        cached = self._partitions.get(partition_id)
+        if cached is None or cached[0] is not plog:
             with self._lock:
-                part = self._partitions[partition_id]
-                if part is None:
-                    if self._log._closed:
-                        raise ClosedError("the log is closed")
-                    plog = PartitionLog(os.path.join(self.directory, str(partition_id)),
-                                        lambda: self._refresh().config, self._ctx,
-                                        recover=self._log._recovering)
-                    part = Partition(self, partition_id, plog)
-                    self._partitions[partition_id] = part
-        return part
+                cached = self._partitions.get(partition_id)
+                if cached is None or cached[0] is not plog:
+                    cached = self._partitions[partition_id] = (
+                        plog, Partition(self, partition_id, plog))
+        return cached[1]
 
-    @_fileutil.translate_errors("topic")
     def add_partitions(self, count: int) -> None:
         """Add ``count`` new, empty partitions (the count never shrinks, as in Kafka)."""
-        if type(count) is not int or count < 1:
-            raise InvalidConfigError(f"add_partitions needs a positive int, not {count!r}")
-        self._log._add_partitions(self, count)
-
-    def _opened_partitions(self) -> list[Partition]:
-        return [p for p in self._partitions if p is not None]
-
-    def _close(self, clean: bool) -> None:
-        for part in self._opened_partitions():
-            part._log.close(clean=clean)
-        self._partitions = [None] * len(self._partitions)
+        self._files.store.add_partitions(self._files, count)
