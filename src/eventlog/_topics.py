@@ -81,6 +81,7 @@ class TopicFiles:
         self.directory = directory
         self._lock = threading.Lock()
         self._dir_ino = self._dir_inode()
+        self._deleted = False
         self._logs: list[PartitionLog | None] = []
         self._set_meta(self._read_meta())
         self._checked_at = time.monotonic()
@@ -128,10 +129,11 @@ class TopicFiles:
         deleted (and perhaps created again under the same name, in a new directory)
         raises ``UnknownTopicError``; ``TopicStore.topic`` then loads the new one."""
         now = time.monotonic()
-        if force or now - self._checked_at >= REFRESH_S:
+        if force or now - self._checked_at >= REFRESH_S or self._deleted:
             self._checked_at = now
             stat = self._stat()
-            if stat == (0, 0) or self._dir_inode() != self._dir_ino:
+            if self._deleted or stat == (0, 0) or self._dir_inode() != self._dir_ino:
+                self._deleted = True  # for good: a topic created again is a new one
                 raise UnknownTopicError(f"topic {self.name!r} was deleted")
             if stat != self._meta_stat:
                 self._set_meta(self._read_meta())
@@ -182,6 +184,18 @@ class TopicFiles:
 
     def opened(self) -> list[PartitionLog]:
         return [p for p in self._logs if p is not None]
+
+    def _check(self) -> None:
+        """Assert the invariants (for tests): one slot per partition, each open log in
+        its own directory, the cached metadata what the file holds while it is unchanged."""
+        meta = self._meta
+        assert meta.name == self.name, (meta.name, self.name)
+        assert len(self._logs) == meta.partitions, (len(self._logs), meta.partitions)
+        for i, plog in enumerate(self._logs):
+            if plog is not None:
+                assert plog.directory == os.path.join(self.directory, str(i)), plog
+        if self._stat() == self._meta_stat != (0, 0):
+            assert self._read_meta() == meta
 
     def close(self, clean: bool) -> None:
         """Close the partitions opened so far (``clean``: fsync and mark them clean)."""
@@ -270,6 +284,14 @@ class TopicStore:
     def loaded(self) -> list[TopicFiles]:
         with self._lock:
             return list(self._topics.values())
+
+    def _check(self) -> None:
+        """Assert the invariants (for tests): every loaded topic is a valid name with its
+        directory under ``topics/``, and is itself consistent."""
+        for name, files in self._topics.items():
+            assert validate_topic_name(name) == files.name == name
+            assert os.path.dirname(files.directory) == self.topics_dir, files.directory
+            files._check()
 
     def recover_all(self) -> None:
         """Open (and so recover) every partition of every topic on disk."""
