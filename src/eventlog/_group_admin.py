@@ -19,6 +19,7 @@ from ._offsets import parse as parse_offsets
 from ._partition import StorageContext
 from ._topics import TopicStore
 from ._types import TopicPartition
+from .config import check_int
 from .errors import GroupNotEmptyError, InvalidConfigError, UnknownGroupError, UnknownTopicError
 from .monitoring import Problem
 
@@ -125,8 +126,7 @@ class GroupAdmin:
                                      "to_timestamp_ms, shift_by")
         for name, value in (("to_offset", to_offset), ("to_timestamp_ms", to_timestamp_ms),
                             ("shift_by", shift_by)):
-            if value is not None and type(value) is not int:
-                raise InvalidConfigError(f"{name} must be an int, not {value!r}")
+            check_int(name, value, -(2**63), optional=True)
         files = self._files(group_id, must_exist=topics is None)
         store = self._store(files)
         with files.locked():

@@ -359,8 +359,7 @@ class TopicStore:
 
     def add_partitions(self, files: TopicFiles, count: int) -> None:
         """Add ``count`` empty partitions (the count never shrinks, as in Kafka)."""
-        if type(count) is not int or count < 1:
-            raise InvalidConfigError(f"add_partitions needs a positive int, not {count!r}")
+        check_int("add_partitions count", count, 1)
         with self._meta_locked(f"adding partitions to {files.name!r}"):
             meta = files.metadata(force=True)
             check_int("partitions", meta.partitions + count, 1, MAX_PARTITIONS)

@@ -48,13 +48,14 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
 from ._types import Record, TopicPartition
+from .config import check_int
 from .consumer import Consumer
-from .errors import ClosedError, InvalidConfigError
+from .errors import ClosedError
 from .log import Log
 from .producer import Producer
 from .serde import Deserializer
@@ -130,9 +131,8 @@ class ManualClock:
 
 
 def _check_ms(name: str, value: object) -> int:
-    if type(value) is not int or value < 0:
-        raise InvalidConfigError(f"{name} must be an int >= 0 (milliseconds), not {value!r}")
-    return value
+    check_int(name, value, 0)
+    return cast(int, value)
 
 
 class Harness:

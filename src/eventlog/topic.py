@@ -18,7 +18,7 @@ from ._partition import DEFAULT_FETCH_BYTES, PartitionLog
 from ._records import byte_sizes, check_bytes_column, check_headers, check_sizes, record_size
 from ._topics import TopicFiles, validate_topic_name
 from ._types import Record, TopicPartition, records_from_batches
-from .config import TopicConfig, TopicMetadata
+from .config import TopicConfig, TopicMetadata, check_int
 
 __all__ = ["Partition", "Topic", "validate_topic_name"]
 
@@ -66,10 +66,8 @@ class Partition:
         """
         if type(offset) is not int:
             raise TypeError(f"offset must be an int, not {type(offset).__name__}")
-        if max_records is not None and (type(max_records) is not int or max_records < 1):
-            raise ValueError(f"max_records must be a positive int, not {max_records!r}")
-        if max_bytes is not None and (type(max_bytes) is not int or max_bytes < 1):
-            raise ValueError(f"max_bytes must be a positive int, not {max_bytes!r}")
+        check_int("max_records", max_records, 1, optional=True)
+        check_int("max_bytes", max_bytes, 1, optional=True)
         batches = self._log.fetch(offset, max_bytes or DEFAULT_FETCH_BYTES, max_records)
         return records_from_batches(batches, offset, self.topic.name, self.id, max_records)
 
