@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import importlib
 import os
+import pkgutil
 import random
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -25,14 +26,12 @@ WRITES = frozenset({"pwrite", "write"})
 SYNCS = frozenset({"fsync", "fdatasync"})
 
 
-# The modules that touch files (the CLI, testing and asyncio layers only call these).
-_STORAGE_MODULES = ("_fileutil", "_index", "_segment", "_partition", "_head", "_offsets",
-                    "_compaction", "_producer_state", "_group", "log", "topic", "producer",
-                    "consumer")
-
-
 def eventlog_modules() -> list[Any]:
-    mods = [importlib.import_module(f"eventlog.{name}") for name in _STORAGE_MODULES]
+    """Every eventlog module that uses ``os`` (the CLI only calls into these), found
+    anew each time so that a module added to the package is never left out."""
+    names = [info.name for info in pkgutil.iter_modules(eventlog.__path__, "eventlog.")
+             if info.name != "eventlog.__main__"]
+    mods = [importlib.import_module(name) for name in names]
     return [m for m in mods if getattr(m, "os", None) is os]
 
 

@@ -90,6 +90,21 @@ class Word:
         """Drop the buffer export so the mapping can be closed."""
         self._cobj = None
 
+    def _check(self) -> None:
+        """Assert the invariants of a live (not released) word: it lies inside its
+        mapping at a 4-byte-aligned offset (futexes need that), and the address the
+        kernel sleeps on is the very word ``load`` reads."""
+        assert not self.mm.closed
+        assert self.offset % _WORD.size == 0, self.offset
+        assert 0 <= self.offset <= len(self.mm) - _WORD.size, (self.offset, len(self.mm))
+        if _libc is None:
+            assert self._cobj is None and self.address == 0
+            return
+        assert self._cobj is not None, "released"
+        base = ctypes.addressof(ctypes.c_uint8.from_buffer(self.mm))  # export dropped at once
+        assert self.address == ctypes.addressof(self._cobj) == base + self.offset
+        assert int(self._cobj.value) == self.load()
+
 
 def wake(counter: Word, waiters: Word) -> None:
     """After bumping ``counter``: wake every reader sleeping on it, if any said so."""

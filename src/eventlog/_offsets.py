@@ -155,6 +155,70 @@ class OffsetStore:
             read += len(chunk)
         return b"".join(chunks)
 
+    def _check(self) -> None:
+        """Assert the invariants of the file and of this store's view of it. Tests call
+        it after every mutation; not meant to run while others commit.
+
+        The file is absent, empty (its creator died before writing the header) or
+        starts with the header, and is within the size bound. Every record that counts
+        is checksummed and well formed, with a non-negative partition and offset;
+        nothing after the valid end checks out; no more than ``_COMPACT_RECORDS``
+        records. A cache naming the file as it is now (inode, size) equals a fresh
+        parse; a commit tail naming it parses to exactly that end and record count.
+        No temp file of this thread is left. Cost: reads and parses the whole file."""
+        assert not os.path.exists(_fileutil.temp_name(self.path))
+        try:
+            fd = _fileutil.open_fd(self.path, os.O_RDONLY)
+        except FileNotFoundError:
+            return
+        try:
+            st = os.fstat(fd)
+            assert st.st_size <= _MAX_FILE_BYTES, st.st_size
+            data = self._read_all(fd, st.st_size)
+        finally:
+            os.close(fd)
+        assert data == b"" or data.startswith(_FILE_HEADER), data[:len(_FILE_HEADER)]
+        entries, valid_end, records = parse(data) if data else ([], 0, 0)
+        # An independent walk: records found where parse found them, each well formed.
+        walked: list[tuple[TopicPartition, int]] = []
+        count = 0
+        position = last_end = len(_FILE_HEADER)
+        while data and position + _RECORD.size <= len(data):
+            sync, length, checksum = _RECORD.unpack_from(data, position)
+            body = data[position + _RECORD.size:position + _RECORD.size + length]
+            if sync == _SYNC and length <= _MAX_RECORD_BYTES and len(body) == length \
+                    and xxhash.xxh3_64_intdigest(body) == checksum:
+                try:
+                    found = _parse_payload(body)
+                except Exception:  # checksummed but malformed: parse skips it too
+                    found = None
+                if found is not None:
+                    doc = msgpack.unpackb(body, raw=False)
+                    assert set(doc) == {"ts", "gen", "member", "offsets"}, doc
+                    assert type(doc["ts"]) is int and type(doc["gen"]) is int, doc
+                    assert isinstance(doc["member"], str), doc
+                    assert all(tp.partition >= 0 and off >= 0 for tp, off in found), found
+                    walked.extend(found)
+                    count += 1
+                    position = last_end = position + _RECORD.size + length
+                    continue
+            nxt = data.find(_SYNC, position + 1)
+            if nxt < 0:
+                break
+            position = nxt
+        if data:
+            assert (walked, count, last_end) == (entries, records, valid_end), \
+                (count, records, last_end, valid_end)
+        assert records <= _COMPACT_RECORDS, records
+        fresh: Offsets = dict(entries)
+        cache = self._cache
+        if cache is not None and cache[:2] == (st.st_ino, st.st_size):
+            assert cache[2] == fresh, (cache[2], fresh)
+        tail = self._tail
+        if tail is not None and tail[0] == st.st_ino and tail[1] <= st.st_size:
+            _, end, counted = parse(data[:tail[1]])
+            assert (end, counted) == tail[1:], (end, counted, tail)
+
     # -- writing ------------------------------------------------------------------------
 
     @contextmanager
