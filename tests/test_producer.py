@@ -32,6 +32,11 @@ from tests.conftest import run_python, soak, spawn_python
 unpack = deserializer("msgpack")
 
 
+def check(producer):
+    """The producer's pending-batch invariants (see Accumulator._check)."""
+    producer._accumulator._check()
+
+
 def all_records(log, topic):
     out = []
     for p in log.topic(topic).partitions:
@@ -96,7 +101,9 @@ def test_records_are_batched_per_partition(orders):
 def test_flush_and_close_drain_and_send_after_close_raises(orders):
     producer = Producer(orders, linger_ms=60_000)
     futures = [producer.send("orders", i) for i in range(50)]
+    check(producer)
     producer.close()
+    check(producer)
     assert all(f.done() and f.exception() is None for f in futures)
     assert len(all_records(orders, "orders")) == 50
     with pytest.raises(ClosedError):
@@ -152,6 +159,7 @@ def test_many_threads_share_one_producer(orders):
             t.start()
         for t in threads:
             t.join()
+        check(producer)
     seen = collections.defaultdict(list)
     for p in orders.topic("orders").partitions:
         for r in p.read(0, max_records=10**6):
@@ -206,7 +214,10 @@ def test_murmur2_partitioner_puts_keys_where_kafka_would(orders):
 
 def test_keyless_records_stick_to_a_partition_for_a_batch(orders):
     with Producer(orders, linger_ms=60_000, batch_bytes=2000) as producer:
-        futures = [producer.send("orders", b"x" * 90) for _ in range(200)]
+        futures = []
+        for _ in range(200):
+            futures.append(producer.send("orders", b"x" * 90))
+            check(producer)
         producer.flush()
         partitions = [f.result().partition for f in futures]
     runs = [len(list(g)) for _, g in __import__("itertools").groupby(partitions)]
@@ -221,9 +232,13 @@ def test_keyless_keyed_and_header_records_mix_in_one_pending_batch(log):
     sends = [({}, "a"), ({}, "b"), ({"key": "k1"}, "c"), ({}, "d"),
              ({"headers": [("h", b"1")]}, "e"), ({}, "f"), ({"partition": 0}, "g"), ({}, "h")]
     with Producer(log, linger_ms=60_000) as producer:
-        futures = [producer.send("one", value, **extra) for extra, value in sends]
+        futures = []
+        for extra, value in sends:
+            futures.append(producer.send("one", value, **extra))
+            check(producer)
         assert not any(f.done() for f in futures)  # all still pending, in one batch
         producer.flush()
+        check(producer)
     assert [f.result().offset for f in futures] == list(range(len(sends)))
     records = log.topic("one").partition(0).read(0)
     assert [unpack(r.value) for r in records] == [value for _, value in sends]
@@ -236,9 +251,12 @@ def test_a_flushed_batch_is_not_kept_by_the_send_fast_path(orders):
     with Producer(orders, linger_ms=60_000) as producer:
         for _ in range(10):
             producer.send("orders", b"x" * 100)
-        assert "orders" in producer._hot  # the fast path holds the pending batch...
+        hot = producer._accumulator.hot
+        assert "orders" in hot  # the fast path holds the pending batch...
+        check(producer)
         producer.flush()
-        assert "orders" not in producer._hot  # ...and lets go of it once it is appended
+        assert "orders" not in hot  # ...and lets go of it once it is appended
+        check(producer)
 
 
 def test_keyless_sends_follow_the_sticky_partition_through_bulk_sends_and_new_partitions(
@@ -246,9 +264,12 @@ def test_keyless_sends_follow_the_sticky_partition_through_bulk_sends_and_new_pa
     with Producer(orders, linger_ms=60_000, batch_bytes=512 << 10) as producer:
         first = [producer.send("orders", b"x" * 90) for _ in range(5)]
         # over 1 MiB of keyless records: send_batch moves the sticky partition on
+        check(producer)
         bulk = producer.send_batch("orders", [b"y" * 90] * 12_000)
+        check(producer)
         assert bulk[-1].partition != first[0].result().partition
         after = [producer.send("orders", b"z" * 90) for _ in range(5)]
+        check(producer)
         producer.flush()
         assert {f.result().partition for f in after} == {bulk[-1].partition}
     with Producer(orders, linger_ms=60_000, batch_bytes=1000) as producer:
@@ -256,6 +277,7 @@ def test_keyless_sends_follow_the_sticky_partition_through_bulk_sends_and_new_pa
         orders.topic("orders").add_partitions(4)  # 8 in all
         time.sleep(0.6)  # producers re-read topic settings at most every half second...
         later = [producer.send("orders", b"w" * 900) for _ in range(300)]  # ...256 sends
+        check(producer)
         producer.flush()
         assert {f.result().partition for f in later} - {0, 1, 2, 3}  # reaches the new ones
     stored = collections.Counter(r.value[-90:] for r in all_records(orders, "orders"))
@@ -461,6 +483,7 @@ def test_metrics_count_what_was_sent(orders):
     with Producer(orders, linger_ms=60_000) as producer:
         for _i in range(10):
             producer.send("orders", b"x" * 10, partition=0)
+        check(producer)
         assert producer.metrics()["records_pending"] == 10
         producer.flush()
         producer.send_batch("orders", [b"y"] * 5, partition=1)
@@ -561,6 +584,17 @@ with eventlog.open(sys.argv[1]) as log:
         assert run_python(code, str(log_dir)).stdout.strip() == "acquired"
 
 
+def test_a_producer_that_fails_to_start_does_not_hold_its_producer_id(log):
+    log.create_topic("t")
+    with pytest.raises(InvalidConfigError):
+        Producer(log, producer_id=6, partitioner="modulo")
+    with Producer(log, producer_id=6) as producer:
+        assert producer.send("t", 1).result().offset == 0
+    with Producer(log, enable_idempotence=True) as producer:   # a random id: no lock file
+        assert producer.producer_id is not None
+    assert os.listdir(os.path.join(log.path, "producers")) == ["6.lock"]
+
+
 def test_failed_append_does_not_consume_sequence_numbers(log, monkeypatch):
     log.create_topic("t")
     part_log = log.topic("t").partition(0)._log
@@ -656,15 +690,32 @@ for i in range(10):
 
 
 def test_producer_rejects_bad_options(log):
-    with pytest.raises(InvalidConfigError):
+    with pytest.raises(InvalidConfigError, match="linger_ms must be at least 0, not -1"):
         Producer(log, linger_ms=-1)
-    with pytest.raises(InvalidConfigError):
+    with pytest.raises(InvalidConfigError, match="batch_bytes must be at least 1"):
         Producer(log, batch_bytes=0)
-    with pytest.raises(InvalidConfigError):
+    with pytest.raises(InvalidConfigError, match="batch_bytes must be an int, not True"):
+        Producer(log, batch_bytes=True)
+    with pytest.raises(InvalidConfigError, match="producer_id must be at least 0"):
         Producer(log, producer_id=-3)
+    with pytest.raises(InvalidConfigError, match="producer_id must be an int or None"):
+        Producer(log, producer_id=1.5)
     with pytest.raises(TypeError):
         Producer("not a log")
     assert json.loads(json.dumps(Producer(log).metrics()))["records_sent"] == 0
+
+
+def test_a_topic_deleted_and_created_again_gets_the_next_records(log):
+    log.create_topic("t")
+    with Producer(log) as producer:
+        assert producer.send("t", 1).result().offset == 0
+        log.delete_topic("t")
+        log.create_topic("t")
+        lost = producer.send("t", 2)   # the batch in flight meets the closed partition...
+        assert isinstance(lost.exception(), (ClosedError, UnknownTopicError))
+        assert producer.send("t", 3).result().offset == 0   # ...the next one the new one
+        assert producer.send_batch("t", [4, 5]).offsets() == [1, 2]
+    assert [unpack(r.value) for r in log.topic("t").partition(0).read(0)] == [3, 4, 5]
 
 
 def test_flush_returns_with_every_future_done(orders):

@@ -86,7 +86,7 @@ class Roll(Append):
             p = log.create_topic("t", segment_bytes=300).partition(0)
             for i in range(5):
                 p.append([b"r%d" % i])
-            log.topic("t")._refresh(force=True)
+            log.topic("t").refresh()
 
     def run(self, path, opened):
         log = eventlog.open(path, **self.options)

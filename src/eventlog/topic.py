@@ -170,9 +170,6 @@ class Topic:
         seen within half a second)."""
         return self._files.metadata(force=True)
 
-    def _refresh(self, force: bool = False) -> TopicMetadata:  # TEMPORARY: old producer
-        return self._files.metadata(force)
-
     @property
     def config(self) -> TopicConfig:
         """The topic's settings (re-read when another process changes them)."""
