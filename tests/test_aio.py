@@ -41,6 +41,15 @@ def run(coro):
     return asyncio.run(coro)
 
 
+async def check(consumer):
+    """The invariants of an AIOConsumer's coordinator and fetcher, checked in its
+    thread (between calls, like every other use of them)."""
+    def checks():
+        consumer._coordinator._check()
+        consumer._fetcher._check()
+    await consumer._in_thread(checks)
+
+
 # -- AIOProducer -----------------------------------------------------------------------------
 
 
@@ -271,26 +280,26 @@ def test_random_cancellations_lose_nothing_and_commit_only_what_was_returned(log
     assert log.group_offsets("g") == {TP("events", p): per_partition for p in range(3)}
 
 
-def test_a_poll_cancelled_inside_the_underlying_poll_returns_its_records_later(log):
-    """Deterministic: the task is cancelled while the worker thread is inside
-    Consumer.poll; the records that call fetched come out of the next poll."""
+def test_a_poll_cancelled_inside_the_fetch_step_returns_its_records_later(log):
+    """Deterministic: the task is cancelled while the worker thread is inside the
+    fetch step; the records that call fetched come out of the next poll."""
     log.create_topic("t")
     with Producer(log) as producer:
         producer.send_batch("t", list(range(5)))
 
     async def main():
         async with AIOConsumer(log, "t", group_id="g") as consumer:
-            underlying = consumer._consumer
+            underlying = consumer._fetcher
             inside, release = threading.Event(), threading.Event()
-            real_poll = underlying.poll
+            real_fetch = underlying.fetch
 
-            def slow_poll(*args, **kwargs):
-                records = real_poll(*args, **kwargs)
+            def slow_fetch(*args, **kwargs):
+                records = real_fetch(*args, **kwargs)
                 inside.set()
                 release.wait(10)
                 return records
 
-            underlying.poll = slow_poll
+            underlying.fetch = slow_fetch
             task = asyncio.create_task(consumer.poll(timeout=5))
             await asyncio.to_thread(inside.wait, 10)
             task.cancel()
@@ -299,7 +308,7 @@ def test_a_poll_cancelled_inside_the_underlying_poll_returns_its_records_later(l
                 await task
             await consumer.commit()                      # nothing returned, nothing committed
             assert log.group_offsets("g").get(TP("t", 0), 0) == 0
-            underlying.poll = real_poll
+            underlying.fetch = real_fetch
             records = await consumer.poll(timeout=5)
             await consumer.commit()
         return [r.value for r in records]
@@ -355,30 +364,36 @@ def test_seek_pause_and_resume_respect_records_read_ahead(log):
     async def main():
         async with AIOConsumer(log) as consumer:
             await consumer.assign([tp0, tp1])
+            await check(consumer)
             assert consumer.assignment() == {tp0, tp1}
             [first] = await consumer.poll(timeout=1, max_records=1)  # the rest is read ahead
             assert first.offset == 0
             paused = TP("t", first.partition)
             other = tp1 if paused == tp0 else tp0
             await consumer.pause(paused)
+            await check(consumer)
             assert await consumer.position(paused) == 1
             got = await consumer.poll(timeout=1, max_records=100)
             assert [(r.partition, r.offset) for r in got] == [(other.partition, i)
                                                                for i in range(20)]
             await consumer.resume(paused)
+            await check(consumer)
             got = await consumer.poll(timeout=1, max_records=100)
             assert [(r.partition, r.offset) for r in got] == [(paused.partition, i)
                                                                for i in range(1, 20)]
             await consumer.seek(tp0, 5)
             await consumer.seek_to_beginning(tp1)
+            await check(consumer)
             values = sorted(r.value for r in await consumer.poll(timeout=1, max_records=100))
             assert values == list(range(5, 20)) + list(range(100, 120))
             await consumer.seek_to_end()
+            await check(consumer)
             assert await consumer.poll(timeout=0.05) == []
             assert await consumer.end_offsets([tp0]) == {tp0: 20}
             assert await consumer.beginning_offsets([tp0]) == {tp0: 0}
             assert (await consumer.offsets_for_times({tp0: 0}))[tp0] == 0
             await consumer.assign([tp1])
+            await check(consumer)
             assert consumer.assignment() == {tp1}
 
     run(main())

@@ -46,7 +46,23 @@ def drain(consumer, expected, timeout=10):
     deadline = time.monotonic() + timeout
     while len(out) < expected and time.monotonic() < deadline:
         out.extend(consumer.poll(timeout=0.2))
+        check(consumer)
     return out
+
+
+def check(consumer):
+    """The invariants of a consumer's coordinator, fetcher and group member."""
+    coordinator = consumer._coordinator
+    coordinator._check()
+    coordinator.fetcher._check()
+    if coordinator._member is not None:
+        coordinator._member._check()
+
+
+def owned(consumer):
+    """The partitions a consumer owns (a group member may wait for a previous owner)."""
+    check(consumer)
+    return consumer._fetcher.owned()
 
 
 def test_poll_returns_records_in_order_per_partition(filled):
@@ -297,8 +313,7 @@ def test_group_members_split_partitions_and_take_over_on_close(filled):
     while time.monotonic() < deadline:
         a.poll(timeout=0.05, max_records=1)
         b.poll(timeout=0.05, max_records=1)
-        owned_a = {tp for tp in a.assignment() if a._parts[tp].owned}
-        owned_b = {tp for tp in b.assignment() if b._parts[tp].owned}
+        owned_a, owned_b = owned(a), owned(b)
         if len(owned_a) == 2 and len(owned_b) == 2:
             break
     assert owned_a | owned_b == {TP("orders", p) for p in range(4)}
@@ -368,18 +383,18 @@ def test_a_stuck_member_is_evicted_and_cannot_commit(filled):
     deadline = time.monotonic() + 10
     while len(other.assignment()) < 4 and time.monotonic() < deadline:  # zombie idles
         other.poll(timeout=0.05, max_records=1)
-    held_by_zombie = {tp for tp, p in zombie._parts.items() if p.owned}
+    held_by_zombie = owned(zombie)
     assert len(other.assignment()) == 4 and held_by_zombie
-    assert not any(other._parts[tp].owned for tp in held_by_zombie)   # never two owners
+    assert not owned(other) & held_by_zombie                           # never two owners
     with pytest.raises(CommitFailedError, match="no longer in group"):
         zombie.commit()
     zombie.poll(timeout=0.1)              # wakes up: partitions lost, locks released
     assert lost == [held_by_zombie]
     zombie.close()
     deadline = time.monotonic() + 10
-    while not all(p.owned for p in other._parts.values()) and time.monotonic() < deadline:
+    while owned(other) != other.assignment() and time.monotonic() < deadline:
         other.poll(timeout=0.05, max_records=1)
-    assert len(other.assignment()) == 4 and all(p.owned for p in other._parts.values())
+    assert len(other.assignment()) == 4 and owned(other) == other.assignment()
     other.close()
 
 

@@ -39,7 +39,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from . import _fileutil
 from ._types import TopicPartition
@@ -49,6 +49,9 @@ from .errors import (
     InvalidGroupError,
     LogDirectoryError,
 )
+
+if TYPE_CHECKING:
+    from ._offsets import OffsetStore
 
 GROUPS_DIR = "groups"
 OFFSETS_SUFFIX = ".offsets"
@@ -486,6 +489,19 @@ class GroupMember:
     def owns(self, tp: TopicPartition) -> bool:
         return tp in self._owner_fds
 
+    def owned(self) -> set[TopicPartition]:
+        """The partitions whose ownership lock this member holds."""
+        return set(self._owner_fds)
+
+    def commit(self, store: OffsetStore, offsets: Mapping[TopicPartition, int]) -> None:
+        """Commit ``offsets`` to ``store``, fenced: under the group lock, and only while
+        this member is in the group and owns every partition (``commit_allowed``).
+        Thread-safe against the member's polling thread. Cost: the group lock, a read
+        of the state, one append to the offsets file."""
+        with self.files.locked():
+            generation = self.commit_allowed(sorted(offsets))
+            store.commit(offsets, self._clock(), generation, self.member_id)
+
     def commit_allowed(self, tps: list[TopicPartition]) -> int:
         """Fencing for a commit (group lock held by the caller): this member must still
         be in the group and hold the partitions' ownership locks. Returns the generation.
@@ -505,6 +521,19 @@ class GroupMember:
             raise CommitFailedError(f"member {self.member_id} does not own "
                                     f"{', '.join(f'{t.topic}[{t.partition}]' for t in missing)}")
         return int(state["generation"])
+
+    def _check(self) -> None:
+        """Assert the invariants of this member's view (tests call it after changes):
+        a sorted subscription; while joined, its member file exists and every
+        ownership lock is an open descriptor. Cost: a stat per lock held."""
+        assert self.topics == sorted(set(self.topics)), self.topics
+        assert self._member_fd >= 0 or not self._owner_fds, "locks held outside the group"
+        if self._member_fd >= 0:
+            os.fstat(self._member_fd)
+            assert os.path.exists(self.files.member_path(self.member_id)), self.member_id
+        for tp, fd in self._owner_fds.items():
+            assert type(tp) is TopicPartition and fd >= 0, (tp, fd)
+            os.fstat(fd)
 
 
 def group_names(log_path: str) -> list[str]:

@@ -1,35 +1,36 @@
 """The asyncio interface: ``AIOProducer`` and ``AIOConsumer``.
 
-Both wrap the synchronous classes and keep every call that may block (an append, an
-fsync, a flock, a sleep until records arrive) off the event loop, in worker threads
-of their own. Names follow aiokafka where the models agree (``send``,
-``send_and_wait``, ``getone``, ``async for``, ``commit``, ``start``).
+Both keep every call that may block (an append, an fsync, a flock, a sleep until
+records arrive) off the event loop, in worker threads of their own. Names follow
+aiokafka where the models agree (``send``, ``send_and_wait``, ``getone``,
+``async for``, ``commit``, ``start``).
 
-Producer. ``await send(...)`` queues the record and resolves with its
-``RecordMetadata`` once it is stored. The requests of all tasks go into one queue that
-a worker thread empties: it hands every queued record to the ``Producer``, then
-flushes once, so concurrent senders share appends the way a group commit does, and
-the records of one task keep their order.
+Producer. ``AIOProducer`` wraps a ``Producer``. ``await send(...)`` queues the record
+and resolves with its ``RecordMetadata`` once it is stored. The requests of all tasks
+go into one queue that a worker thread empties: it hands every queued record to the
+``Producer``, then flushes once, so concurrent senders share appends the way a group
+commit does, and the records of one task keep their order.
 
-Consumer. ``AIOConsumer`` runs a ``Consumer`` with ``enable_auto_commit=False`` in
-one worker thread (a ``Consumer`` is used by one thread at a time; this is that
-thread), and sleeps for new records in a second thread, on the partitions' notify
-words (``_notify``), like a blocked ``Consumer.poll``. The wait also watches a word of
-its own, the *interrupt*, that the loop bumps to end the wait at once: when the
-polling task is cancelled, when the consumer closes, and after any call that moves a
-position or changes the assignment. The consumer thread is therefore never blocked by
-a sleeping poll: ``commit`` or ``seek`` from another task run immediately.
+Consumer. ``AIOConsumer`` runs the same two rooms as ``Consumer`` (``_coordinator``:
+assignment, group, commits; ``_fetcher``: positions and the fetch step) in one worker
+thread (they are used by one thread at a time; this is that thread), runs the same
+step as ``Consumer.poll`` there (``Coordinator.poll``, then ``Fetcher.fetch``), and
+sleeps for new records in a second thread, on the ``Wait`` that step returned, like a
+blocked ``Consumer.poll``. The wait also watches a word of its own, the *interrupt*,
+that the loop bumps to end the wait at once: when the polling task is cancelled, when
+the consumer closes, and after any call that moves a position or changes the
+assignment. The consumer thread is therefore never blocked by a sleeping poll:
+``commit`` or ``seek`` from another task run immediately.
 
 Cancellation safety. Records fetched by the consumer thread go into a read-ahead
 buffer *in that thread*, and leave it only in the step that returns them to the
 application, with no ``await`` in between. So a poll cancelled at any moment loses
 nothing: whatever its thread fetched is returned by the next poll. The positions the
-application has been given are the underlying positions minus what is still buffered;
-auto-commit, ``commit()`` and the commit before a rebalance revokes partitions use
-those, never the underlying consumer's positions, so nothing is committed that was not
-returned.
+application has been given are the fetcher's positions minus what is still buffered;
+the coordinator is given those to commit (auto-commit, ``commit()``, the commit before
+a rebalance revokes partitions, the commit at close), never the fetcher's, so nothing
+is committed that was not returned.
 """
-
 from __future__ import annotations
 
 import asyncio
@@ -41,14 +42,19 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from functools import partial
-from typing import Any, NamedTuple, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from . import _notify
+from . import _fileutil, _notify
+from ._coordinator import Coordinator, RebalanceListener
+from ._fetcher import Fetcher, Wait
 from ._types import Record, RecordMetadata, TopicPartition
-from .consumer import _SLICE_IDLE_S, _SLICE_WAITING_S, Consumer, RebalanceListener
-from .errors import ClosedError, CommitFailedError, InvalidConfigError
+from .config import check_int
+from .errors import ClosedError, InvalidConfigError
 from .log import Log
 from .producer import BatchMetadata, Producer
+
+if TYPE_CHECKING:
+    from ._backend import Backend
 
 __all__ = ["AIOConsumer", "AIOProducer"]
 
@@ -99,7 +105,8 @@ class AIOProducer:
 
     def __init__(self, log: Log, **options: Any) -> None:
         self._producer = Producer(log, **options)
-        self._clock = log._ctx.clock
+        self._path = log.path
+        self._clock = log.backend.clock
         self._executor = concurrent.futures.ThreadPoolExecutor(
             max_workers=1, thread_name_prefix="eventlog-aio-producer")
         self._lock = threading.Lock()       # guards _queue and _busy
@@ -110,7 +117,7 @@ class AIOProducer:
 
     def __repr__(self) -> str:
         state = "closed" if self._closing else "open"
-        return f"<eventlog.aio.AIOProducer {self._producer._log.path!r} {state}>"
+        return f"<eventlog.aio.AIOProducer {self._path!r} {state}>"
 
     async def __aenter__(self) -> AIOProducer:
         return self
@@ -259,27 +266,18 @@ class AIOProducer:
                 self._executor.shutdown(wait=False)
 
 
-class _WaitSpec(NamedTuple):
-    """What the wait thread sleeps on: notify words, their waiters flags, the values
-    seen before the last fetch, and the longest sleep before looking at the group."""
-
-    counters: list[_notify.Word]
-    waiters: list[_notify.Word]
-    expected: list[int]
-    slice_s: float
-
-
 class _Listener(RebalanceListener):
-    """Sits between the ``Consumer`` and the application's listener: before partitions
-    are revoked it commits what the application was given (with auto-commit on) and
-    drops their read-ahead records."""
+    """Sits between the coordinator and the application's listener: drops the
+    read-ahead records of partitions that leave this consumer (with auto-commit on, the
+    coordinator has committed, before, what the application was given)."""
 
-    def __init__(self, owner: AIOConsumer, user: RebalanceListener | None) -> None:
-        self._owner = owner
+    def __init__(self, drop: Callable[[set[TopicPartition]], None],
+                 user: RebalanceListener | None) -> None:
+        self._drop = drop
         self._user = user
 
     def on_revoked(self, partitions: set[TopicPartition]) -> None:
-        self._owner._revoke(partitions, commit=True)
+        self._drop(partitions)
         if self._user is not None:
             self._user.on_revoked(partitions)
 
@@ -288,7 +286,7 @@ class _Listener(RebalanceListener):
             self._user.on_assigned(partitions)
 
     def on_lost(self, partitions: set[TopicPartition]) -> None:
-        self._owner._revoke(partitions, commit=False)
+        self._drop(partitions)
         if self._user is not None:
             self._user.on_lost(partitions)
 
@@ -298,12 +296,13 @@ class AIOConsumer:
     An async context manager (entering starts it, leaving closes it).
 
     The options are those of ``eventlog.Consumer``. ``enable_auto_commit`` (with a
-    ``group_id``) commits, every ``auto_commit_interval_ms`` and at close, the positions
-    of the records this consumer has *returned*. ``max_poll_records`` is how many
-    records one fetch reads ahead (``poll`` returns at most its own ``max_records``).
-    ``consumer_timeout_ms`` ends ``async for`` after that long without a record. A
-    ``listener`` is called in the consumer's worker thread, while no other call runs on
-    the consumer; it must not call this ``AIOConsumer``.
+    ``group_id``) commits, every ``auto_commit_interval_ms``, before a rebalance revokes
+    partitions, and at close, the positions of the records this consumer has
+    *returned*. ``max_poll_records`` is how many records one fetch reads ahead
+    (``poll`` returns at most its own ``max_records``). ``consumer_timeout_ms`` ends
+    ``async for`` after that long without a record. A ``listener`` is called in the
+    consumer's worker thread, while no other call runs on the consumer; it must not
+    call this ``AIOConsumer``.
 
     Coroutine-safe: tasks of one event loop may share it (polls take turns). A cancelled
     ``poll`` loses no record and commits nothing it did not return.
@@ -313,31 +312,26 @@ class AIOConsumer:
                  enable_auto_commit: bool = True, auto_commit_interval_ms: int = 5000,
                  max_poll_records: int = 500, consumer_timeout_ms: int | None = None,
                  listener: RebalanceListener | None = None, **options: Any) -> None:
-        for name, value in (("auto_commit_interval_ms", auto_commit_interval_ms),
-                            ("max_poll_records", max_poll_records)):
-            if type(value) is not int or value < 1:
-                raise InvalidConfigError(f"{name} must be an int >= 1, not {value!r}")
-        if consumer_timeout_ms is not None and (type(consumer_timeout_ms) is not int
-                                                or consumer_timeout_ms < 0):
-            raise InvalidConfigError("consumer_timeout_ms must be an int >= 0 or None")
-        if "enable_auto_commit" in options:
-            raise InvalidConfigError("enable_auto_commit given twice")
+        check_int("auto_commit_interval_ms", auto_commit_interval_ms, 1)
+        check_int("max_poll_records", max_poll_records, 1)
+        check_int("consumer_timeout_ms", consumer_timeout_ms, 0, optional=True)
         self._log = log
         self._topics = topics
         self.group_id = group_id
-        self._consumer_options = dict(options, group_id=group_id, enable_auto_commit=False,
-                                      max_poll_records=max_poll_records,
-                                      listener=_Listener(self, listener))
-        self._auto_commit = enable_auto_commit and group_id is not None
-        self._auto_commit_s = auto_commit_interval_ms / 1000
-        self._next_auto_commit = 0.0
-        # Group members look after the group (heartbeat, rebalances) at least this often
-        # while polls are served from the read-ahead buffer; None outside a group.
-        self._maintain_s: float | None = None
-        self._next_maintain = 0.0
+        # The coordinator commits what _returned_positions says: never read-ahead records.
+        self._options = dict(options, group_id=group_id,
+                             enable_auto_commit=enable_auto_commit,
+                             auto_commit_interval_ms=auto_commit_interval_ms,
+                             listener=_Listener(self._drop_buffered, listener),
+                             positions=self._returned_positions)
         self._max_poll_records = max_poll_records
         self._consumer_timeout_ms = consumer_timeout_ms
-        self._consumer: Consumer | None = None
+        self._backend: Backend | None = None
+        self._coordinator: Coordinator | None = None
+        self._fetcher: Fetcher | None = None
+        # While polls are served from the read-ahead buffer, the coordinator's step
+        # (heartbeat, rebalances, auto-commit) still runs at least this often.
+        self._next_maintain = 0.0
         self._executor = concurrent.futures.ThreadPoolExecutor(
             max_workers=1, thread_name_prefix="eventlog-aio-consumer")
         self._wait_executor = concurrent.futures.ThreadPoolExecutor(
@@ -377,19 +371,32 @@ class AIOConsumer:
         await asyncio.shield(self._start_task)
 
     def _create(self) -> None:
-        self._consumer = Consumer(self._log, *self._topics, **self._consumer_options)
-        self._next_auto_commit = time.monotonic() + self._auto_commit_s
+        if not isinstance(self._log, Log):
+            raise TypeError(f"AIOConsumer needs an eventlog.Log, not "
+                            f"{type(self._log).__name__}")
+        backend = self._log.backend
+        backend.check_open()
+        coordinator = Coordinator(backend, **self._options)
+        self._fetcher = coordinator.fetcher      # what _returned_positions reads
+        if self._topics:
+            try:
+                coordinator.subscribe(self._topics)
+            except BaseException:
+                self._fetcher = None
+                coordinator.close(autocommit=False)
+                raise
+        self._backend, self._coordinator = backend, coordinator
 
     def _check_open(self) -> None:
         if self._closing:
             raise ClosedError("the consumer is closed")
 
-    async def _ready(self) -> Consumer:
+    async def _ready(self) -> Coordinator:
         self._check_open()
-        if self._consumer is None:
+        if self._coordinator is None:
             await self.start()
-        assert self._consumer is not None
-        return self._consumer
+        assert self._coordinator is not None
+        return self._coordinator
 
     async def _in_thread(self, fn: Callable[..., _T], *args: Any) -> _T:
         """Run ``fn(*args)`` in the consumer thread, after the calls queued before it."""
@@ -405,20 +412,22 @@ class AIOConsumer:
         return await self._in_thread(fn, *args)
 
     def _job(self, fn: Callable[..., _T], *args: Any) -> _T:
+        """Consumer thread: one call, as a ``Consumer`` method makes it (the log must
+        be open; an ``OSError`` becomes a ``LogDirectoryError``)."""
         try:
-            return fn(*args)
+            with _fileutil.os_errors(f"consumer ({getattr(fn, '__name__', 'call')})"):
+                if self._backend is not None:
+                    self._backend.check_open()
+                return fn(*args)
         finally:
             self._after_call()
 
     def _after_call(self) -> None:
         """Consumer thread, after every call: publish the assignment, forget read-ahead
         records of partitions that are no longer assigned."""
-        consumer = self._consumer
-        if consumer is None:
+        if self._coordinator is None or self._fetcher is None:
             return
-        member = consumer._member
-        self._maintain_s = None if member is None else member.heartbeat_interval_ms / 1000
-        assignment = frozenset(consumer.assignment())
+        assignment = frozenset(self._fetcher.assigned())
         with self._lock:
             self._assignment = assignment
             if any((r.topic, r.partition) not in assignment for r in self._buffer):
@@ -441,18 +450,18 @@ class AIOConsumer:
                 first[tp] = record.offset
         return first
 
-    def _returned_positions(self, consumer: Consumer,
-                            only: set[TopicPartition] | None = None
-                            ) -> dict[TopicPartition, int]:
-        """The offset after the last record returned to the application, for every
-        owned partition with a known position (consumer thread; lock held)."""
-        first = self._first_buffered()
-        return {tp: first.get(tp, position) for tp, position in consumer._positions().items()
-                if only is None or tp in only}
+    def _returned_positions(self) -> dict[TopicPartition, int]:
+        """What the coordinator commits: the offset after the last record returned to
+        the application, for every owned partition with a known position (consumer
+        thread)."""
+        assert self._fetcher is not None
+        positions = self._fetcher.positions()
+        with self._lock:
+            first = self._first_buffered()
+        return {tp: first.get(tp, position) for tp, position in positions.items()}
 
-    def _unbuffer(self, consumer: Consumer, partitions: Iterable[TopicPartition],
-                  rewind: bool) -> None:
-        """Drop read-ahead records of ``partitions``; with ``rewind``, move the consumer
+    def _unbuffer(self, partitions: Iterable[TopicPartition], rewind: bool) -> None:
+        """Drop read-ahead records of ``partitions``; with ``rewind``, move the fetcher
         back to the first of them, so they are fetched again (consumer thread)."""
         wanted = {TopicPartition(*tp) for tp in partitions}
         with self._lock:
@@ -462,22 +471,13 @@ class AIOConsumer:
                 self._buffer = collections.deque(
                     r for r in self._buffer if (r.topic, r.partition) not in first)
         if rewind:
+            assert self._fetcher is not None
             for tp, offset in first.items():
-                consumer.seek(tp, offset)
+                self._fetcher.seek(tp, offset)
 
-    def _revoke(self, partitions: set[TopicPartition], commit: bool) -> None:
-        """Listener, consumer thread: partitions are leaving this member."""
-        consumer = self._consumer
-        if consumer is None:
-            return
-        with self._lock:
-            positions = self._returned_positions(consumer, partitions)
-        if commit and self._auto_commit and positions:
-            try:
-                consumer.commit(positions)
-            except CommitFailedError as exc:
-                _logger.info("auto-commit before revocation skipped: %s", exc)
-        self._unbuffer(consumer, partitions, rewind=False)
+    def _drop_buffered(self, partitions: set[TopicPartition]) -> None:
+        """Listener, consumer thread: partitions are leaving this consumer."""
+        self._unbuffer(partitions, rewind=False)
 
     def _take(self, max_records: int) -> list[Record]:
         """Event-loop thread: hand buffered records to the application. The caller
@@ -509,75 +509,53 @@ class AIOConsumer:
         async with self._poll_lock:
             while True:
                 self._check_open()
-                now = time.monotonic()
-                if self._auto_commit and now >= self._next_auto_commit:
-                    await self._in_thread(self._commit_returned, True)
-                if self._maintain_s is not None and now >= self._next_maintain and \
-                        self._buffer:  # (with an empty buffer, the fetch below does it)
+                if self._buffer and time.monotonic() >= self._next_maintain:
                     # Before taking: a rebalance may revoke partitions whose records
                     # are buffered (they are dropped, and go to their new owner).
                     await self._in_thread(self._maintain)
                 records = self._take(max_records)
                 if records:
                     return records
-                spec = await self._in_thread(self._fetch)
+                wait = await self._in_thread(self._fetch)
                 records = self._take(max_records)
                 if records:
                     return records
-                if spec is None:
-                    continue  # the assignment moved during the fetch: fetch again
+                if wait is None:
+                    continue  # fetched, and the buffer emptied meanwhile: fetch again
                 left = None if deadline is None else deadline - time.monotonic()
                 if left is not None and left <= 0:
                     return []
-                await self._sleep(spec, spec.slice_s if left is None else
-                                  min(spec.slice_s, left))
+                await self._sleep(*wait, left)
 
     def _maintain(self) -> None:
-        """Consumer thread: heartbeat and react to rebalances, as a poll would, while
-        the application is served from the buffer (so a member that keeps polling is
-        never taken for a stuck one, however slowly it works through its records)."""
-        consumer = self._consumer
-        assert consumer is not None
-        if consumer._member is not None:
-            consumer._maintain_group()
-        if self._maintain_s is not None:
-            self._next_maintain = time.monotonic() + self._maintain_s
+        """Consumer thread: the coordinator's step (heartbeat, rebalances, auto-commit),
+        as a poll runs it, while the application is served from the buffer (so a member
+        that keeps polling is never taken for a stuck one, however slowly it works
+        through its records)."""
+        assert self._coordinator is not None
+        self._next_maintain = time.monotonic() + self._coordinator.poll()
 
-    def _fetch(self) -> _WaitSpec | None:
-        """Consumer thread: fetch into the buffer. With nothing to fetch, say what to
-        sleep on: the notify words as they were *before* the fetch (so an append during
-        the fetch ends the sleep at once) and the interrupt word."""
-        consumer = self._consumer
-        assert consumer is not None
+    def _fetch(self) -> tuple[Wait, int] | None:
+        """Consumer thread: the step of ``Consumer.poll``, into the buffer. With nothing
+        to fetch, say what to sleep on: the fetch step's ``Wait`` and the interrupt
+        word's value before it (so a wake during the fetch ends the sleep at once)."""
+        assert self._coordinator is not None and self._fetcher is not None
         interrupt = self._interrupt.load()
-        ready = [p for p in consumer._parts.values() if p.owned and not p.paused]
-        expected = [p.counter.load() for p in ready]
-        records = consumer.poll(0.0, self._max_poll_records)
-        if self._maintain_s is not None:
-            self._next_maintain = time.monotonic() + self._maintain_s
-        if records:
+        slice_s = self._coordinator.poll()
+        self._next_maintain = time.monotonic() + slice_s
+        got = self._fetcher.fetch(self._max_poll_records, slice_s)
+        if isinstance(got, list):
             with self._lock:
-                self._buffer.extend(records)
+                self._buffer.extend(got)
             return None
-        parts = consumer._parts.values()
-        if [p.tp for p in parts if p.owned and not p.paused] != [p.tp for p in ready]:
-            return None
-        # The sleeps of a blocked Consumer.poll: short while a partition's previous
-        # owner has not let go, never past the next heartbeat.
-        slice_s = (_SLICE_WAITING_S if not ready or any(not p.owned for p in parts)
-                   else _SLICE_IDLE_S)
-        member = consumer._member
-        if member is not None:
-            slice_s = min(slice_s, member.heartbeat_interval_ms / 1000)
-        return _WaitSpec([p.counter for p in ready] + [self._interrupt],
-                         [p.waiters for p in ready] + [self._interrupt_waiters],
-                         [*expected, interrupt], slice_s)
+        return got, interrupt
 
-    async def _sleep(self, spec: _WaitSpec, timeout: float) -> None:
+    async def _sleep(self, wait: Wait, interrupt: int, timeout: float | None) -> None:
         loop = asyncio.get_running_loop()
         try:
-            future = loop.run_in_executor(self._wait_executor, _notify.wait, spec.counters,
-                                          spec.waiters, spec.expected, timeout)
+            future = loop.run_in_executor(
+                self._wait_executor, wait.sleep, timeout,
+                (self._interrupt, self._interrupt_waiters, interrupt))
         except RuntimeError as exc:
             raise ClosedError("the consumer is closed") from exc
         try:
@@ -614,29 +592,13 @@ class AIOConsumer:
         """Commit ``offsets``, or by default the position after the last record returned
         to the application in each owned partition (records read ahead but not returned
         are not committed). Raises as ``Consumer.commit`` does."""
-        if offsets is None:
-            await self._call(self._commit_returned, False)
-        else:
-            consumer = await self._ready()
-            await self._in_thread(consumer.commit, dict(offsets))
-
-    def _commit_returned(self, quietly: bool) -> None:
-        consumer = self._consumer
-        assert consumer is not None
-        self._next_auto_commit = time.monotonic() + self._auto_commit_s
-        with self._lock:
-            positions = self._returned_positions(consumer)
-        try:
-            consumer.commit(positions)
-        except CommitFailedError as exc:
-            if not quietly:
-                raise
-            _logger.info("auto-commit skipped: %s", exc)
+        coordinator = await self._ready()
+        await self._in_thread(coordinator.commit, None if offsets is None else dict(offsets))
 
     async def committed(self, tp: TopicPartition) -> int | None:
         """The group's last committed offset of ``tp`` (None if none)."""
-        consumer = await self._ready()
-        return await self._in_thread(consumer.committed, tp)
+        coordinator = await self._ready()
+        return await self._in_thread(coordinator.committed, tp)
 
     # -- positions and assignment ----------------------------------------------------------
 
@@ -649,11 +611,10 @@ class AIOConsumer:
         return await self._call(self._position, TopicPartition(*tp))
 
     def _position(self, tp: TopicPartition) -> int:
-        consumer = self._consumer
-        assert consumer is not None
+        assert self._fetcher is not None
         with self._lock:
             first = self._first_buffered().get(tp)
-        return consumer.position(tp) if first is None else first
+        return self._fetcher.position(tp) if first is None else first
 
     async def seek(self, tp: TopicPartition, offset: int) -> None:
         """Make the next ``poll`` read ``tp`` from ``offset``."""
@@ -682,18 +643,18 @@ class AIOConsumer:
     def _moved(self, what: str, partitions: list[TopicPartition], offset: int | None
                ) -> None:
         """Consumer thread: a call that changes which records come next."""
-        consumer = self._consumer
-        assert consumer is not None
+        fetcher = self._fetcher
+        assert fetcher is not None
         if what in ("pause", "resume"):
             affected = partitions
         else:  # seeks without partitions move every assigned partition
-            affected = partitions or list(consumer.assignment())
-        self._unbuffer(consumer, affected, rewind=what == "pause")
+            affected = partitions or list(fetcher.assigned())
+        self._unbuffer(affected, rewind=what == "pause")
         if what == "seek":
             assert offset is not None
-            consumer.seek(partitions[0], offset)
+            fetcher.seek(partitions[0], offset)
         else:
-            getattr(consumer, what)(*partitions)
+            getattr(fetcher, what)(*partitions)
         self._wake()
 
     async def subscribe(self, topics: Iterable[str]) -> None:
@@ -708,14 +669,13 @@ class AIOConsumer:
         await self._call(self._reassign, "unsubscribe", None)
 
     def _reassign(self, what: str, argument: list[Any] | None) -> None:
-        consumer = self._consumer
-        assert consumer is not None
+        assert self._coordinator is not None and self._fetcher is not None
         # Partitions that stay keep their position: rewind it to what was returned.
-        self._unbuffer(consumer, consumer.assignment(), rewind=True)
+        self._unbuffer(self._fetcher.assigned(), rewind=True)
         if argument is None:
-            getattr(consumer, what)()
+            getattr(self._coordinator, what)()
         else:
-            getattr(consumer, what)(argument)
+            getattr(self._coordinator, what)(argument)
         self._wake()
 
     async def lag(self) -> dict[TopicPartition, int]:
@@ -724,31 +684,31 @@ class AIOConsumer:
         return await self._call(self._lag)
 
     def _lag(self) -> dict[TopicPartition, int]:
-        consumer = self._consumer
-        assert consumer is not None
-        lag = consumer.lag()
+        fetcher = self._fetcher
+        assert fetcher is not None
+        lag = fetcher.lag()
         with self._lock:
             first = self._first_buffered()
         for tp, offset in first.items():
             if tp in lag:
-                lag[tp] += consumer.position(tp) - offset
+                lag[tp] += fetcher.position(tp) - offset
         return lag
 
     async def beginning_offsets(self, partitions: Iterable[TopicPartition]
                                 ) -> dict[TopicPartition, int]:
-        consumer = await self._ready()
-        return await self._in_thread(consumer.beginning_offsets, list(partitions))
+        coordinator = await self._ready()
+        return await self._in_thread(coordinator.fetcher.beginning_offsets, list(partitions))
 
     async def end_offsets(self, partitions: Iterable[TopicPartition]
                           ) -> dict[TopicPartition, int]:
-        consumer = await self._ready()
-        return await self._in_thread(consumer.end_offsets, list(partitions))
+        coordinator = await self._ready()
+        return await self._in_thread(coordinator.fetcher.end_offsets, list(partitions))
 
     async def offsets_for_times(self, timestamps: Mapping[TopicPartition, int]
                                 ) -> dict[TopicPartition, int | None]:
         """For each partition, the earliest offset with a timestamp >= the given one."""
-        consumer = await self._ready()
-        return await self._in_thread(consumer.offsets_for_times, dict(timestamps))
+        coordinator = await self._ready()
+        return await self._in_thread(coordinator.fetcher.offsets_for_times, dict(timestamps))
 
     # -- closing ---------------------------------------------------------------------------
 
@@ -767,22 +727,18 @@ class AIOConsumer:
         try:
             if self._start_task is not None:
                 await asyncio.gather(self._start_task, return_exceptions=True)
-            if self._consumer is not None:
+            if self._coordinator is not None:
                 await loop.run_in_executor(self._executor, self._close_consumer, autocommit)
         finally:
             self._executor.shutdown(wait=False)
             self._wait_executor.shutdown(wait=False)
 
     def _close_consumer(self, autocommit: bool) -> None:
-        consumer = self._consumer
-        assert consumer is not None
-        self._auto_commit = self._auto_commit and autocommit
+        assert self._coordinator is not None
         try:
-            if self._auto_commit and not self._log.closed:
-                self._commit_returned(True)
+            with _fileutil.os_errors("consumer (close)"):
+                self._coordinator.close(autocommit)
         finally:
-            consumer.close(autocommit=False)
             with self._lock:
                 self._buffer.clear()
                 self._assignment = frozenset()
-

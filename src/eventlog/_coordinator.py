@@ -1,0 +1,411 @@
+"""Which partitions a consumer reads, its consumer-group membership, and its commits.
+
+This room owns, for one consumer (``Consumer`` or ``aio.AIOConsumer``, which share it):
+
+- the assignment: nothing; ``subscribe`` (topics: with a ``group_id`` as a member of
+  the group, without one every partition of them, re-read every second so that added
+  partitions are read too); or ``assign`` (exactly the given partitions, no
+  membership);
+- group membership, through a ``GroupMember`` from the backend (``_group`` locally):
+  joining, the heartbeat and the reaction to rebalances at every poll, taking ownership
+  of a newly assigned partition once its previous owner has let go, rejoining after
+  being removed, leaving; and the ``RebalanceListener`` calls around these
+  (``on_revoked`` before partitions go, while still owned; ``on_assigned`` once owned;
+  ``on_lost`` when the member was removed and its partitions may be someone else's);
+- commits: synchronous, in a background thread (``commit_async``, in call order), and
+  automatic (every ``auto_commit_interval_ms``, before a rebalance revokes partitions,
+  and at close). A member's commits are fenced: it commits only partitions whose
+  ownership lock it holds, and nothing once it was removed from the group.
+
+It tells the ``Fetcher`` below it (``_fetcher``) which partitions are assigned and
+owned, and reads its positions to commit them (or, for ``AIOConsumer``, the positions
+of the records it returned); the fetcher never calls up.
+
+Thread-safety: one thread at a time (the consumer's), except that the commit thread
+runs commits alongside it.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from . import _fileutil
+from ._fetcher import DEFAULT_FETCH_MAX_BYTES, Fetcher
+from ._group import STRATEGIES, GroupMember, validate_group_id
+from ._types import TopicPartition
+from .config import check_int
+from .errors import CommitFailedError, InvalidConfigError, UnknownTopicError
+from .serde import Deserializer
+
+if TYPE_CHECKING:
+    from ._backend import Backend
+
+__all__ = ["Coordinator", "RebalanceListener"]
+
+_logger = logging.getLogger("eventlog")
+SLICE_IDLE_S = 0.25       # longest sleep between looks at the group
+SLICE_WAITING_S = 0.02    # while waiting for a partition's previous owner to let go
+_STANDALONE_REFRESH_S = 1.0   # how often a subscription without a group re-reads topics
+
+CommitCallback = Callable[[dict[TopicPartition, int], BaseException | None], Any]
+
+
+class RebalanceListener:
+    """Callbacks around a rebalance of a group's partitions. Subclass and override.
+
+    ``on_revoked`` runs before partitions are taken away (this consumer still owns them
+    and may commit their offsets); ``on_assigned`` runs after this consumer has taken
+    ownership of new partitions (it may ``seek``). ``on_lost`` runs instead of
+    ``on_revoked`` when the consumer was removed from the group (it stopped polling for
+    longer than ``max_poll_interval_ms``): the partitions may already be someone else's
+    and commits would fail.
+    """
+
+    def on_revoked(self, partitions: set[TopicPartition]) -> None:
+        """Partitions about to be taken away."""
+
+    def on_assigned(self, partitions: set[TopicPartition]) -> None:
+        """Partitions newly owned."""
+
+    def on_lost(self, partitions: set[TopicPartition]) -> None:
+        """Partitions lost without a chance to commit."""
+        self.on_revoked(partitions)
+
+
+class Coordinator:
+    """The assignment, group membership and commits of one consumer; owns its
+    ``fetcher``. The options are those of ``Consumer`` (validated here, so both
+    consumers raise the same errors); ``positions``, if given, says what ``commit()``
+    and auto-commits commit instead of the fetcher's positions.
+
+    Not thread-safe: one thread at a time, the one that polls (``commit_async`` runs its
+    commits in a thread of its own; ``GroupMember.commit`` is safe against polling).
+    """
+
+    def __init__(self, backend: Backend, *, group_id: str | None = None,
+                 auto_offset_reset: str = "earliest", enable_auto_commit: bool = True,
+                 auto_commit_interval_ms: int = 5000,
+                 key_deserializer: str | Deserializer | None = None,
+                 value_deserializer: str | Deserializer | None = None,
+                 fetch_max_bytes: int = DEFAULT_FETCH_MAX_BYTES,
+                 partition_assignment_strategy: str = "range",
+                 session_timeout_ms: int = 10_000, heartbeat_interval_ms: int = 1_000,
+                 max_poll_interval_ms: int = 300_000, group_instance_id: str | None = None,
+                 listener: RebalanceListener | None = None,
+                 positions: Callable[[], dict[TopicPartition, int]] | None = None) -> None:
+        for name, value in (("auto_commit_interval_ms", auto_commit_interval_ms),
+                            ("session_timeout_ms", session_timeout_ms),
+                            ("heartbeat_interval_ms", heartbeat_interval_ms),
+                            ("max_poll_interval_ms", max_poll_interval_ms)):
+            check_int(name, value, 1)
+        if partition_assignment_strategy not in STRATEGIES:
+            raise InvalidConfigError(f"partition_assignment_strategy must be one of "
+                                     f"{', '.join(STRATEGIES)}")
+        self.group_id = validate_group_id(group_id) if group_id is not None else None
+        if group_instance_id is not None and group_id is None:
+            raise InvalidConfigError("group_instance_id needs a group_id")
+        self._store = backend.offset_store(group_id) if group_id is not None else None
+        self.fetcher = Fetcher(backend, self._store, auto_offset_reset=auto_offset_reset,
+                               key_deserializer=key_deserializer,
+                               value_deserializer=value_deserializer,
+                               fetch_max_bytes=fetch_max_bytes)
+        self._backend = backend
+        self._clock = backend.clock
+        self._listener = listener
+        self._positions = positions if positions is not None else self.fetcher.positions
+        self._auto_commit = enable_auto_commit and group_id is not None
+        self._auto_commit_s = auto_commit_interval_ms / 1000
+        self._next_auto_commit = time.monotonic() + self._auto_commit_s
+        self._group_options: dict[str, Any] = {
+            "strategy": partition_assignment_strategy,
+            "session_timeout_ms": session_timeout_ms,
+            "max_poll_interval_ms": max_poll_interval_ms,
+            "heartbeat_interval_ms": heartbeat_interval_ms,
+            "instance_id": group_instance_id}
+        self._heartbeat_s = heartbeat_interval_ms / 1000
+        self._member: GroupMember | None = None
+        self._mode: str | None = None                 # None, "subscribe" or "assign"
+        self._subscription: list[str] = []
+        self._next_refresh = 0.0
+        self._commit_queue: queue.Queue[Any] | None = None
+        self._commit_thread: threading.Thread | None = None
+
+    def __repr__(self) -> str:
+        return (f"<Coordinator group={self.group_id!r} mode={self._mode} "
+                f"partitions={len(self.fetcher.assigned())}>")
+
+    # -- assignment ---------------------------------------------------------------------
+
+    def subscribe(self, topics: Iterable[str], listener: RebalanceListener | None = None
+                  ) -> None:
+        """Read ``topics`` (raises ``UnknownTopicError``/``InvalidTopicError`` now); in a
+        group, join it (or change the subscription). Cost: a metadata read per topic,
+        and for a member the group lock and a rebalance."""
+        names = sorted(set(topics))
+        if not names or any(not isinstance(t, str) for t in names):
+            raise InvalidConfigError("subscribe needs a list of topic names")
+        for name in names:
+            self._backend.metadata(name)
+        if listener is not None:
+            self._listener = listener
+        if self._mode == "assign":
+            self._drop(self.fetcher.assigned())
+        self._mode = "subscribe"
+        self._subscription = names
+        if self.group_id is None:
+            self._refresh_standalone()
+            return
+        if self._member is None:
+            self._member = self._backend.group_member(
+                self.group_id, partition_count=self._partition_count, **self._group_options)
+        self._member.join(names)
+        self._maintain()
+
+    def assign(self, partitions: Iterable[TopicPartition]) -> None:
+        """Read exactly ``partitions`` (leaving the group, if subscribed in one)."""
+        wanted = {TopicPartition(*tp) for tp in partitions}
+        for tp in wanted:
+            self.fetcher.partition(tp)  # validates topic and partition
+        if self._mode == "subscribe":
+            self.unsubscribe()
+        self._mode = "assign"
+        self._drop(self.fetcher.assigned() - wanted)
+        for tp in wanted:
+            self.fetcher.add(tp, owned=True)
+
+    def unsubscribe(self) -> None:
+        """Stop reading everything (leaving the group, if in one)."""
+        self._leave()
+        self._drop(self.fetcher.assigned())
+        self._mode = None
+        self._subscription = []
+
+    def subscription(self) -> set[str]:
+        return set(self._subscription)
+
+    def _partition_count(self, topic: str) -> int:
+        try:
+            return self._backend.metadata(topic).partitions
+        except UnknownTopicError:
+            return 0
+
+    def _drop(self, tps: set[TopicPartition]) -> None:
+        for tp in tps:
+            self.fetcher.remove(tp)
+            if self._member is not None:
+                self._member.release(tp)
+
+    def _refresh_standalone(self) -> None:
+        wanted: set[TopicPartition] = set()
+        for topic in self._subscription:
+            count = self._partition_count(topic)
+            wanted.update(TopicPartition(topic, p) for p in range(count))
+        self._drop(self.fetcher.assigned() - wanted)
+        for tp in wanted:
+            self.fetcher.add(tp, owned=True)
+        self._next_refresh = time.monotonic() + _STANDALONE_REFRESH_S
+
+    # -- the poll step --------------------------------------------------------------------
+
+    def poll(self) -> float:
+        """What a poll does before it fetches: heartbeat and react to rebalances (or
+        re-read the topics of a subscription without a group), and auto-commit when it
+        is due. Returns the longest the poll may then sleep before calling this again.
+
+        Cost: nothing for a manual assignment; for a member a stat of the group state
+        and, at most every ``heartbeat_interval_ms``, a heartbeat write and a look at
+        the other members under the group lock.
+        """
+        slice_s = SLICE_IDLE_S
+        if self._member is not None:
+            if self._maintain():
+                slice_s = SLICE_WAITING_S
+            slice_s = min(slice_s, self._heartbeat_s)
+        elif self._mode == "subscribe" and time.monotonic() >= self._next_refresh:
+            self._refresh_standalone()
+        if self._auto_commit and time.monotonic() >= self._next_auto_commit:
+            self._commit_quietly(None)
+        return slice_s
+
+    def _maintain(self) -> bool:
+        """React to rebalances and take ownership of newly assigned partitions.
+        Returns True while some assigned partition is still held by its previous owner."""
+        member = self._member
+        assert member is not None
+        fetcher = self.fetcher
+        change = member.maintain()
+        if change is not None:
+            current = fetcher.assigned()
+            if change.lost:
+                lost = fetcher.owned()
+                self._drop(current)
+                self._call("on_lost", lost)
+                member.join(self._subscription)  # rejoin as a new generation
+                return self._maintain()
+            gone = current - change.assignment
+            owned_gone = gone & fetcher.owned()
+            if owned_gone:
+                if self._auto_commit:
+                    self._commit_quietly({tp: offset for tp, offset in self._positions().items()
+                                          if tp in owned_gone})
+                self._call("on_revoked", owned_gone)
+            self._drop(gone)
+            for tp in change.assignment - current:
+                try:
+                    fetcher.add(tp, owned=False)
+                except UnknownTopicError:
+                    continue
+        if not fetcher.waiting():
+            return False
+        acquired = set()
+        waiting = False
+        for tp in fetcher.assigned() - fetcher.owned():
+            if member.try_own(tp):
+                fetcher.own(tp)
+                acquired.add(tp)
+            else:
+                waiting = True
+        if acquired:
+            self._call("on_assigned", acquired)
+        return waiting
+
+    def _call(self, name: str, partitions: set[TopicPartition]) -> None:
+        if self._listener is not None and partitions:
+            getattr(self._listener, name)(set(partitions))
+
+    def _leave(self) -> None:
+        if self._member is not None:
+            try:
+                self._call("on_revoked", self.fetcher.owned())
+            finally:
+                self._member.leave()
+                self._member = None
+
+    # -- commits ------------------------------------------------------------------------
+
+    def commit(self, offsets: Mapping[TopicPartition, int] | None = None) -> None:
+        """Commit ``offsets`` (default: the positions). Atomic and crash-safe; raises
+        ``CommitFailedError`` without a group, or for partitions this member does not
+        own. Cost: one append to the group's offsets file (and its fsync with
+        ``fsync="always"``), under the group lock for a member."""
+        self._commit(dict(self._positions() if offsets is None else offsets))
+
+    @_fileutil.translate_errors("consumer")
+    def _commit(self, offsets: dict[TopicPartition, int]) -> None:
+        if self._store is None:
+            raise CommitFailedError("this consumer has no group_id: there is nowhere to "
+                                    "commit offsets")
+        clean = {}
+        for tp, offset in offsets.items():
+            tp = TopicPartition(*tp)
+            check_int(f"offset for {tp}", offset, 0)
+            clean[tp] = offset
+        if not clean:
+            return
+        member = self._member
+        if member is None:  # manual assignment: not fenced
+            self._store.commit(clean, self._clock())
+        else:
+            member.commit(self._store, clean)
+
+    def _commit_quietly(self, offsets: dict[TopicPartition, int] | None) -> None:
+        """Auto-commit: positions of records already returned; failures are logged."""
+        self._next_auto_commit = time.monotonic() + self._auto_commit_s
+        try:
+            self._commit(self._positions() if offsets is None else offsets)
+        except CommitFailedError as exc:
+            _logger.info("auto-commit skipped: %s", exc)
+
+    def commit_async(self, offsets: Mapping[TopicPartition, int] | None = None,
+                     callback: CommitCallback | None = None
+                     ) -> concurrent.futures.Future[dict[TopicPartition, int]]:
+        """Commit in a background thread (commits run in call order); ``callback(offsets,
+        error)`` runs in that thread when it is done, and the future resolves likewise."""
+        chosen = dict(self._positions() if offsets is None else offsets)
+        future: concurrent.futures.Future[dict[TopicPartition, int]] = \
+            concurrent.futures.Future()
+        if self._commit_queue is None:
+            self._commit_queue = queue.Queue()
+            self._commit_thread = threading.Thread(target=self._commit_loop, daemon=True,
+                                                   name="eventlog-commit")
+            self._commit_thread.start()
+        self._commit_queue.put((chosen, callback, future))
+        return future
+
+    def _commit_loop(self) -> None:
+        assert self._commit_queue is not None
+        while True:
+            item = self._commit_queue.get()
+            if item is None:
+                return
+            offsets, callback, future = item
+            error: BaseException | None = None
+            try:
+                self._commit(offsets)
+                future.set_result(offsets)
+            except Exception as exc:
+                error = exc
+                future.set_exception(exc)
+            if callback is not None:
+                try:
+                    callback(offsets, error)
+                except Exception:
+                    _logger.exception("exception in a commit_async callback")
+
+    def committed(self, tp: TopicPartition) -> int | None:
+        """The group's committed offset of ``tp`` (None if none, or without a group).
+        Cost: a stat of the offsets file, and a read of what it gained since."""
+        if self._store is None:
+            return None
+        return self._store.read().get(TopicPartition(*tp))
+
+    # -- closing ------------------------------------------------------------------------
+
+    def close(self, autocommit: bool = True) -> None:
+        """Auto-commit (with ``autocommit``), leave the group, stop the commit thread
+        (after the commits queued before), forget every partition."""
+        try:
+            if not self._backend.closed:
+                if autocommit and self._auto_commit:
+                    self._commit_quietly(None)
+                self._leave()
+        finally:
+            if self._commit_queue is not None:
+                self._commit_queue.put(None)
+                if self._commit_thread is not None:
+                    self._commit_thread.join(10)
+            self.fetcher.clear()
+
+    # -- invariants -------------------------------------------------------------------------
+
+    def _check(self) -> None:
+        """Assert the invariants of the assignment and membership. Tests call it after
+        every change (with the fetcher's and the member's own). Cost: O(partitions)."""
+        assigned, owned = self.fetcher.assigned(), self.fetcher.owned()
+        assert owned <= assigned, owned - assigned
+        assert (self._store is None) == (self.group_id is None)
+        assert not self._auto_commit or self._store is not None
+        assert self._mode in (None, "subscribe", "assign"), self._mode
+        if self._mode is None:
+            assert not assigned and not self._subscription and self._member is None
+        elif self._mode == "assign":
+            assert self._member is None and not self._subscription
+            assert owned == assigned, assigned - owned
+        else:
+            assert self._subscription, "subscribed to nothing"
+            assert self._subscription == sorted(set(self._subscription)), self._subscription
+            assert {tp.topic for tp in assigned} <= set(self._subscription), assigned
+        member = self._member
+        if member is None:
+            assert owned == assigned, assigned - owned  # only members wait for owners
+        else:
+            assert self._mode == "subscribe" and self.group_id == member.group_id
+            assert member.topics == self._subscription, (member.topics, self._subscription)
+            # exactly the partitions we read are those whose ownership lock we hold
+            assert member.owned() == owned, (member.owned(), owned)

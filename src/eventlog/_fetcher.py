@@ -1,0 +1,438 @@
+"""The fetch step of a consumer: where it reads each assigned partition, and what it
+returns or sleeps on.
+
+This room owns the fetch state of every partition assigned to one consumer
+(``PartitionFetch``): its position (the offset of the next record to return), whether
+the application paused it, whether the consumer owns it yet (a group member waits
+until the previous owner lets go; ``_coordinator`` decides that), and the notify words
+a reader sleeps on. ``Fetcher.fetch`` is the one step that ``Consumer.poll`` and
+``aio.AIOConsumer`` both run:
+
+- take records from the partitions that are ready (owned, not paused), fairly: round
+  robin, starting after the partition the previous fetch visited last, at least
+  ``MIN_SHARE`` records per visit, and the room left goes to the partitions that have
+  more;
+- or, when none has a record, return a ``Wait``: the notify words *as they were
+  before the fetch* (so an append during the fetch ends the sleep at once), and how
+  long to sleep at most before the caller looks at its group again.
+
+Positions not known yet resolve to the group's committed offset when it lies in the
+partition, else to ``auto_offset_reset``. Decoded batches become ``Record`` tuples
+with the deserializers applied a column at a time (``_types.records_from_batches``);
+a record that fails to deserialize ends the fetch: the records before it are
+returned, its position stays at it, and the next fetch raises a ``SerializationError``
+naming its topic, partition and offset.
+
+The fetcher reads the log only through the backend seam (``_backend``) and reads, never
+writes, the group's committed offsets. It knows nothing of groups, commits or
+listeners, and calls nothing above it. Not thread-safe: one thread at a time (the
+consumer's); a ``Wait`` may be slept on in any thread.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+from . import _notify
+from ._types import Record, TopicPartition, records_from_batches
+from .config import check_int
+from .errors import (
+    InvalidConfigError,
+    NotAssignedError,
+    OffsetOutOfRangeError,
+    SerializationError,
+)
+from .serde import Deserializer, deserializer
+
+if TYPE_CHECKING:
+    from ._backend import Backend, PartitionBackend
+    from ._format import DecodedBatch
+    from ._offsets import OffsetStore
+
+__all__ = ["DEFAULT_FETCH_MAX_BYTES", "MIN_SHARE", "RESETS", "Fetcher", "PartitionFetch",
+           "Wait", "check_tp"]
+
+RESETS = ("earliest", "latest", "none")
+DEFAULT_FETCH_MAX_BYTES = 4 << 20   # per partition and fetch
+# Fewest records a fetch takes from a partition before moving on (unless max_records
+# is under four times that): with many partitions an equal share of max_records would
+# be a few records each, and every visit to a partition has a fixed cost (its head, a
+# fetch, building records).
+MIN_SHARE = 16
+# With no partition to sleep on (none assigned, owned or unpaused), look again soon:
+# what changes that is a rebalance or the previous owner letting go.
+_SLICE_NOTHING_READY_S = 0.02
+
+
+def check_tp(tp: Any) -> TopicPartition:
+    """``tp`` as a ``TopicPartition``; ``InvalidConfigError`` unless it is a
+    ``(str, int)`` pair."""
+    if not (isinstance(tp, tuple) and len(tp) == 2 and isinstance(tp[0], str)
+            and type(tp[1]) is int):
+        raise InvalidConfigError(f"not a TopicPartition: {tp!r}")
+    return tp if type(tp) is TopicPartition else TopicPartition(*tp)
+
+
+class PartitionFetch:
+    """Fetch state of one assigned partition."""
+
+    __slots__ = ("counter", "owned", "partition", "paused", "position", "tp", "waiters")
+
+    def __init__(self, tp: TopicPartition, partition: PartitionBackend, owned: bool) -> None:
+        self.tp = tp
+        self.partition = partition
+        self.owned = owned              # group: we hold its ownership lock
+        self.paused = False
+        self.position: int | None = None   # None: resolve at the next read
+        self.counter, self.waiters = partition.wake_words()
+
+
+class Wait(NamedTuple):
+    """What a fetch that found nothing says to sleep on: the notify words of the ready
+    partitions, the values they had before the fetch, and the longest sleep (seconds)
+    before the caller should look at its group again."""
+
+    counters: list[_notify.Word]
+    waiters: list[_notify.Word]
+    expected: list[int]
+    slice_s: float
+
+    def sleep(self, timeout: float | None,
+              interrupt: tuple[_notify.Word, _notify.Word, int] | None = None) -> bool:
+        """Block until an append to one of the partitions, a change of ``interrupt``'s
+        word from its given value, or ``min(timeout, slice_s)`` seconds. True if woken
+        by a change. Cost while asleep: none (a futex), or a look every 0.2-2 ms where
+        futexes are missing. Thread-safe (any thread may sleep on it)."""
+        pause = self.slice_s if timeout is None else min(self.slice_s, timeout)
+        counters, waiters, expected = self.counters, self.waiters, self.expected
+        if interrupt is not None:
+            counters = [*counters, interrupt[0]]
+            waiters = [*waiters, interrupt[1]]
+            expected = [*expected, interrupt[2]]
+        if not counters:
+            if pause > 0:
+                time.sleep(pause)
+            return False
+        return _notify.wait(counters, waiters, expected, pause)
+
+
+class Fetcher:
+    """The fetch state of one consumer's assigned partitions, and the fetch step.
+
+    ``offsets`` is the group's committed-offset store (None without a group): read to
+    resolve positions, never written. Not thread-safe.
+    """
+
+    def __init__(self, backend: Backend, offsets: OffsetStore | None, *,
+                 auto_offset_reset: str = "earliest",
+                 key_deserializer: str | Deserializer | None = None,
+                 value_deserializer: str | Deserializer | None = None,
+                 fetch_max_bytes: int = DEFAULT_FETCH_MAX_BYTES) -> None:
+        if auto_offset_reset not in RESETS:
+            raise InvalidConfigError(f"auto_offset_reset must be 'earliest', 'latest' or "
+                                     f"'none', not {auto_offset_reset!r}")
+        check_int("fetch_max_bytes", fetch_max_bytes, 1)
+        self._backend = backend
+        self._offsets = offsets
+        self._reset = auto_offset_reset
+        self._key_des = deserializer(key_deserializer)
+        self._value_des = deserializer(value_deserializer)
+        self._fetch_max_bytes = fetch_max_bytes
+        self._parts: dict[TopicPartition, PartitionFetch] = {}
+        self._rr = 0                    # where the next fetch starts its round
+        self._pending: SerializationError | None = None
+
+    def __repr__(self) -> str:
+        return f"<Fetcher partitions={len(self._parts)}>"
+
+    # -- assignment (the coordinator's calls) ----------------------------------------------
+
+    def partition(self, tp: Any) -> PartitionBackend:
+        """The backend partition of ``tp`` (any partition, assigned or not). Raises
+        ``InvalidConfigError``, ``UnknownTopicError``, ``UnknownPartitionError``."""
+        tp = check_tp(tp)
+        return self._backend.partition(tp.topic, tp.partition)
+
+    def add(self, tp: TopicPartition, owned: bool) -> None:
+        """Start fetching ``tp`` (from a position resolved at its first read)."""
+        if tp not in self._parts:
+            self._parts[tp] = PartitionFetch(tp, self.partition(tp), owned)
+
+    def remove(self, tp: TopicPartition) -> None:
+        self._parts.pop(tp, None)
+
+    def clear(self) -> None:
+        self._parts.clear()
+
+    def own(self, tp: TopicPartition) -> None:
+        """The consumer now owns ``tp``: read it from the offset its previous owner
+        committed (resolved at the next read)."""
+        part = self._parts[tp]
+        part.owned = True
+        part.position = None
+
+    def assigned(self) -> set[TopicPartition]:
+        return set(self._parts)
+
+    def owned(self) -> set[TopicPartition]:
+        return {tp for tp, p in self._parts.items() if p.owned}
+
+    def waiting(self) -> bool:
+        """True while some assigned partition is not owned yet."""
+        return not all(p.owned for p in self._parts.values())
+
+    # -- positions --------------------------------------------------------------------------
+
+    def _part(self, tp: Any) -> PartitionFetch:
+        part = self._parts.get(TopicPartition(*tp))
+        if part is None:
+            raise NotAssignedError(f"{tp} is not assigned to this consumer")
+        return part
+
+    def position(self, tp: TopicPartition) -> int:
+        """The offset of the next record a fetch returns for ``tp`` (resolved now if not
+        known yet: one read of the committed offsets and of the partition's head)."""
+        part = self._part(tp)
+        return part.position if part.position is not None else self._resolve(part)
+
+    def positions(self) -> dict[TopicPartition, int]:
+        """Known positions of the owned partitions: what a commit commits. O(partitions)."""
+        return {tp: p.position for tp, p in self._parts.items()
+                if p.owned and p.position is not None}
+
+    def seek(self, tp: TopicPartition, offset: int) -> None:
+        """Read ``tp`` from ``offset`` next (outside the partition, ``auto_offset_reset``
+        applies at the next read). Forgets a pending deserialization error."""
+        check_int("offset", offset, 0)
+        self._part(tp).position = offset
+        self._pending = None
+
+    def seek_to_beginning(self, *partitions: TopicPartition) -> None:
+        """Move ``partitions`` (default: all assigned) to their start offsets."""
+        for tp in partitions or tuple(self._parts):
+            part = self._part(tp)
+            part.position = part.partition.start_offset
+        self._pending = None
+
+    def seek_to_end(self, *partitions: TopicPartition) -> None:
+        """Move ``partitions`` (default: all assigned) to their end offsets."""
+        for tp in partitions or tuple(self._parts):
+            part = self._part(tp)
+            part.position = part.partition.end_offset
+        self._pending = None
+
+    def pause(self, *partitions: TopicPartition) -> None:
+        for tp in partitions:
+            self._part(tp).paused = True
+
+    def resume(self, *partitions: TopicPartition) -> None:
+        for tp in partitions:
+            self._part(tp).paused = False
+
+    def paused(self) -> set[TopicPartition]:
+        return {tp for tp, p in self._parts.items() if p.paused}
+
+    def lag(self) -> dict[TopicPartition, int]:
+        """End offset minus position, per assigned partition: a head read each."""
+        out = {}
+        for tp, part in self._parts.items():
+            position = part.position if part.position is not None else self._resolve(part)
+            out[tp] = max(0, part.partition.end_offset - position)
+        return out
+
+    def _resolve(self, part: PartitionFetch) -> int:
+        """The committed offset if it lies in the partition, else ``auto_offset_reset``."""
+        start, end = part.partition.bounds()
+        if self._offsets is not None:
+            committed = self._offsets.read().get(part.tp)
+            if committed is not None and start <= committed <= end:
+                part.position = committed
+                return committed
+        return self._apply_reset(part, start, end)
+
+    def _apply_reset(self, part: PartitionFetch, start: int, end: int) -> int:
+        if self._reset == "none":
+            raise OffsetOutOfRangeError(
+                f"no valid position for {part.tp.topic}[{part.tp.partition}] and "
+                f"auto_offset_reset='none'", offset=part.position if part.position is not None
+                else -1, start_offset=start, end_offset=end)
+        part.position = start if self._reset == "earliest" else end
+        return part.position
+
+    # -- offset lookups (any partition) --------------------------------------------------
+
+    def beginning_offsets(self, partitions: Iterable[TopicPartition]
+                          ) -> dict[TopicPartition, int]:
+        return {check_tp(tp): self.partition(tp).start_offset for tp in partitions}
+
+    def end_offsets(self, partitions: Iterable[TopicPartition]) -> dict[TopicPartition, int]:
+        return {check_tp(tp): self.partition(tp).end_offset for tp in partitions}
+
+    def offsets_for_times(self, timestamps: Mapping[TopicPartition, int]
+                          ) -> dict[TopicPartition, int | None]:
+        """Through each partition's time index: O(log n) each."""
+        return {check_tp(tp): self.partition(tp).offset_for_time(ts)
+                for tp, ts in timestamps.items()}
+
+    # -- the fetch step -------------------------------------------------------------------
+
+    def fetch(self, max_records: int, slice_s: float) -> list[Record] | Wait:
+        """Records ready now (at least one), in offset order within a partition and fair
+        across partitions, at most ``max_records``; or, when none is ready, a ``Wait``
+        to sleep on for at most ``slice_s`` seconds.
+
+        Raises the ``SerializationError`` of a record that failed to deserialize at the
+        previous fetch (once; its position stays at it, so ``seek`` past it to skip it).
+        Cost: a head read per ready partition, and a fetch and the records built from
+        those that have records; no syscall when the fetch finds nothing new (the log's
+        files are mapped).
+        """
+        if self._pending is not None:
+            error, self._pending = self._pending, None
+            raise error
+        ready = [p for p in self._parts.values() if p.owned and not p.paused]
+        if not ready:
+            return Wait([], [], [], min(slice_s, _SLICE_NOTHING_READY_S))
+        expected = [p.counter.load() for p in ready]
+        records = self._fetch(ready, max_records)
+        if records:
+            return records
+        if self._pending is not None:
+            error, self._pending = self._pending, None
+            raise error
+        return Wait([p.counter for p in ready], [p.waiters for p in ready], expected, slice_s)
+
+    def _fetch(self, ready: list[PartitionFetch], max_records: int) -> list[Record]:
+        n = len(ready)
+        start = self._rr % n
+        order = ready[start:] + ready[:start]
+        out: list[Record] = []
+        share = max(1, max_records // n, min(MIN_SHARE, max_records // 4))
+        hungry = []
+        for i, part in enumerate(order):
+            self._rr = start + i + 1  # the next fetch starts after the last one visited
+            got = self._fetch_partition(part, min(share, max_records - len(out)))
+            out.extend(got)
+            if len(got) == share:
+                hungry.append(part)
+            if self._pending is not None or len(out) >= max_records:
+                return out
+        for part in hungry:  # room left: let partitions with more records fill it
+            if len(out) >= max_records:
+                break
+            out.extend(self._fetch_partition(part, max_records - len(out)))
+            if self._pending is not None:
+                break
+        return out
+
+    def _fetch_partition(self, part: PartitionFetch, want: int) -> list[Record]:
+        if want <= 0:
+            return []
+        position = part.position if part.position is not None else self._resolve(part)
+        try:
+            batches = part.partition.fetch(position, self._fetch_max_bytes, want)
+        except OffsetOutOfRangeError as exc:
+            position = self._apply_reset(part, exc.start_offset, exc.end_offset)
+            batches = part.partition.fetch(position, self._fetch_max_bytes, want)
+        if not batches:
+            return []
+        tp = part.tp
+        try:
+            records = records_from_batches(batches, position, tp.topic, tp.partition, want,
+                                           self._keys, self._values)
+        except _DeserializeError:
+            return self._salvage(batches, position, part, want)
+        if not records or len(records) < want or records[-1].offset == _last_offset(batches):
+            # Everything the batches hold from the position was returned: move past
+            # their whole span, over gaps compaction left (else lag never reaches 0).
+            part.position = batches[-1].header.next_offset
+        else:
+            part.position = records[-1].offset + 1
+        return records
+
+    def _keys(self, column: list[Any]) -> list[Any]:
+        return _deserialize_column(self._key_des, column)
+
+    def _values(self, column: list[Any]) -> list[Any]:
+        return _deserialize_column(self._value_des, column)
+
+    def _salvage(self, batches: list[DecodedBatch], position: int, part: PartitionFetch,
+                 want: int) -> list[Record]:
+        """A record failed to deserialize: return the records before it, keep an error
+        naming it for the next fetch, and leave the position at it."""
+        raw = records_from_batches(batches, position, part.tp.topic, part.tp.partition, want)
+        out: list[Record] = []
+        key_des, value_des = self._key_des, self._value_des
+        for record in raw:
+            try:
+                key = None if record.key is None else key_des(record.key)
+            except Exception as exc:
+                self._fail(part, record, "key", exc)
+                return out
+            try:
+                value = None if record.value is None else value_des(record.value)
+            except Exception as exc:
+                self._fail(part, record, "value", exc)
+                return out
+            out.append(record._replace(key=key, value=value))
+            part.position = record.offset + 1
+        return out
+
+    def _fail(self, part: PartitionFetch, record: Record, what: str, exc: Exception) -> None:
+        error = SerializationError(
+            f"topic {record.topic!r} partition {record.partition} offset {record.offset}: "
+            f"could not deserialize the {what} ({type(exc).__name__}: {exc}); seek past "
+            "it to skip it")
+        error.topic, error.partition, error.offset = (record.topic, record.partition,
+                                                      record.offset)
+        error.__cause__ = exc
+        self._pending = error
+        part.position = record.offset
+
+    # -- invariants -------------------------------------------------------------------------
+
+    def _check(self) -> None:
+        """Assert the invariants of the fetch state. Tests call it after every change.
+        Cost: O(partitions), no I/O."""
+        assert self._reset in RESETS, self._reset
+        assert type(self._fetch_max_bytes) is int and self._fetch_max_bytes >= 1
+        assert type(self._rr) is int and self._rr >= 0, self._rr
+        for tp, part in self._parts.items():
+            assert type(tp) is TopicPartition and part.tp == tp, (tp, part.tp)
+            assert type(tp.partition) is int and tp.partition >= 0, tp
+            assert type(part.owned) is bool and type(part.paused) is bool, tp
+            assert part.position is None or (type(part.position) is int
+                                             and part.position >= 0), (tp, part.position)
+            assert isinstance(part.counter, _notify.Word), tp
+            assert isinstance(part.waiters, _notify.Word), tp
+        if self._pending is not None:
+            error = self._pending
+            assert isinstance(error, SerializationError)
+            assert error.topic is not None and error.partition is not None
+            pending = self._parts.get(TopicPartition(error.topic, error.partition))
+            if pending is not None and pending.position is not None:
+                # the position stays at the bad record until a seek forgets the error
+                assert pending.position == error.offset, (pending.position, error.offset)
+
+
+def _deserialize_column(fn: Deserializer, column: list[Any]) -> list[Any]:
+    try:
+        if None in column:
+            return [None if x is None else fn(x) for x in column]
+        return list(map(fn, column))
+    except Exception as exc:
+        raise _DeserializeError() from exc
+
+
+def _last_offset(batches: list[DecodedBatch]) -> int:
+    for batch in reversed(batches):
+        offsets = batch.offsets()
+        if offsets:
+            return offsets[-1]
+    return -1
+
+
+class _DeserializeError(Exception):
+    """Internal: a deserializer failed somewhere in a column."""
