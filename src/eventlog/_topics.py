@@ -48,9 +48,6 @@ META_LOCK_FILE = ".meta.lock"
 REFRESH_S = 0.5
 MAX_PARTITIONS = 100_000
 _MAX_TOPIC_FILE_BYTES = 1 << 20
-import inspect  # TEMPORARY
-
-_HOOK = "on_roll" in inspect.signature(PartitionLog.__init__).parameters
 
 
 def validate_topic_name(name: object) -> str:
@@ -170,10 +167,9 @@ class TopicFiles:
         store = self.store
         if store.closed:
             raise ClosedError("the log is closed")
-        hook: Any = {"on_roll": self._on_roll} if _HOOK else {}  # TEMPORARY until H1 lands
         return PartitionLog(os.path.join(self.directory, str(partition_id)),
                             lambda: self.metadata().config, store.context,
-                            recover=store.recovering, **hook)
+                            recover=store.recovering, on_roll=self._on_roll)
 
     def _on_roll(self, plog: PartitionLog) -> None:
         _compaction.maybe_compact(plog, self.metadata().config, self.store.context.clock())

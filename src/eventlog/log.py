@@ -340,7 +340,7 @@ class Log:
         segments = batches = records = nbytes = 0
         for plog in plogs:
             found, stats = plog.check(fix=fix, progress=step)
-            problems += [Problem(p.path, p.kind, p.message, p.fixed) for p in found]  # TEMPORARY
+            problems += found
             segments += stats.segments
             batches += stats.batches
             records += stats.records
