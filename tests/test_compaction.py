@@ -177,7 +177,12 @@ class CompactionModel(RuleBasedStateMachine):
             else:
                 assert latest[key][1] == value, key
         assert set(latest) <= set(self.model)
-        self.p._log._check()
+        plog = self.p._log
+        plog._check()
+        state = plog.state()
+        plog.segments._check(state)
+        for segment in plog.segments.published(state):
+            segment._check(plog.segments.limit(segment, state))
 
 
 CompactionModel.TestCase.settings = settings(max_examples=25 * SOAK, stateful_step_count=40,
@@ -264,3 +269,31 @@ def test_a_crash_at_every_step_of_compaction_loses_no_latest_value(tmp_path):
         assert done.returncode == 137, done.stderr
         crash_at += 1
     assert crash_at > 10   # the compaction took many steps, each crashed once
+
+
+def test_maybe_compact_runs_only_when_dirty_enough_and_never_waits_for_another_cleaner(
+        log_dir):
+    from eventlog._compaction import dirty_ratio, maybe_compact
+    from eventlog.config import TopicConfig
+
+    # the topic itself is not compacted (nothing runs at its rolls); the config passed
+    # to maybe_compact says what to do
+    compacted = TopicConfig(cleanup_policy="compact", min_cleanable_dirty_ratio=0.9)
+    with eventlog.open(log_dir, segment_bytes=300) as log:
+        p = log.create_topic("t").partition(0)
+        plog = p._log
+        assert maybe_compact(plog, compacted, 0) is None      # nothing sealed yet
+        for i in range(60):
+            put(p, b"k%d" % (i % 3), b"%d" % i)
+        assert dirty_ratio(plog) == 1.0
+        with plog.cleaner_lock():            # another cleaner at work: not waited for
+            assert maybe_compact(plog, compacted, 0) is None
+        assert maybe_compact(plog, TopicConfig(min_cleanable_dirty_ratio=0.0), 0) is None
+        now = int(time.time() * 1000) + 1000   # every record older than the lag (0)
+        result = maybe_compact(plog, compacted, now)
+        assert result is not None and result.records_removed > 0
+        assert dirty_ratio(plog) == 0.0
+        assert maybe_compact(plog, compacted, now) is None        # clean now: not due
+        plog._check()
+        assert {k: v for k, (_, v) in scan(p).items()} == {b"k0": b"57", b"k1": b"58",
+                                                           b"k2": b"59"}

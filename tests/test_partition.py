@@ -94,8 +94,8 @@ def test_reading_a_batch_in_parts_decodes_it_once(log, monkeypatch):
     assert len(decoded) == 2  # each batch once: later reads resume in the kept one
     # a damaged byte in the kept batch's header is still noticed
     assert len(p.read(1500, max_records=5)) == 5
-    seg = p._log._segments[0]
-    position = p._log._partial[1].position
+    seg = p._log.segments[0]
+    position = p._log.segments._partial[1].position
     seg.mapping(position + 64)[position + 20] ^= 0xFF
     with pytest.raises(eventlog.CorruptRecordError):
         p.read(1990, max_records=5)
@@ -132,7 +132,7 @@ def test_segments_roll_at_segment_bytes(log_dir):
         assert all(len(n) == 24 for n in names)
         # every sealed segment holds whole batches totalling at most segment_bytes
         for base, nxt in zip(bases, bases[1:]):
-            seg = p._log._segments[base]
+            seg = p._log.segments[base]
             used = sum(h.length for _, h in seg.headers(0, seg.file_bytes()))
             assert used <= 1024
             assert seg.headers(0, seg.file_bytes()) is not None
@@ -150,10 +150,11 @@ def test_readers_keep_few_sealed_segments_mapped(log_dir, monkeypatch):
 
     def mapped_sealed(p):
         active = segment_bases(p)[-1]
-        return [b for b, seg in p._log._segments.items() if seg._mm is not None and b != active]
+        return [seg.base_offset for seg in p._log.segments
+                if seg.mapped_bytes and seg.base_offset != active]
 
     for limit, most in ((256 << 20, 4), (1, 1)):  # the count bounds, then the bytes
-        monkeypatch.setattr("eventlog._partition._MAX_MAPPED_SEALED_BYTES", limit)
+        monkeypatch.setattr("eventlog._segments._MAX_MAPPED_SEALED_BYTES", limit)
         with eventlog.open(log_dir) as log:
             p = log.topic("t").partition(0)
             assert len(segment_bases(p)) > 8
@@ -207,8 +208,8 @@ def test_offset_lookup_uses_the_sparse_index(log_dir):
         p = log.create_topic("t").partition(0)
         for i in range(200):
             p.append(values(1, i, size=50))
-        seg = p._log._segments[0]
-        assert len(seg.offset_index) > 20
+        seg = p._log.segments[0]
+        assert len(seg.indexes.offset) > 20
         for target in (0, 1, 57, 133, 199):
             assert p.read(target, max_records=1)[0].value == values(1, target, size=50)[0]
 
@@ -339,3 +340,24 @@ def test_time_lookup_survives_garbled_time_indexes(log_dir):
         for target in range(0, 90, 3):
             expected = next((i for i, ts in enumerate(stamps) if ts >= target), None)
             assert p.offset_for_time(target) == expected, target
+
+
+def test_on_roll_runs_after_an_append_rolls_and_not_after_an_explicit_roll(tmp_path):
+    from eventlog._format import encode_batch
+    from eventlog._partition import PartitionLog, StorageContext, create_partition_files
+    from eventlog.config import LogOptions, TopicConfig
+
+    rolls = []
+    ctx = StorageContext(LogOptions(fsync="never"))
+    create_partition_files(str(tmp_path / "p"), ctx.clock())
+    plog = PartitionLog(str(tmp_path / "p"), lambda: TopicConfig(segment_bytes=200), ctx,
+                        on_roll=lambda p: rolls.append(p.state().active_base))
+    try:
+        for i in range(10):
+            plog.append(encode_batch([b"%d" % i * 40]))
+        assert rolls and rolls == plog.segments.bases[1:]
+        plog.roll()
+        assert rolls == plog.segments.bases[1:-1]
+        plog._check()
+    finally:
+        plog.close()

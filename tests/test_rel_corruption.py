@@ -44,9 +44,8 @@ def batches(log):
     plog = log.topic("t").partition(0)._log
     st = plog.state()
     out = []
-    for base in plog._bases:
-        segment = plog._segments[base]
-        for position, header in segment.headers(0, plog._limit(segment, st)):
+    for segment in plog.segments.published(st):
+        for position, header in segment.headers(0, plog.segments.limit(segment, st)):
             out.append((segment, position, header))
     return out
 
@@ -61,7 +60,7 @@ def test_every_single_bit_flip_is_detected_and_no_wrong_record_returned(tmp_path
             for byte in range(position, position + header.length):
                 for bit in range(8):
                     mm[byte] ^= 1 << bit
-                    p._log._hints.clear()
+                    p._log.segments.forget_positions()
                     try:
                         got = p.read(header.base_offset, max_records=header.record_count)
                     except CorruptRecordError:

@@ -40,11 +40,8 @@ class PartitionModel(RuleBasedStateMachine):
         plog = self.p._log
         state = plog.state()
         out = []
-        for base in plog._bases:
-            if base > state.active_base:
-                break
-            segment = plog._segments[base]
-            limit = plog._limit(segment, state)
+        for segment in plog.segments.published(state):
+            limit = plog.segments.limit(segment, state)
             out.extend((segment, pos, h) for pos, h in segment.headers(0, limit))
         return out
 
@@ -93,7 +90,7 @@ class PartitionModel(RuleBasedStateMachine):
         if state.active_position <= start:
             return
         cut = data.draw(st.integers(min_value=start, max_value=state.active_position - 1))
-        segment = plog._segments[state.active_base]
+        segment = plog.segments[state.active_base]
         keep_offset = state.active_base
         for pos, header in segment.headers(0, state.active_position):
             if pos + header.length <= cut:
@@ -119,7 +116,7 @@ class PartitionModel(RuleBasedStateMachine):
         mm = segment.mapping(byte + 1)
         mm[byte] ^= bit
         try:
-            self.p._log._hints.clear()
+            self.p._log.segments.forget_positions()
             raised = False
             try:
                 self.p.read(header.base_offset, max_records=header.record_count)
@@ -128,12 +125,17 @@ class PartitionModel(RuleBasedStateMachine):
             assert raised, f"flip at byte {byte} of {segment.path} went unnoticed"
         finally:
             mm[byte] ^= bit
-            self.p._log._hints.clear()
+            self.p._log.segments.forget_positions()
 
     @invariant()
     def log_matches_model(self):
         assert self.p.end_offset == len(self.model)
-        self.p._log._check()
+        plog = self.p._log
+        plog._check()
+        state = plog.state()
+        plog.segments._check(state)
+        for segment in plog.segments.published(state):
+            segment._check(plog.segments.limit(segment, state))
 
 
 PartitionModel.TestCase.settings = settings(max_examples=40 * SOAK, stateful_step_count=30,

@@ -21,31 +21,39 @@ keeps one empty batch covering its span. So segments still chain without gaps, w
 is how recovery and reads notice a segment that is really missing.
 
 The swap is crash-safe. A segment is rewritten into ``<base>.log.cleaned`` and
-fsynced; then, under the partition's writer lock, that file is renamed to
-``<base>.log.swap``, the old indexes are removed, and the swap file is renamed over
-``<base>.log``. Recovery finishes a swap it finds (the ``.swap`` file is complete) and
-discards ``.cleaned`` files, so a crash at any step leaves either the old segment or
-the new one, and no key loses its latest value. Processes that have the old segment
-mapped keep reading it (it is a different inode) until they notice the new layout.
+fsynced; then ``PartitionLog.swap_in`` (under the partition's writer lock) renames that
+file to ``<base>.log.swap``, removes the old indexes, and renames the swap file over
+``<base>.log`` (``_segment.replace_with_cleaned``). Recovery finishes a swap it finds (the
+``.swap`` file is complete) and discards ``.cleaned`` files, so a crash at any step
+leaves either the old segment or the new one, and no key loses its latest value.
+Processes that have the old segment mapped keep reading it (it is a different inode)
+until they notice the new layout.
+
+Compaction is scheduled from above and calls down only: the topic layer passes
+``maybe_compact`` as the partition's ``on_roll`` hook, log maintenance calls it
+periodically, and ``Log.compact`` calls ``compact``. It reads a partition through its
+public surface (``state``, ``segments``, the cleaner lock) and changes it only through
+``swap_in``. The compaction checkpoint (``cleaner-checkpoint``: where the last
+compaction ended, for ``dirty_ratio``) is this module's own file.
 """
 
 from __future__ import annotations
 
+import json
 import mmap
 import os
-from collections.abc import Iterator
 from typing import TYPE_CHECKING, NamedTuple
 
 from . import _fileutil, _format
-from ._format import DecodedBatch, EncodedBatch, encode_batch
-from ._segment import Segment
+from ._format import EncodedBatch, encode_batch
+from ._segment import Segment, cleaned_path
+from .config import TopicConfig
 
 if TYPE_CHECKING:
     from ._partition import PartitionLog
 
-CLEANED_SUFFIX = ".cleaned"
-SWAP_SUFFIX = ".swap"
 _CHUNK_BYTES = 1 << 20
+CHECKPOINT = "cleaner-checkpoint"  # {"offset": base of the first segment not cleaned}
 
 
 class CompactionResult(NamedTuple):
@@ -55,29 +63,17 @@ class CompactionResult(NamedTuple):
     bytes_after: int
 
 
-def _batches(segment: Segment, limit: int) -> Iterator[DecodedBatch]:
-    position = 0
-    while position < limit:
-        batch = segment.read_batch(position, limit)
-        if batch is None:
-            return
-        yield batch
-        position += batch.header.length
-
-
 def key_index(plog: PartitionLog, end_offset: int, lag_cutoff_ms: int
               ) -> tuple[dict[bytes, int], set[bytes]]:
     """Key -> offset of its latest record over the whole published log, and the keys
     with an older record that compaction must keep (younger than the compaction lag).
     Memory: one entry per distinct key. Cost: one pass over every batch."""
     st = plog.state()
+    segments = plog.segments
     latest: dict[bytes, int] = {}
     first_young: dict[bytes, int] = {}
-    for base in plog._bases:
-        if base > st.active_base:
-            break
-        segment = plog._segments[base]
-        for batch in _batches(segment, plog._limit(segment, st)):
+    for segment in segments.published(st):
+        for batch in segment.batches(0, segments.limit(segment, st)):
             if batch.keys is None:
                 continue
             for offset, key, ts in zip(batch.offsets(), batch.keys, batch.timestamps(),
@@ -101,7 +97,7 @@ def clean_segment(segment: Segment, limit: int, latest: dict[bytes, int],
     kept_ts: list[int] = []
     kept_headers: list[list[tuple[str, bytes]] | None] = []
     removed = 0
-    batches = list(_batches(segment, limit))
+    batches = list(segment.batches(0, limit))
     if not batches:
         return [], 0, 0
     segment_end = batches[-1].header.next_offset
@@ -169,60 +165,88 @@ def write_segment_file(path: str, batches: list[tuple[EncodedBatch, int]]) -> in
     return total
 
 
-def compact(plog: PartitionLog, now_ms: int) -> CompactionResult:
-    """Compact the sealed segments of one partition. Holds the partition's cleaner
-    lock throughout and its writer lock only to swap each cleaned segment in."""
-    config = plog._config()
-    segments_cleaned = removed_total = before = after = 0
+def cleaned_up_to(plog: PartitionLog) -> int:
+    """The checkpoint of ``plog``'s last compaction: segments from this base on were
+    written since (-1: never compacted). Cost: one small file read."""
+    try:
+        data = _fileutil.read_file(os.path.join(plog.directory, CHECKPOINT), 4096)
+        return int(json.loads(data)["offset"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return -1
+
+
+def set_cleaned_up_to(plog: PartitionLog, offset: int) -> None:
+    """Store the checkpoint (temp file, fsync, rename)."""
+    _fileutil.atomic_write(os.path.join(plog.directory, CHECKPOINT),
+                           json.dumps({"offset": offset}).encode())
+
+
+def dirty_ratio(plog: PartitionLog) -> float:
+    """Share of ``plog``'s sealed bytes written since its last compaction."""
+    sealed = plog.segments.sealed_sizes(plog.state())
+    total = sum(size for _, size in sealed)
+    if total == 0:
+        return 0.0
+    cleaned = cleaned_up_to(plog)
+    return sum(size for s, size in sealed if s.base_offset >= cleaned) / total
+
+
+def maybe_compact(plog: PartitionLog, config: TopicConfig, now_ms: int
+                  ) -> CompactionResult | None:
+    """Compact ``plog`` if its topic is compacted and at least
+    ``min_cleanable_dirty_ratio`` of its sealed bytes were written since the last
+    compaction; None when it is not due, or when another process is cleaning the
+    partition right now (it is not waited for: the next roll or maintenance round
+    tries again). The one trigger of on-roll and background compaction. Cost: O(sealed
+    segments) to decide; a compaction is O(bytes stored)."""
+    if not config.compacted or dirty_ratio(plog) < config.min_cleanable_dirty_ratio:
+        return None
+    with plog.cleaner_lock(block=False) as locked:
+        if not locked:
+            return None
+        return _compact_locked(plog, config, now_ms)
+
+
+def compact(plog: PartitionLog, now_ms: int, config: TopicConfig | None = None
+            ) -> CompactionResult:
+    """Compact the sealed segments of one partition now (``config``: the topic's
+    current settings by default). Holds the partition's cleaner lock throughout
+    (waiting for it) and its writer lock only to swap each cleaned segment in."""
     with plog.cleaner_lock():
-        st = plog.state()
-        sealed = [b for b in plog._bases if b < st.active_base]
-        if not sealed:
-            return CompactionResult(0, 0, 0, 0)
-        lag_cutoff = now_ms - config.min_compaction_lag_ms
-        latest, young_superseded = key_index(plog, st.end_offset, lag_cutoff)
-        for base in sealed:
-            segment = plog._segments.get(base)
-            if segment is None:
-                continue
-            limit = plog._limit(segment, st)
-            batches, removed, _ = clean_segment(
-                segment, limit, latest, young_superseded,
-                now_ms - config.delete_retention_ms, lag_cutoff)
-            if removed == 0:
-                continue
-            old_size = segment.sealed_size(limit)
-            cleaned = segment.path + CLEANED_SUFFIX
-            with _fileutil.os_errors(f"writing cleaned segment {cleaned}"):
-                new_size = write_segment_file(cleaned, batches)
-            plog.swap_in(base, cleaned)
-            segments_cleaned += 1
-            removed_total += removed
-            before += old_size
-            after += new_size
-        plog.set_cleaned_up_to(st.active_base)
+        return _compact_locked(plog, config or plog.config(), now_ms)
+
+
+def _compact_locked(plog: PartitionLog, config: TopicConfig, now_ms: int
+                    ) -> CompactionResult:
+    segments_cleaned = removed_total = before = after = 0
+    st = plog.state()
+    segments = plog.segments
+    sealed = [segment.base_offset for segment in segments.sealed(st)]
+    if not sealed:
+        return CompactionResult(0, 0, 0, 0)
+    lag_cutoff = now_ms - config.min_compaction_lag_ms
+    latest, young_superseded = key_index(plog, st.end_offset, lag_cutoff)
+    for base in sealed:
+        segment = segments.get(base)  # each swap_in lists the segments anew
+        if segment is None:
+            continue
+        limit = segments.limit(segment, st)
+        batches, removed, _ = clean_segment(
+            segment, limit, latest, young_superseded,
+            now_ms - config.delete_retention_ms, lag_cutoff)
+        if removed == 0:
+            continue
+        old_size = segment.sealed_size(limit)
+        cleaned = cleaned_path(segment)
+        with _fileutil.os_errors(f"writing cleaned segment {cleaned}"):
+            new_size = write_segment_file(cleaned, batches)
+        plog.swap_in(base, cleaned)
+        segments_cleaned += 1
+        removed_total += removed
+        before += old_size
+        after += new_size
+    set_cleaned_up_to(plog, st.active_base)
     return CompactionResult(segments_cleaned, removed_total, before, after)
 
 
-def finish_interrupted(directory: str) -> int:
-    """Recovery: complete swaps that were under way and discard unfinished cleanings.
-    Returns the number of files handled. Caller holds the writer lock."""
-    handled = 0
-    for name in sorted(os.listdir(directory)):
-        path = os.path.join(directory, name)
-        if name.endswith(".log" + SWAP_SUFFIX):
-            target = path[: -len(SWAP_SUFFIX)]
-            stem = target[: -len(".log")]
-            for index in (stem + ".index", stem + ".timeindex"):
-                try:
-                    os.unlink(index)
-                except FileNotFoundError:
-                    pass
-            os.replace(path, target)
-            handled += 1
-        elif name.endswith(".log" + CLEANED_SUFFIX):
-            os.unlink(path)
-            handled += 1
-    if handled:
-        _fileutil.sync_dir(directory)
-    return handled
+__all__ = ["CompactionResult", "cleaned_up_to", "compact", "dirty_ratio", "maybe_compact"]

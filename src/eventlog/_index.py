@@ -24,6 +24,7 @@ import os
 import struct
 from abc import ABC, abstractmethod
 from array import array
+from itertools import pairwise
 
 from . import _fileutil
 
@@ -57,6 +58,20 @@ class _IndexFile(ABC):
     def __len__(self) -> int:
         """Number of entries loaded."""
 
+    @abstractmethod
+    def _ordered(self) -> bool:
+        """True when the loaded entries keep the order ``_add`` enforces."""
+
+    def _check(self) -> None:
+        """Assert the invariants of the loaded entries: in order, and (while the index
+        is valid) exactly the whole entries of the file bytes loaded. Cost: O(entries).
+        Whether each entry names a real batch is ``Segment._check``'s concern."""
+        assert self._ordered(), self.path
+        if self.valid:
+            loaded, n = self._file_bytes, len(self)
+            assert (loaded == 0 and n == 0) or loaded == HEADER_BYTES + n * self.ENTRY.size, \
+                (self.path, loaded, n)
+
     # -- file handling --------------------------------------------------------------
 
     def _open(self, create: bool) -> int | None:
@@ -73,12 +88,17 @@ class _IndexFile(ABC):
             os.close(self._fd)
             self._fd = None
 
-    def load(self) -> bool:
-        """(Re)read the whole file. Returns False (and clears) when it is missing or
-        inconsistent, so the caller can rebuild it. Cost: O(entries)."""
+    def reset(self) -> None:
+        """Close the file and forget the loaded entries (to bound the memory of segments
+        nobody reads); the next ``load`` reads the file again. Cost: O(1)."""
         self.close()
         self._clear()
         self._file_bytes = 0
+
+    def load(self) -> bool:
+        """(Re)read the whole file. Returns False (and clears) when it is missing or
+        inconsistent, so the caller can rebuild it. Cost: O(entries)."""
+        self.reset()
         self.valid = True
         if self._open(create=False) is None:
             self.valid = False
@@ -184,6 +204,7 @@ class _IndexFile(ABC):
             os.close(fd)
 
     def unlink(self) -> None:
+        """Delete the file (derived data: it is rebuilt when needed)."""
         self.close()
         try:
             os.unlink(self.path)
@@ -203,6 +224,11 @@ class OffsetIndex(_IndexFile):
 
     def __len__(self) -> int:
         return len(self.positions)
+
+    def _ordered(self) -> bool:
+        rel, pos = self.relative_offsets, self.positions
+        return len(rel) == len(pos) and all(a < b for a, b in pairwise(rel)) \
+            and all(a < b for a, b in pairwise(pos))
 
     def _add(self, raw: tuple[int, int]) -> bool:
         rel, pos = raw
@@ -253,6 +279,11 @@ class TimeIndex(_IndexFile):
 
     def __len__(self) -> int:
         return len(self.timestamps)
+
+    def _ordered(self) -> bool:
+        ts, rel = self.timestamps, self.relative_offsets
+        return len(ts) == len(rel) and all(a <= b for a, b in pairwise(ts)) \
+            and all(a < b for a, b in pairwise(rel))
 
     def _add(self, raw: tuple[int, int]) -> bool:
         ts, rel = raw

@@ -14,23 +14,35 @@ the most recent batches, so that:
 
 The state is derived data: it is rebuilt from batch headers, starting from the newest
 snapshot written when a segment rolled (``<base>.producers``), so a rebuild reads at
-most the segments written since the last roll.
+most the segments written since the last roll. ``ProducerState`` is the state itself
+(decisions, snapshots); ``ProducerStateManager`` keeps it in step with a partition's
+log (build on first use, catch up with other writers, snapshot at a roll), as Kafka's
+``ProducerStateManager``.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import struct
 from collections import deque
 from collections.abc import Iterator
-from typing import Any, NamedTuple
+from itertools import pairwise
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import msgpack
 import xxhash
 
 from . import _fileutil
-from ._format import BatchHeader
+from ._format import BatchHeader, EncodedBatch
+from ._segment import file_name, parse_file_name
 from .errors import CorruptRecordError, OutOfOrderSequenceError
+
+if TYPE_CHECKING:
+    from ._head import HeadState
+    from ._segments import SegmentList
+
+_logger = logging.getLogger("eventlog")
 
 SEQUENCE_MODULUS = 2**31
 _RECENT_BATCHES = 1024
@@ -111,6 +123,19 @@ class ProducerState:
             f"holds its records up to sequence {entry.last_sequence}: {gap} record(s) "
             "would be missing")
 
+    def _check(self) -> None:
+        """Assert the invariants: per producer, its recent batches are non-empty, lie in
+        offset order without overlapping, continue each other's sequences, and the
+        newest ends at its last sequence. Cost: O(batches kept)."""
+        for pid, entry in self._producers.items():
+            assert pid >= 0 and 0 <= entry.last_sequence < SEQUENCE_MODULUS, pid
+            assert entry.batches, pid
+            for (seq, offset, count), (next_seq, next_offset, _) in pairwise(entry.batches):
+                assert count >= 1 and offset + count <= next_offset, (pid, entry.batches)
+                assert (seq + count) % SEQUENCE_MODULUS == next_seq, (pid, entry.batches)
+            seq, _, count = entry.batches[-1]
+            assert count >= 1 and (seq + count - 1) % SEQUENCE_MODULUS == entry.last_sequence
+
     @staticmethod
     def _offset_of(entry: _Producer, sequence: int) -> int:
         for base_seq, base_offset, count in reversed(entry.batches):
@@ -144,8 +169,10 @@ class ProducerState:
                 raise CorruptRecordError("producer snapshot is for another offset")
             state = cls()
             for pid, last, batches in doc["producers"]:
-                entry = state._producers[int(pid)] = _Producer(int(last))
-                entry.batches.extend((int(a), int(b), int(c)) for a, b, c in batches)
+                for base_sequence, base_offset, count in batches:
+                    state.record(int(pid), int(base_sequence), int(base_offset), int(count))
+                if state.last_sequence(int(pid)) != int(last):
+                    raise CorruptRecordError("producer snapshot is inconsistent")
             return state
         except CorruptRecordError:
             raise
@@ -154,16 +181,13 @@ class ProducerState:
 
 
 def snapshot_path(directory: str, base_offset: int) -> str:
-    return os.path.join(directory, f"{base_offset:020d}{SNAPSHOT_SUFFIX}")
+    return os.path.join(directory, file_name(base_offset, SNAPSHOT_SUFFIX))
 
 
 def snapshot_bases(directory: str) -> list[int]:
-    out = []
-    for name in os.listdir(directory):
-        if name.endswith(SNAPSHOT_SUFFIX) and len(name) == 20 + len(SNAPSHOT_SUFFIX) \
-                and name[:20].isdigit():
-            out.append(int(name[:20]))
-    return sorted(out)
+    names = os.listdir(directory)
+    return sorted(b for b in (parse_file_name(n, SNAPSHOT_SUFFIX) for n in names)
+                  if b is not None)
 
 
 def write_snapshot(directory: str, base_offset: int, state: ProducerState) -> None:
@@ -189,3 +213,116 @@ def load_snapshots(directory: str, below_or_at: int) -> Iterator[tuple[int, Prod
             yield base, ProducerState.from_bytes(data, base)
         except (OSError, CorruptRecordError):
             continue
+
+
+class ProducerStateManager:
+    """The producer state of one partition, kept in step with its log.
+
+    Built on first use (``state``): from the newest snapshot whose segment still
+    exists, then the batch headers after it. Then every append updates it
+    (``appended``), a writer that finds other processes wrote catches up from the
+    headers they published (``catch_up``), and a roll snapshots it (``rolled``).
+    A change of the segment layout (``invalidate``) makes the next use rebuild it.
+
+    Not thread-safe: every method but ``invalidate`` needs the partition's writer lock.
+    """
+
+    def __init__(self, segments: SegmentList) -> None:
+        self._segments = segments
+        self._directory = segments.directory
+        self._state: ProducerState | None = None
+        self._end = (-1, -1)    # (segment base, position) the state is valid up to
+        self._stale = False
+        # Built since the last drop? Writers test it before each ``appended`` call (a
+        # plain attribute: the append path is hot). Only this class sets it.
+        self.built = False
+
+    def invalidate(self) -> None:
+        """Forget the state before its next use (any thread; after a reload of a
+        changed layout: compaction or retention may have removed batches). O(1)."""
+        self._stale = True
+
+    def _current(self) -> ProducerState | None:
+        if self._stale:
+            self._state, self._stale, self.built = None, False, False
+        return self._state
+
+    def state(self, st: HeadState) -> ProducerState:
+        """The state as of the published ``st``. Cost: O(1), or on first use one
+        snapshot read and the headers after it."""
+        state = self._current()
+        if state is None:
+            bases = self._segments.bases
+            state, start = ProducerState(), ((bases[0], 0) if bases else (0, 0))
+            for base, snapshot in load_snapshots(self._directory, st.active_base):
+                if base in self._segments:
+                    state, start = snapshot, (base, 0)
+                    break
+            self._state, self._end, self.built = state, start, True
+            self.catch_up(st)
+        return state
+
+    def catch_up(self, st: HeadState) -> None:
+        """Account for the batches published up to ``st`` since the state was last
+        updated (nothing to do before first use). Cost: O(batches read)."""
+        state = self._current()
+        if state is None:
+            return
+        segments = self._segments
+        base, position = self._end
+        for segment in segments.published(st):
+            if segment.base_offset < base:
+                continue
+            start = position if segment.base_offset == base else 0
+            for _, header in segment.headers(start, segments.limit(segment, st),
+                                             verify=False):
+                state.observe(header)
+        self._end = (st.active_base, st.active_position)
+
+    def admit(self, st: HeadState, batch: EncodedBatch
+              ) -> tuple[EncodedBatch | None, list[int] | None]:
+        """Decide about an idempotent ``batch`` (``ProducerState.check``): returns the
+        batch to append (None: all of it is stored already; it may lose leading
+        records that are) and the offsets of the records stored already (None when
+        there are none). Raises ``OutOfOrderSequenceError`` on a gap. O(1) once built."""
+        decision = self.state(st).check(batch.producer_id, batch.base_sequence,
+                                        batch.record_count)
+        if decision.duplicate:
+            return None, decision.stored_offsets
+        if decision.skip:
+            return batch.without_first(decision.skip, SEQUENCE_MODULUS), \
+                decision.stored_offsets
+        return batch, None
+
+    def appended(self, batch: EncodedBatch, base_offset: int, segment_base: int,
+                 end_position: int) -> None:
+        """After ``batch`` was stored at ``base_offset``, ending at ``end_position`` of
+        segment ``segment_base``. O(1)."""
+        state = self._current()
+        if state is not None:
+            if batch.producer_id >= 0 and batch.base_sequence >= 0:
+                state.record(batch.producer_id, batch.base_sequence, base_offset,
+                             batch.last_offset_delta + 1)
+            self._end = (segment_base, end_position)
+
+    def rolled(self, st: HeadState, new_base: int) -> None:
+        """At a roll from ``st`` to a segment at ``new_base``: snapshot the state, if it
+        is up to date (derived data: without it, a rebuild reads further back)."""
+        state = self._current()
+        if state is not None and self._end == (st.active_base, st.active_position):
+            try:
+                write_snapshot(self._directory, new_base, state)
+            except OSError as exc:
+                _logger.warning("producer-state snapshot not written (%s)", exc)
+
+    def delete_snapshot(self, base_offset: int) -> None:
+        """Remove the snapshot of a segment being deleted (if any)."""
+        try:
+            os.unlink(snapshot_path(self._directory, base_offset))
+        except FileNotFoundError:
+            pass
+
+    def _check(self, st: HeadState) -> None:
+        """Assert that a built state is valid up to no further than ``st``."""
+        if self._state is not None and not self._stale:
+            assert self._end <= (st.active_base, st.active_position), (self._end, st)

@@ -2,23 +2,31 @@
 
 The file is named by its base offset, zero-padded to 20 digits, so ``ls`` sorts
 segments in offset order. Space is reserved with ``posix_fallocate`` before it is
-mapped and grows in steps (``_grow_to``), so a full disk raises an error at
+mapped and grows in steps (``reserve``), so a full disk raises an error at
 allocation time instead of a SIGBUS on a page fault. The file never shrinks:
 another process may have it mapped, and every read is bounded by the partition's
 published state, never by the file size. Unwritten space is zero bytes, which is
 how a scan recognizes the end of a closed segment.
 
 The segment owns the policy of its indexes (when to add an entry, when to rebuild);
-``_index`` owns only their format and search.
+``SegmentIndexes`` holds the pair and its load state; ``_index`` owns only their
+format and search.
+
+This module owns every file name of a partition's data (``file_name``): ``<base>.log``
+with its ``.index`` and ``.timeindex``, and the two crash-safe file protocols at the
+end of the module: ``*.cut-*`` files that keep bytes recovery moved aside
+(``move_aside``, ``rename_aside``), and the ``.cleaned`` / ``.swap`` files of a
+compaction's swap (``replace_with_cleaned``, ``finish_interrupted_swaps``).
 """
 
 from __future__ import annotations
 
+import logging
 import mmap
 import os
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from typing import NamedTuple
 
 from . import _fileutil, _format
@@ -27,21 +35,36 @@ from ._index import OffsetIndex, TimeIndex
 from .errors import CorruptRecordError
 
 SUFFIX = ".log"
+INDEX_SUFFIX = ".index"
+TIME_INDEX_SUFFIX = ".timeindex"
+CLEANED_SUFFIX = ".cleaned"  # a compaction's rewritten segment, not yet swapped in
+SWAP_SUFFIX = ".swap"        # ... being swapped in (complete: recovery finishes the swap)
 _MIN_GROW_BYTES = 64 * 1024
 _MAX_GROW_BYTES = 4 * 1024 * 1024
 _TRACKFD = {"trackfd": False} if sys.version_info >= (3, 13) else {}
+_logger = logging.getLogger("eventlog")
 
 
-def file_name(base_offset: int) -> str:
-    return f"{base_offset:020d}{SUFFIX}"
+def file_name(base_offset: int, suffix: str = SUFFIX) -> str:
+    """``<base_offset, 20 digits><suffix>``: the name of a file of the segment at
+    ``base_offset`` (its data by default)."""
+    return f"{base_offset:020d}{suffix}"
 
 
-def parse_file_name(name: str) -> int | None:
-    """The base offset named by a segment file name, or None for any other file."""
-    if len(name) != 20 + len(SUFFIX) or not name.endswith(SUFFIX):
+def parse_file_name(name: str, suffix: str = SUFFIX) -> int | None:
+    """The base offset named by ``file_name(base, suffix)``, or None for any other
+    file."""
+    if len(name) != 20 + len(suffix) or not name.endswith(suffix):
         return None
     digits = name[:20]
     return int(digits) if digits.isdigit() and digits.isascii() else None
+
+
+def list_bases(directory: str) -> list[int]:
+    """Base offsets of the segment files in ``directory``, sorted. Cost: one listdir."""
+    with _fileutil.os_errors(f"listing {directory}"):
+        names = os.listdir(directory)
+    return sorted(b for b in map(parse_file_name, names) if b is not None)
 
 
 class ScanResult(NamedTuple):
@@ -55,6 +78,98 @@ class ScanResult(NamedTuple):
     error: str | None  # None: stopped at unwritten space or the limit
 
 
+class SegmentIndexes:
+    """The offset and time index of one segment in this process: loaded lazily and
+    once, shared by reader threads (a lock orders loads and rewrites), appended to by
+    the writer. The segment decides when to add entries and when to rebuild."""
+
+    def __init__(self, directory: str, base_offset: int) -> None:
+        self.base_offset = base_offset
+        self.offset = OffsetIndex(os.path.join(directory, file_name(base_offset,
+                                                                    INDEX_SUFFIX)), base_offset)
+        self.time = TimeIndex(os.path.join(directory, file_name(base_offset,
+                                                                TIME_INDEX_SUFFIX)), base_offset)
+        self.checked = False  # a sealed segment's indexes verified once (sealed_indexes_ok)
+        # Read the index files yet (``ensure``)? A plain attribute, not a property: the
+        # writer tests it on every append. Only this class sets it.
+        self.loaded = False
+        self._lock = threading.RLock()
+
+    @property
+    def valid(self) -> bool:
+        """Both indexes consistent as far as loaded (else lookups scan instead)."""
+        return self.offset.valid and self.time.valid
+
+    def invalidate(self) -> None:
+        """Stop trusting both (an entry could not be written): they get rebuilt."""
+        self.offset.valid = self.time.valid = False
+
+    def ensure(self) -> SegmentIndexes:
+        """Load the index files once; a missing or damaged file is marked invalid, and
+        lookups then scan instead (callers rebuild it where they may). Returns self."""
+        if not self.loaded:
+            with self._lock:
+                if not self.loaded:
+                    self.offset.load()
+                    self.time.load()
+                    self.loaded = True
+        return self
+
+    def refresh(self) -> SegmentIndexes:
+        """Load, or read the entries other processes appended since. Returns self."""
+        with self._lock:
+            if not self.loaded:
+                return self.ensure()
+            if self.offset.valid:
+                self.offset.refresh()
+            if self.time.valid:
+                self.time.refresh()
+        return self
+
+    def drop(self) -> None:
+        """Forget loaded entries (memory bound for segments nobody reads)."""
+        with self._lock:
+            if self.loaded:
+                self.offset.reset()
+                self.time.reset()
+                self.loaded = False
+                self.checked = False
+
+    def write_all(self, offset_entries: list[tuple[int, int]],
+                  time_entries: list[tuple[int, int]]) -> None:
+        """Replace both index files. Entries are (offset, position) and
+        (timestamp, offset) with absolute offsets."""
+        base = self.base_offset
+        with self._lock:
+            self.offset.write_all([(o - base, p) for o, p in offset_entries])
+            self.time.write_all([(t, o - base) for t, o in time_entries])
+            self.loaded = True
+
+    def append(self, policy: IndexPolicy) -> None:
+        """Append the entries ``policy`` decided on to both index files (loading them
+        first: appending to an index this object has not read would overwrite it)."""
+        self.ensure()
+        with self._lock:
+            for offset, position in policy.offset_entries:
+                self.offset.append(offset, position)
+            for ts, offset in policy.time_entries:
+                self.time.append(ts, offset)
+
+    def present(self, names: Collection[str]) -> bool:
+        """True when both index files are among ``names`` (a directory listing)."""
+        return os.path.basename(self.offset.path) in names and \
+            os.path.basename(self.time.path) in names
+
+    def close(self) -> None:
+        self.offset.close()
+        self.time.close()
+
+    def unlink(self) -> None:
+        """Delete both index files (derived data: rebuilt when next needed)."""
+        self.offset.unlink()
+        self.time.unlink()
+
+
 class Segment:
     """A segment file in one process. Thread-safety: reads may run in any thread;
     writes (append, grow, cut, index updates) need the partition lock."""
@@ -62,13 +177,8 @@ class Segment:
     def __init__(self, directory: str, base_offset: int) -> None:
         self.directory = directory
         self.base_offset = base_offset
-        stem = os.path.join(directory, f"{base_offset:020d}")
-        self.path = stem + SUFFIX
-        self.offset_index = OffsetIndex(stem + ".index", base_offset)
-        self.time_index = TimeIndex(stem + ".timeindex", base_offset)
-        self._indexes_loaded = False
-        self.index_checked = False  # sealed indexes verified (sealed_indexes_ok) once
-        self._index_lock = threading.RLock()  # loads and rebuilds vs. other threads
+        self.path = os.path.join(directory, file_name(base_offset))
+        self.indexes = SegmentIndexes(directory, base_offset)
         self._mm: mmap.mmap | None = None
         self._mapped_bytes = 0
         self._fd: int | None = None      # kept open only while this process writes here
@@ -114,6 +224,19 @@ class Segment:
         self._mm = mm
         self._mapped_bytes = size
         return mm
+
+    @property
+    def mapped_bytes(self) -> int:
+        """Bytes of the file this process has mapped (0: not mapped)."""
+        return self._mapped_bytes
+
+    def unmap(self) -> None:
+        """Drop this object's mapping and loaded index entries, so that a segment nobody
+        reads costs no resident memory. The mapping itself is unmapped when the last
+        reader holding it lets go; the next read maps the file again. Cost: O(1)."""
+        self._mm = None
+        self._mapped_bytes = 0
+        self.indexes.drop()
 
     def file_bytes(self) -> int:
         """Current size of the file on disk (allocated space, not data)."""
@@ -183,8 +306,7 @@ class Segment:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
-        self.offset_index.close()
-        self.time_index.close()
+        self.indexes.close()
 
     def close(self) -> None:
         self.release_writer()
@@ -201,17 +323,31 @@ class Segment:
     def headers(self, position: int, limit: int, verify: bool = True
                 ) -> Iterator[tuple[int, BatchHeader]]:
         """Yield (position, header) of the batches from ``position`` up to ``limit``,
-        stopping at unwritten space. Raises ``CorruptRecordError`` on a bad batch."""
+        stopping at unwritten space. Raises ``CorruptRecordError`` at a bad batch: the
+        position after the last one yielded is where the good data ends.
+
+        The one scan over a segment's batches (``batches``, validation, seals, sizes,
+        invariants and producer-state rebuilds all use it; only ``fetch`` keeps an inlined
+        loop, being the hot path). ``verify`` checks each checksum (O(bytes)); without
+        it, headers are only sanity-checked (O(batches)). Thread-safe.
+        """
         mm = self.mapping(limit)
         if mm is None:
             return
-        while position < limit:
-            if _format.is_unwritten(mm, position, limit):
-                return
-            header = (_format.read_batch_header(mm, position, limit) if verify
-                      else _format.read_header(mm, position, limit))
+        read = _format.read_batch_header if verify else _format.read_header
+        unwritten = _format.is_unwritten
+        while position < limit and not unwritten(mm, position, limit):
+            header = read(mm, position, limit)
             yield position, header
             position += header.length
+
+    def batches(self, position: int, limit: int) -> Iterator[DecodedBatch]:
+        """The batches of ``headers(position, limit)``, each verified and decoded (its
+        ``position`` says where it lies). Cost: O(bytes). Thread-safe."""
+        mm = self.mapping(limit)
+        decode = _format.decode_batch
+        for pos, _ in self.headers(position, limit, verify=False):
+            yield decode(mm, pos, limit)
 
     def read_batch(self, position: int, limit: int) -> DecodedBatch | None:
         """Decode the verified batch at ``position``; None at unwritten space/limit."""
@@ -234,36 +370,14 @@ class Segment:
             return _format.decode_batch(mm, position, limit)
         return batch
 
-    def ensure_indexes(self) -> None:
-        """Load the index files once; a missing or damaged file is marked invalid, and
-        lookups then scan instead (callers rebuild it where they may)."""
-        if not self._indexes_loaded:
-            with self._index_lock:
-                if not self._indexes_loaded:
-                    self.offset_index.load()
-                    self.time_index.load()
-                    self._indexes_loaded = True
-
-    def refresh_indexes(self) -> None:
-        with self._index_lock:
-            if not self._indexes_loaded:
-                self.ensure_indexes()
-                return
-            if self.offset_index.valid:
-                self.offset_index.refresh()
-            if self.time_index.valid:
-                self.time_index.refresh()
-
-    def drop_indexes(self) -> None:
-        """Forget loaded index entries (memory bound for closed segments)."""
-        with self._index_lock:
-            if self._indexes_loaded:
-                self.offset_index.close()
-                self.time_index.close()
-                self.offset_index._clear()
-                self.time_index._clear()
-                self._indexes_loaded = False
-                self.index_checked = False
+    def check_sealed_indexes(self, limit: int, interval: int) -> None:
+        """Verify a sealed segment's indexes once per mapping; rebuild them if damaged.
+        Any process may do this: sealed segments never change. Cost: O(1) after the
+        first call, O(segment) for a rebuild."""
+        if not self.indexes.checked:
+            if not self.sealed_indexes_ok(limit):
+                self.rebuild_indexes(limit, interval)
+            self.indexes.checked = True
 
     def find_position(self, offset: int, limit: int) -> int:
         """Byte position of the batch holding ``offset`` (or the first batch after it,
@@ -272,15 +386,15 @@ class Segment:
         mm = self.mapping(limit)
         if mm is None:
             return 0
-        self.ensure_indexes()
+        index = self.indexes.ensure().offset
         position = 0
-        if self.offset_index.valid and len(self.offset_index):
-            entry_offset, entry_position = self.offset_index.lookup(offset)
+        if index.valid and len(index):
+            entry_offset, entry_position = index.lookup(offset)
             if entry_position > 0 or entry_offset != self.base_offset:
                 if self.entry_matches(entry_offset, entry_position, limit):
                     position = entry_position
                 else:
-                    self.offset_index.valid = False  # garbled: scan now, rebuild later
+                    index.valid = False  # garbled: scan now, rebuild later
         for pos, header in self.headers(position, limit):
             if header.next_offset > offset:
                 return pos
@@ -307,22 +421,13 @@ class Segment:
         """
         if self.sealed_max_timestamp_ms is not None:
             return self.sealed_max_timestamp_ms
-        last = self.offset_index.read_last()
-        last_time = self.time_index.read_last()
+        last = self.indexes.offset.read_last()
+        last_time = self.indexes.time.read_last()
         result: int | None = None
         if last is not None and last_time is not None and last_time[1] == last[0]:
-            offset, position = self.base_offset + last[0], last[1]
-            mm = self.mapping(limit)
-            try:
-                header = _format.read_header(mm, position, limit)
-                end = position + header.length
-                if header.base_offset == offset and (
-                        end >= limit or _format.is_unwritten(mm, end, limit)):
-                    result = last_time[0]
-            except CorruptRecordError:
-                result = None
-        elif last is None and (limit == 0 or _format.is_unwritten(self.mapping(limit), 0,
-                                                                   limit)):
+            if self._is_last_batch(self.base_offset + last[0], last[1], limit):
+                result = last_time[0]
+        elif last is None and self._is_empty(limit):
             result = -1
         if result is None:
             result = self.rebuild_indexes(limit, interval).max_timestamp_ms
@@ -332,10 +437,10 @@ class Segment:
     def find_time(self, timestamp_ms: int, limit: int) -> int:
         """Byte position from which scanning finds the first record with a timestamp
         >= ``timestamp_ms``. Cost: O(log n) index search plus a short scan."""
-        self.ensure_indexes()
-        if not (self.time_index.valid and self.offset_index.valid):
+        indexes = self.indexes.ensure()
+        if not indexes.valid:
             return 0
-        return self.find_position(self.time_index.lookup(timestamp_ms), limit)
+        return self.find_position(indexes.time.lookup(timestamp_ms), limit)
 
     # -- recovery -------------------------------------------------------------------
 
@@ -352,46 +457,32 @@ class Segment:
         """
         mm = self.mapping(0) if limit == 0 else self.mapping(min(limit, self.file_bytes()))
         limit = min(limit, self._mapped_bytes) if mm is not None else 0
-        position = start_position
+        end = start_position   # of the valid data
         next_offset = start_offset
         max_ts = -1
         last_batch = -1
         count = 0
         error: str | None = None
         policy = IndexPolicy(index_interval_bytes)
-        while mm is not None and position < limit:
-            if _format.is_unwritten(mm, position, limit):
-                break
-            try:
-                header = _format.read_batch_header(mm, position, limit)
-            except CorruptRecordError as exc:
-                error = str(exc)
-                break
-            if header.base_offset < next_offset:
-                error = (f"batch at position {position} has base offset {header.base_offset}, "
-                         f"below the expected {next_offset}")
-                break
-            max_ts = max(max_ts, header.max_timestamp_ms)
-            policy.observe(position, header.base_offset, max_ts)
-            last_batch = position
-            next_offset = header.next_offset
-            position += header.length
-            count += 1
+        try:
+            for position, header in self.headers(start_position, limit):
+                if header.base_offset < next_offset:
+                    error = (f"batch at position {position} has base offset "
+                             f"{header.base_offset}, below the expected {next_offset}")
+                    break
+                max_ts = max(max_ts, header.max_timestamp_ms)
+                policy.observe(position, header.base_offset, max_ts)
+                last_batch = position
+                next_offset = header.next_offset
+                end = position + header.length
+                count += 1
+        except CorruptRecordError as exc:
+            error = str(exc)
         if rebuild_indexes and start_position == 0:
             if seal:
                 policy.finish(max_ts)
-            self.write_indexes(policy.offset_entries, policy.time_entries)
-        return ScanResult(position, next_offset, max_ts, last_batch, count, error)
-
-    def write_indexes(self, offset_entries: list[tuple[int, int]],
-                      time_entries: list[tuple[int, int]]) -> None:
-        """Replace both index files. Entries are (offset, position) and
-        (timestamp, offset) with absolute offsets."""
-        base = self.base_offset
-        with self._index_lock:
-            self.offset_index.write_all([(o - base, p) for o, p in offset_entries])
-            self.time_index.write_all([(t, o - base) for t, o in time_entries])
-            self._indexes_loaded = True
+            self.indexes.write_all(policy.offset_entries, policy.time_entries)
+        return ScanResult(end, next_offset, max_ts, last_batch, count, error)
 
     def rebuild_indexes(self, limit: int, index_interval_bytes: int, seal: bool = True
                         ) -> ScanResult:
@@ -415,100 +506,100 @@ class Segment:
             end = start
         return 0
 
-    def write_entries(self, policy: IndexPolicy) -> None:
-        """Append the entries ``policy`` decided on to both index files (loading them
-        first: appending to an index this object has not read would overwrite it)."""
-        self.ensure_indexes()
-        with self._index_lock:
-            for offset, position in policy.offset_entries:
-                self.offset_index.append(offset, position)
-            for ts, offset in policy.time_entries:
-                self.time_index.append(ts, offset)
+    def index_batch(self, position: int, base_offset: int, max_ts_so_far: int,
+                    interval: int) -> None:
+        """After the writer published a batch at ``position``: add index entries for
+        it if ``IndexPolicy`` says so (every ``interval`` bytes). The batch is stored
+        already: an index that cannot be written is derived data, marked invalid and
+        rebuilt later, so this never fails. Cost: O(1), a pwrite per entry."""
+        last = self.indexes.offset.last_position()  # IndexPolicy's rule, inlined (hot)
+        if last < 0 or position - last >= interval:
+            policy = self.index_policy(interval)
+            policy.observe(position, base_offset, max_ts_so_far)
+            try:
+                self.indexes.append(policy)
+            except OSError as exc:
+                self.indexes.invalidate()
+                _logger.warning("index of %s not updated (%s); it will be rebuilt",
+                                self.path, exc)
 
     def index_due(self, position: int, interval: int) -> bool:
         """Would a batch at ``position`` get an index entry? (IndexPolicy's rule, O(1))"""
-        last = self.offset_index.last_position()
+        last = self.indexes.offset.last_position()
         return last < 0 or position - last >= interval
 
     def index_policy(self, interval: int) -> IndexPolicy:
         """A policy continuing from this segment's current index entries."""
-        return IndexPolicy(interval, self.offset_index.last_position(),
-                           self.time_index.max_timestamp())
+        return IndexPolicy(interval, self.indexes.offset.last_position(),
+                           self.indexes.time.max_timestamp())
 
     def prepare_writer_indexes(self, limit: int, interval: int) -> None:
         """Under the partition lock: load new entries, and rebuild indexes that are
         missing while data exists, or damaged."""
-        self.refresh_indexes()
-        offset_ok = self.offset_index.valid or (limit == 0 and not self.offset_index)
-        time_ok = self.time_index.valid or (limit == 0 and not self.time_index)
-        last = self.offset_index.last()
+        indexes = self.indexes.refresh()
+        offset, time = indexes.offset, indexes.time
+        offset_ok = offset.valid or (limit == 0 and not offset)
+        time_ok = time.valid or (limit == 0 and not time)
+        last = offset.last()
         if last is not None and last[1] >= limit:
             offset_ok = False
         if not (offset_ok and time_ok):
             self.rebuild_indexes(limit, interval, seal=False)
         else:
-            self.offset_index.valid = self.time_index.valid = True
+            offset.valid = time.valid = True
 
     def sealed_indexes_ok(self, limit: int) -> bool:
         """Check the final entries of a sealed segment's indexes: the last offset entry
         names the last batch, and the last time entry names the same batch. Cost: O(1)
         after the indexes are loaded."""
-        self.ensure_indexes()
-        if not (self.offset_index.valid and self.time_index.valid):
+        indexes = self.indexes.ensure()
+        if not indexes.valid:
             return False
-        last = self.offset_index.last()
-        last_time = self.time_index.last()
+        last = indexes.offset.last()
+        last_time = indexes.time.last()
         if last is None or last_time is None:
-            return limit == 0 or _format.is_unwritten(self.mapping(limit), 0, limit)
-        offset, position = last
+            return self._is_empty(limit)
+        return last_time[1] == last[0] and self._is_last_batch(last[0], last[1], limit)
+
+    def _is_empty(self, limit: int) -> bool:
+        return limit == 0 or _format.is_unwritten(self.mapping(limit), 0, limit)
+
+    def _is_last_batch(self, offset: int, position: int, limit: int) -> bool:
+        """True when the batch at ``position`` starts at ``offset`` and no batch
+        follows it before ``limit``."""
         mm = self.mapping(limit)
         try:
             header = _format.read_header(mm, position, limit)
         except CorruptRecordError:
             return False
         end = position + header.length
-        return (header.base_offset == offset and last_time[1] == offset
-                and (end >= limit or _format.is_unwritten(mm, end, limit)))
+        return header.base_offset == offset and (
+            end >= limit or _format.is_unwritten(mm, end, limit))
 
-    def cut(self, position: int, aside_path: str) -> int:
-        """Move the bytes from ``position`` to the last non-zero byte into
-        ``aside_path`` (fsynced), then zero them here. Returns the bytes moved.
-        The file keeps its size; nothing of it is deleted."""
-        end = self.data_end()
-        if end <= position:
-            return 0
-        mm = self.mapping(end)
-        assert mm is not None
-        data = mm[position:end]
-        fd = _fileutil.open_fd(aside_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
-        try:
-            _fileutil.write_all(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        mm[position:end] = bytes(end - position)
-        mm.flush()
-        return end - position
-
-    def rename_aside(self, suffix: str) -> None:
-        """Move the whole segment and its indexes out of the way (renamed, not deleted)."""
-        self.close()
-        for path in (self.path, self.offset_index.path, self.time_index.path):
-            try:
-                os.replace(path, path + suffix)
-            except FileNotFoundError:
-                pass
+    def seal(self, limit: int, max_timestamp_ms: int, interval: int) -> None:
+        """Add the final index entries that mark the indexes complete (at a roll; the
+        data ends at ``limit``, its largest timestamp is ``max_timestamp_ms``). Cost:
+        a header scan from the last index entry, or a rebuild of damaged indexes."""
+        if not self.indexes.refresh().valid:
+            self.rebuild_indexes(limit, interval)
+            return
+        policy = self.index_policy(interval)
+        last = self.indexes.offset.last()
+        for position, header in self.headers(last[1] if last else 0, limit, verify=False):
+            policy.last_batch = (position, header.base_offset)
+        policy.finish(max_timestamp_ms)
+        self.indexes.append(policy)
 
     def delete(self) -> None:
         """Unlink the segment files. Safe while others have them mapped, in this process
         (the mapping is not closed here: a reader thread may be using it) or in others:
         the data stays readable through existing mappings until they are dropped."""
         self.release_writer()
-        for path in (self.path, self.offset_index.path, self.time_index.path):
-            try:
-                os.unlink(path)
-            except FileNotFoundError:
-                pass
+        try:
+            os.unlink(self.path)
+        except FileNotFoundError:
+            pass
+        self.indexes.unlink()
 
     def sealed_size(self, limit: int) -> int:
         """Bytes of batches in this sealed segment (the file is larger: preallocated).
@@ -516,7 +607,7 @@ class Segment:
         not check out. Cached."""
         if self.sealed_data_bytes is None:
             if self.sealed_indexes_ok(limit):
-                last = self.offset_index.last()
+                last = self.indexes.offset.last()
                 if last is None:
                     self.sealed_data_bytes = 0
                 else:
@@ -529,6 +620,43 @@ class Segment:
                     end = position + header.length
                 self.sealed_data_bytes = end
         return self.sealed_data_bytes
+
+    def _check(self, limit: int | None = None) -> None:
+        """Assert the invariants up to ``limit`` (the published end; by default the file
+        size): the batches verify and their offsets never go backwards; a mapping is
+        recorded with its size; every entry of a valid loaded index names a batch, in
+        order: the offset index the batch's position, the time index a timestamp no
+        lower than any batch before it (what lookups rely on). Used by tests after
+        mutations. Cost: O(bytes)."""
+        if limit is None:
+            limit = self.file_bytes()
+        assert (self._mm is None) == (self._mapped_bytes == 0), (self, self._mapped_bytes)
+        positions: dict[int, int] = {}    # base offset -> position of its batch
+        max_before: dict[int, int] = {}   # base offset -> largest timestamp before it
+        next_offset, max_ts, end = self.base_offset, -1, 0
+        for position, header in self.headers(0, limit):
+            assert header.base_offset >= next_offset, (self, position, header)
+            positions[header.base_offset] = position
+            max_before[header.base_offset] = max_ts
+            max_ts = max(max_ts, header.max_timestamp_ms)
+            next_offset = header.next_offset
+            end = position + header.length
+        assert self.sealed_data_bytes in (None, end), (self, self.sealed_data_bytes, end)
+        # retention deletes by it: it must never be below a record's timestamp
+        assert self.sealed_max_timestamp_ms is None or self.sealed_max_timestamp_ms >= max_ts
+
+        base = self.base_offset
+        if self.indexes.offset.valid:
+            entries = self.indexes.offset.entries()
+            assert entries == sorted(set(entries)), (self, entries)
+            for rel, position in entries:
+                assert positions.get(base + rel) == position, (self, rel, position)
+        if self.indexes.time.valid:
+            entries = self.indexes.time.entries()
+            assert entries == sorted(set(entries)), (self, entries)
+            for ts, rel in entries:
+                assert base + rel in max_before and ts >= max_before[base + rel], \
+                    (self, ts, rel)
 
 
 class IndexPolicy:
@@ -578,4 +706,95 @@ class IndexPolicy:
             self.last_time = ts
 
 
-__all__ = ["IndexPolicy", "ScanResult", "Segment", "file_name", "parse_file_name"]
+# -- crash-safe file protocols -----------------------------------------------------------
+
+
+def move_aside(segment: Segment, position: int, stamp_ms: int) -> int:
+    """Move the bytes of ``segment`` from ``position`` to its last non-zero byte into a
+    new file ``<base>.cut-<position>-<stamp_ms>`` (fsynced), then zero them in the
+    segment. Returns the bytes moved. The segment keeps its size; nothing is deleted.
+    Writer lock held. Cost: O(bytes moved)."""
+    stem = os.path.join(segment.directory, file_name(segment.base_offset,
+                                                     f".cut-{position}-{stamp_ms}"))
+    aside, n = stem, 0
+    while os.path.exists(aside):  # a recovery that died after writing it, re-run
+        n += 1
+        aside = f"{stem}-{n}"
+    with _fileutil.os_errors(f"moving damaged bytes of {segment.path} aside"):
+        end = segment.data_end()
+        if end <= position:
+            return 0
+        mm = segment.mapping(end)
+        assert mm is not None
+        fd = _fileutil.open_fd(aside, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+        try:
+            _fileutil.write_all(fd, mm[position:end])
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        mm[position:end] = bytes(end - position)
+        mm.flush()
+        return end - position
+
+
+def rename_aside(segment: Segment, stamp_ms: int) -> None:
+    """Move a whole segment and its indexes out of the way: each file gets the suffix
+    ``.cut-<stamp_ms>`` (renamed, not deleted). Writer lock held."""
+    segment.close()
+    for path in (segment.path, segment.indexes.offset.path, segment.indexes.time.path):
+        try:
+            os.replace(path, f"{path}.cut-{stamp_ms}")
+        except FileNotFoundError:
+            pass
+
+
+def cleaned_path(segment: Segment) -> str:
+    """Where compaction writes the cleaned copy of ``segment``."""
+    return segment.path + CLEANED_SUFFIX
+
+
+def replace_with_cleaned(segment: Segment, cleaned: str) -> None:
+    """Swap the complete, fsynced file ``cleaned`` in as ``segment``'s data: rename it
+    to ``<base>.log.swap``, remove the old indexes, rename the swap file over
+    ``<base>.log``, fsyncing the directory after each rename. A crash at any step
+    leaves the old segment or the new one (``finish_interrupted_swaps``). Processes
+    that have the old file mapped keep reading it (another inode). Writer lock held;
+    the caller publishes the new layout."""
+    swap = segment.path + SWAP_SUFFIX
+    os.replace(cleaned, swap)
+    _fileutil.sync_dir(segment.directory)
+    segment.indexes.unlink()
+    os.replace(swap, segment.path)
+    _fileutil.sync_dir(segment.directory)
+
+
+def is_leftover(name: str) -> bool:
+    """True for a file an interrupted compaction left (``finish_interrupted_swaps``
+    handles it)."""
+    return name.endswith((SWAP_SUFFIX, CLEANED_SUFFIX))
+
+
+def finish_interrupted_swaps(directory: str) -> int:
+    """Recovery of ``replace_with_cleaned``: complete swaps that were under way (a
+    ``.swap`` file is complete) and discard unfinished ``.cleaned`` files. Returns the
+    number of files handled. Caller holds the partition's writer lock."""
+    handled = 0
+    for name in sorted(os.listdir(directory)):
+        path = os.path.join(directory, name)
+        if name.endswith(SUFFIX + SWAP_SUFFIX):
+            base = parse_file_name(name[: -len(SWAP_SUFFIX)])
+            if base is not None:
+                SegmentIndexes(directory, base).unlink()
+            os.replace(path, path[: -len(SWAP_SUFFIX)])
+            handled += 1
+        elif name.endswith(SUFFIX + CLEANED_SUFFIX):
+            os.unlink(path)
+            handled += 1
+    if handled:
+        _fileutil.sync_dir(directory)
+    return handled
+
+
+__all__ = ["IndexPolicy", "ScanResult", "Segment", "SegmentIndexes", "file_name",
+           "finish_interrupted_swaps", "list_bases", "move_aside", "parse_file_name",
+           "rename_aside", "replace_with_cleaned"]
