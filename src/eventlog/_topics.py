@@ -287,7 +287,7 @@ class TopicStore:
         for name, files in self._topics.items():
             assert validate_topic_name(name) == files.name == name
             assert os.path.dirname(files.directory) == self.topics_dir, files.directory
-            files._check()
+            files._check()  # a container checks what it holds (the one deliberate reach)
 
     def recover_all(self) -> None:
         """Open (and so recover) every partition of every topic on disk."""
