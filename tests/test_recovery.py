@@ -245,3 +245,32 @@ def test_recovery_is_idempotent(log_dir):
         crash(log)
         reboot(directory)
     assert len(cut_files(directory)) == 1
+
+
+def test_a_new_segment_never_adopts_the_index_of_a_lost_one(log_dir):
+    # A power loss can keep a segment's index while its .log vanishes (the directory
+    # entry of the .log was never synced): the segment that later gets the same base
+    # must start with empty indexes, not with entries pointing into lost data.
+    log, p = fill(log_dir, 0, segment_bytes=600, index_interval_bytes=64)
+    for i in range(12):
+        p.append([b"v-%03d-%s" % (i, b"x" * 40)])
+    directory = p._log.directory
+    lost = p._log.state().active_base
+    assert lost > 0
+    crash(log)
+    index_files = [n for n in os.listdir(directory) if n.startswith(file_name(lost)[:20])
+                   and not n.endswith(".log")]
+    assert index_files, os.listdir(directory)
+    os.unlink(seg_path(directory, lost))
+    reboot(directory)
+    with eventlog.open(log_dir, recovery="truncate") as log:
+        p = log.topic("t").partition(0)
+        assert p.end_offset == lost
+        while p._log.state().active_base != lost:
+            p.append([b"after-%03d-%s" % (p.end_offset, b"y" * 40)])
+        for i in range(6):
+            p.append([b"again-%d-%s" % (i, b"z" * 40)])
+        p._log._check()
+        records = p.read(lost, max_records=100)
+        assert [r.offset for r in records] == list(range(lost, p.end_offset))
+        assert all(r.value.startswith(b"again-") for r in records if r.offset > lost)

@@ -555,19 +555,18 @@ class PartitionLog:
         return problems + found, stats
 
     def _check(self) -> None:
-        """Assert the partition's invariants (used by tests after every step): the head
-        agrees with the segment list, and the published data chains from the first
-        segment's base to the end offset. Cost: a header scan of the published data."""
+        """Assert the partition's invariants (used by tests after every step): the head,
+        the segment list and every published segment hold theirs (a container checks
+        what it holds: the deliberate reaches into their ``_check``), the list agrees
+        with the head, and the published data chains from the first segment's base to
+        the end offset. Cost: a header scan of the published data."""
         st = self.state()
         segments = self._segments
-        assert st.start_offset <= st.end_offset, st
-        assert (st.recovery_base, st.recovery_position) <= (st.active_base,
-                                                             st.active_position), st
-        assert segments.covers(st), (st, segments)
-        bases = segments.bases
-        assert bases == sorted(bases) and bases[0] <= st.start_offset, (bases, st)
-        expected = bases[0]
+        self._head._check()
+        segments._check(st)
+        expected = segments.bases[0]
         for segment in segments.published(st):
+            segment._check(segments.limit(segment, st))
             assert segment.base_offset == expected, \
                 f"segment {segment.base_offset} does not follow offset {expected}"
             position = 0

@@ -372,6 +372,11 @@ class SegmentList:
             segment.open_for_write()
             if segment.file_bytes() > 0 and segment.data_end() > 0:
                 move_aside(segment, 0, clock())
+            # A new segment starts with no index. Index files of an earlier segment at
+            # this base would otherwise be adopted, stale entries and all: a power loss
+            # can keep an index whose .log vanished (tests/test_recovery.py).
+            segment.indexes.unlink()
+            segment.indexes.drop()
             if sync_dir:
                 _fileutil.sync_dir(self.directory)
         return segment
