@@ -523,11 +523,6 @@ class Segment:
                 _logger.warning("index of %s not updated (%s); it will be rebuilt",
                                 self.path, exc)
 
-    def index_due(self, position: int, interval: int) -> bool:
-        """Would a batch at ``position`` get an index entry? (IndexPolicy's rule, O(1))"""
-        last = self.indexes.offset.last_position()
-        return last < 0 or position - last >= interval
-
     def index_policy(self, interval: int) -> IndexPolicy:
         """A policy continuing from this segment's current index entries."""
         return IndexPolicy(interval, self.indexes.offset.last_position(),
