@@ -1,7 +1,7 @@
 """Committed offsets of one consumer group: an append-only, checksummed sidecar file.
 
-``<log>/groups/<group>.offsets`` is a 16-byte header (``b"EvLgOFS1"`` + reserved) followed
-by commit records::
+``<log>/groups/<group>.offsets`` is a 16-byte header (``b"EvLgOFS1"`` + an 8-byte random
+file id, zero in files of earlier versions) followed by commit records::
 
     4s  b"EvOc"      sync marker (lets a reader find the next record after damage)
     u32 length       of the payload
@@ -13,7 +13,16 @@ A commit appends one record (under an ``flock`` on the file) holding the offsets
 commits; reading replays the records and the last one for each partition wins. A record
 is only counted when its checksum holds, so a torn append (a crash mid-write) or a
 damaged record reads as if that commit never happened: the partition keeps its previous
-committed offset. A committer finding junk at the end of the file cuts it off first.
+committed offset. A committer finding bytes after the last valid record (junk, or a
+torn append) cuts them off first; nobody else appends while it holds the lock.
+
+Caches. A reader remembers the offsets as of the end of the last valid record it read,
+and a committer the end and record count as of its own last commit, so that the next
+call reads only what was appended since. Both are keyed by the inode *and* the file id:
+a file deleted and created again (``Log.delete_group``, a rewrite) can get the same inode
+number back at once, and a cache keyed by the inode alone would then parse the new
+file from the old file's end, mid-record. Both stop at record boundaries, never at the
+file size, so a cut-and-append by a committer cannot make a reader skip a record.
 
 When the file grows past ``_COMPACT_RECORDS`` records it is rewritten as a single record
 (temp file, fsync, rename); a committer that locked the old file notices the rename and
@@ -36,7 +45,9 @@ from . import _fileutil
 from ._types import TopicPartition
 from .errors import CorruptRecordError
 
-_FILE_HEADER = b"EvLgOFS1" + bytes(8)
+_MAGIC = b"EvLgOFS1"
+_FILE_HEADER = _MAGIC + bytes(8)   # the shape of the header: parse() starts after it
+_ID = struct.Struct("<Q")
 _RECORD = struct.Struct("<4sIQ")
 _SYNC = b"EvOc"
 _MAX_RECORD_BYTES = 16 << 20
@@ -44,6 +55,16 @@ _MAX_FILE_BYTES = 1 << 30
 _COMPACT_RECORDS = 2000
 
 Offsets = dict[TopicPartition, int]
+
+
+def new_header() -> bytes:
+    """The header of a new file: the magic and a random file id."""
+    return _MAGIC + os.urandom(_ID.size)
+
+
+def _file_id(header: bytes) -> int:
+    return int(_ID.unpack_from(header, len(_MAGIC))[0]) if len(header) >= len(_FILE_HEADER) \
+        else -1
 
 
 def encode_record(offsets: Mapping[TopicPartition, int], now_ms: int, generation: int,
@@ -103,42 +124,42 @@ class OffsetStore:
     def __init__(self, path: str, fsync: bool) -> None:
         self.path = path
         self._fsync = fsync
-        self._cache: tuple[int, int, Offsets] | None = None  # (inode, size, offsets)
-        # (inode, end of the last valid record, records) as of this store's last commit
-        self._tail: tuple[int, int, int] | None = None
+        # (inode, file id, end of the last valid record read, offsets up to there)
+        self._cache: tuple[int, int, int, Offsets] | None = None
+        # (inode, file id, end of the last valid record, records) after our last commit
+        self._tail: tuple[int, int, int, int] | None = None
 
     # -- reading ------------------------------------------------------------------------
 
     def read(self) -> Offsets:
         """The committed offsets (the last good commit of each partition).
-        Cost: reads only what was appended since the last call, unless the file was
-        replaced (compacted)."""
+        Cost: reads only what was appended since the last call (and the header),
+        unless the file was replaced (compacted, reset, deleted and created again)."""
         try:
             fd = _fileutil.open_fd(self.path, os.O_RDONLY)
         except FileNotFoundError:
             return {}
         try:
             st = os.fstat(fd)
+            key = (st.st_ino, _file_id(os.pread(fd, len(_FILE_HEADER), 0)))
             cache = self._cache
-            if cache is not None and cache[0] == st.st_ino and cache[1] == st.st_size:
-                return dict(cache[2])
-            if cache is not None and cache[0] == st.st_ino and cache[1] < st.st_size:
-                # Appended since: replay only the new records on top of what we had.
-                tail = os.pread(fd, st.st_size - cache[1], cache[1])
-                offsets = dict(cache[2])
-                entries, valid, _ = parse(_FILE_HEADER + tail)
-                offsets.update(entries)
-                if valid == len(_FILE_HEADER) + len(tail):
-                    self._cache = (st.st_ino, st.st_size, dict(offsets))
-                    return offsets
+            if cache is not None and cache[:2] == key and cache[2] <= st.st_size:
+                end, offsets = cache[2], dict(cache[3])
+                if end < st.st_size:  # appended since: replay only the new records
+                    entries, valid, _ = parse(_FILE_HEADER + os.pread(fd, st.st_size - end, end))
+                    offsets.update(entries)
+                    end += valid - len(_FILE_HEADER)
+                    self._cache = (*key, end, dict(offsets))
+                return offsets
             data = self._read_all(fd, st.st_size)
         finally:
             os.close(fd)
         offsets = {}
-        if data.startswith(_FILE_HEADER[:8]):
-            entries, _, _ = parse(data)
+        end = len(data)   # a file without the magic holds no commit (a committer restarts it)
+        if data.startswith(_MAGIC):
+            entries, end, _ = parse(data)
             offsets.update(entries)
-        self._cache = (st.st_ino, st.st_size, dict(offsets))
+        self._cache = (*key, end, dict(offsets))
         return offsets
 
     @staticmethod
@@ -177,7 +198,8 @@ class OffsetStore:
             data = self._read_all(fd, st.st_size)
         finally:
             os.close(fd)
-        assert data == b"" or data.startswith(_FILE_HEADER), data[:len(_FILE_HEADER)]
+        assert data == b"" or (data.startswith(_MAGIC) and len(data) >= len(_FILE_HEADER)), \
+            data[:len(_FILE_HEADER)]
         entries, valid_end, records = parse(data) if data else ([], 0, 0)
         # An independent walk: records found where parse found them, each well formed.
         walked: list[tuple[TopicPartition, int]] = []
@@ -210,14 +232,17 @@ class OffsetStore:
             assert (walked, count, last_end) == (entries, records, valid_end), \
                 (count, records, last_end, valid_end)
         assert records <= _COMPACT_RECORDS, records
-        fresh: Offsets = dict(entries)
+        key = (st.st_ino, _file_id(data))
         cache = self._cache
-        if cache is not None and cache[:2] == (st.st_ino, st.st_size):
-            assert cache[2] == fresh, (cache[2], fresh)
+        if cache is not None and cache[:2] == key:
+            end = cache[2]
+            assert end <= st.st_size, (cache[:3], st.st_size)
+            assert end == len(data) or parse(data[:end])[1] == end, cache[:3]
+            assert dict(parse(data[:end])[0]) == cache[3], (cache[3], end)
         tail = self._tail
-        if tail is not None and tail[0] == st.st_ino and tail[1] <= st.st_size:
-            _, end, counted = parse(data[:tail[1]])
-            assert (end, counted) == tail[1:], (end, counted, tail)
+        if tail is not None and tail[:2] == key and tail[2] <= st.st_size:
+            _, end, counted = parse(data[:tail[2]])
+            assert (end, counted) == tail[2:], (end, counted, tail)
 
     # -- writing ------------------------------------------------------------------------
 
@@ -247,24 +272,27 @@ class OffsetStore:
         record = encode_record(offsets, now_ms, generation, member)
         with _fileutil.os_errors(f"committing offsets to {self.path}"), self._locked() as fd:
             st = os.fstat(fd)
+            key = (st.st_ino, _file_id(os.pread(fd, len(_FILE_HEADER), 0)))
             tail = self._tail
-            if tail is not None and tail[0] == st.st_ino and tail[1] <= st.st_size:
+            if tail is not None and tail[:2] == key and tail[2] <= st.st_size:
                 # Only what others appended since our last commit needs checking.
-                _, start, records = tail
+                start, records = tail[2:]
                 data = os.pread(fd, st.st_size - start, start) if st.st_size > start else b""
                 _, valid, more = parse(_FILE_HEADER + data)
                 valid_end, records = start + valid - len(_FILE_HEADER), records + more
                 size = st.st_size
             else:
                 data = self._read_all(fd, st.st_size)
-                if not data.startswith(_FILE_HEADER[:8]):
+                if not data.startswith(_MAGIC):
                     os.ftruncate(fd, 0)  # new or foreign: start over (no one maps it)
-                    _fileutil.pwrite_all(fd, _FILE_HEADER, 0)
-                    data = _FILE_HEADER
+                    data = new_header()
+                    _fileutil.pwrite_all(fd, data, 0)
+                    key = (st.st_ino, _file_id(data))
                 _, valid_end, records = parse(data)
                 size = len(data)
-            if valid_end < size and os.pread(fd, size - valid_end, valid_end).find(_SYNC) < 0:
-                # a torn append at the end: cut it so that records stay contiguous
+            if valid_end < size:
+                # Junk or a torn append after the last valid record (commits hold the
+                # lock, so nobody is writing there): cut it, so records stay contiguous.
                 os.ftruncate(fd, valid_end)
                 size = valid_end
             if records >= _COMPACT_RECORDS:
@@ -281,7 +309,7 @@ class OffsetStore:
                 raise
             if self._fsync:
                 _fileutil.sync_fd(fd)
-            self._tail = (st.st_ino, size + len(record), records + 1)
+            self._tail = (*key, size + len(record), records + 1)
 
     def _read_locked(self, fd: int) -> Offsets:
         data = self._read_all(fd, os.fstat(fd).st_size)
@@ -292,7 +320,7 @@ class OffsetStore:
     def _rewrite(self, offsets: Mapping[TopicPartition, int], now_ms: int) -> None:
         """Replace the file with one record holding ``offsets`` (temp + fsync + rename).
         Caller holds the lock of the current file."""
-        _fileutil.atomic_write(self.path, _FILE_HEADER + encode_record(offsets, now_ms, -1,
+        _fileutil.atomic_write(self.path, new_header() + encode_record(offsets, now_ms, -1,
                                                                        "compaction"))
 
     def replace(self, offsets: Mapping[TopicPartition, int], now_ms: int) -> None:
