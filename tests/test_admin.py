@@ -168,6 +168,40 @@ def test_check_repairs_damaged_offsets_and_leftover_compaction_files(log_dir):
         assert log.group_offsets("g") == {TP("t", 0): 0}
 
 
+def test_check_reports_damage_in_the_middle_of_the_offsets_file(log_dir):
+    import struct
+
+    with eventlog.open(log_dir) as log:
+        log.create_topic("t", partitions=2)
+        with Consumer(log, group_id="g", enable_auto_commit=False) as consumer:
+            consumer.assign([TP("t", 0), TP("t", 1)])
+            consumer.commit({TP("t", 0): 0})
+            consumer.commit({TP("t", 1): 0})
+            consumer.commit({TP("t", 0): 0})
+        path = os.path.join(str(log_dir), "groups", "g.offsets")
+        data = open(path, "rb").read()
+        starts, pos = [], 16
+        while pos < len(data):   # the documented layout: marker, u32 length, u64 checksum
+            starts.append(pos)
+            pos += 16 + struct.unpack_from("<I", data, pos + 4)[0]
+        assert len(starts) == 3
+        second_bytes = starts[2] - starts[1]
+        with open(path, "r+b") as fh:  # flip a payload byte of the second record
+            fh.seek(starts[1] + 20)
+            byte = fh.read(1)
+            fh.seek(starts[1] + 20)
+            fh.write(bytes([byte[0] ^ 0xFF]))
+        (problem,) = log.check().problems
+        assert problem.kind == "offsets" and not problem.fixed
+        assert problem.message.startswith(f"{second_bytes} damaged bytes"), problem.message
+        # partition 1's only commit was in the damaged record: reads skip it
+        assert log.group_offsets("g") == {TP("t", 0): 0}
+        (fixed,) = log.check(fix=True).problems
+        assert fixed.fixed
+        assert log.check().ok
+        assert log.group_offsets("g") == {TP("t", 0): 0}
+
+
 def test_check_is_clean_for_a_log_written_by_many_short_lived_processes(log_dir):
     from tests.conftest import run_python
 

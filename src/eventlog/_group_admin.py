@@ -14,8 +14,7 @@ from dataclasses import dataclass
 
 from . import _fileutil
 from ._group import GroupFiles, group_names, remove_group_files
-from ._offsets import OffsetStore
-from ._offsets import parse as parse_offsets
+from ._offsets import OffsetStore, damaged_bytes
 from ._partition import StorageContext
 from ._topics import TopicStore
 from ._types import TopicPartition
@@ -181,13 +180,13 @@ class GroupAdmin:
                 data = _fileutil.read_file(files.offsets_path, 1 << 30)
             except FileNotFoundError:
                 continue
-            _, valid_end, _ = parse_offsets(data)
-            if valid_end < len(data):
+            damaged = damaged_bytes(data)
+            if damaged:
                 if fix:
                     store = self._store(files)
                     store.replace(store.read(), self._context.clock())
                 problems.append(Problem(files.offsets_path, "offsets",
-                                        f"{len(data) - valid_end} damaged bytes among the "
-                                        "commit records (reads use the last good commit)",
-                                        fix))
+                                        f"{damaged} damaged bytes among the commit records "
+                                        "(reads use the last good commit of each "
+                                        "partition)", fix))
         return problems

@@ -90,10 +90,25 @@ def parse(data: bytes, start: int = len(_FILE_HEADER)
     """Replay commit records from ``start``. Returns (entries in order, end of the last
     valid record, number of records); damaged records are skipped by looking for the
     next sync marker."""
+    entries, valid_end, records, _ = _walk(data, start)
+    return entries, valid_end, records
+
+
+def damaged_bytes(data: bytes) -> int:
+    """How many bytes after the header belong to no valid record (damaged or torn
+    records, junk), wherever they are in the file."""
+    if len(data) <= len(_FILE_HEADER):
+        return 0
+    return len(data) - len(_FILE_HEADER) - _walk(data, len(_FILE_HEADER))[3]
+
+
+def _walk(data: bytes, start: int) -> tuple[list[tuple[TopicPartition, int]], int, int, int]:
+    """``parse``, and the number of bytes the valid records take."""
     entries: list[tuple[TopicPartition, int]] = []
     position = start
     valid_end = start
     records = 0
+    good = 0
     size = len(data)
     while position + _RECORD.size <= size:
         sync, length, checksum = _RECORD.unpack_from(data, position)
@@ -107,6 +122,7 @@ def parse(data: bytes, start: int = len(_FILE_HEADER)
                 except Exception:  # a checksummed but malformed record: skip it
                     ok = False
                 else:
+                    good += body_start + length - position
                     position = valid_end = body_start + length
                     records += 1
                     continue
@@ -115,7 +131,7 @@ def parse(data: bytes, start: int = len(_FILE_HEADER)
         if nxt < 0:
             break
         position = nxt
-    return entries, valid_end, records
+    return entries, valid_end, records, good
 
 
 class OffsetStore:
