@@ -362,3 +362,13 @@ def test_close_unmaps_and_releases_the_file(head):
         assert reopened.notify_count() == 1
     finally:
         reopened.close()
+
+
+def test_close_is_idempotent(tmp_path):
+    path = str(tmp_path / "head")
+    create(path, initial_state(1, 0))
+    head = Head(path)
+    head._check()
+    head.close()
+    head.close()
+    assert head.mm.closed and head.fd == -1

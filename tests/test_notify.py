@@ -320,6 +320,21 @@ elif mode == "no-waitv":      # a kernel before 5.16: futex_waitv answers ENOSYS
                 return self.real.syscall(nr, *rest)
             self.syscall = syscall
     ctypes.CDLL = OldKernel
+elif mode == "seccomp":       # a sandbox that forbids both futex calls: EPERM
+    real_cdll = ctypes.CDLL
+    futex_nr = {"x86_64": 202, "aarch64": 98, "arm64": 98}[platform.machine()]
+    class Sandboxed:
+        def __init__(self, *args, **kwargs):
+            self.real = real_cdll(*args, **kwargs)
+            self.real.syscall.restype = ctypes.c_long
+            def syscall(nr, *rest):
+                if nr in (449, futex_nr):
+                    calls["waitv"] += 1
+                    ctypes.set_errno(errno.EPERM)
+                    return -1
+                return self.real.syscall(nr, *rest)
+            self.syscall = syscall
+    ctypes.CDLL = Sandboxed
 from eventlog._notify import Word, wait, wake
 
 fh = tempfile.TemporaryFile()
@@ -385,6 +400,39 @@ def test_kernel_without_futex_waitv_falls_back_to_polling_for_several_words():
     assert out["waitv_calls"] == 1  # refuted once, then never asked again
     changed, elapsed = out["timeout"]
     assert changed is False and 0.045 <= elapsed < 1.0
+
+
+@needs_futex
+def test_futex_calls_refused_by_a_sandbox_fall_back_to_polling_not_spinning():
+    out = json.loads(run_python(_FALLBACK_CHILD, "seccomp").stdout)
+    for case in ("one", "several", "several_again"):
+        changed, seconds_after_bump = out[case]
+        assert changed is True
+        assert seconds_after_bump < 0.1, (case, seconds_after_bump)  # polled
+    # A wait with nothing to see lasts its timeout: it did not return at once (which
+    # would make a blocked Consumer.poll spin).
+    changed, elapsed = out["timeout"]
+    assert changed is False and 0.045 <= elapsed < 1.0
+    assert out["waitv_calls"] <= 2  # each call refused once, then never asked again
+
+
+def test_a_wait_without_time_still_reports_a_counter_that_moved(tmp_path):
+    with open(tmp_path / "words", "w+b") as fh:
+        fh.write(bytes(4096))
+        fh.flush()
+        mm = mmap.mmap(fh.fileno(), 4096)
+        counter, flag = _notify.Word(mm, 0), _notify.Word(mm, 4)
+        try:
+            assert wait([counter], [flag], [0], 0.0) is False
+            counter.store(1)
+            assert wait([counter], [flag], [0], 0.0) is True
+            assert wait([counter], [flag], [1], -1.0) is False
+            counter._check()
+        finally:
+            counter.release()
+            flag.release()
+            assert counter.address == 0
+            mm.close()
 
 
 def test_word_offsets_are_those_of_the_head_layout():

@@ -255,10 +255,14 @@ class Head:
         _fileutil.sync_fd(self.fd)
 
     def close(self) -> None:
+        """Unmap and close the file. Idempotent."""
+        if self.fd < 0:
+            return
         self.counter.release()
         self.waiters.release()
         try:
             self.mm.close()
-        except BufferError:  # a waiter still holds the notify word; unmapped on release
-            pass
+        except BufferError:  # an export outlives the words (none known): unmapped when
+            pass             # it goes, as any mapping is
         os.close(self.fd)
+        self.fd = -1

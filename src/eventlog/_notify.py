@@ -54,13 +54,18 @@ class _WaitV(ctypes.Structure):
 _libc: Any = None
 _sys_futex: int | None = None
 _waitv_ok = False
+_futex_ok = False
+# Errors that mean "this call is not available here" (an old kernel; a seccomp filter,
+# as some containers install): the waits fall back to polling instead of returning at
+# once, which would make a blocked poll spin.
+_UNAVAILABLE = frozenset({errno.ENOSYS, errno.EPERM, errno.EACCES})
 if sys.platform.startswith("linux"):
     _sys_futex = _SYS_FUTEX.get(platform.machine())
     if _sys_futex is not None:
         try:
             _libc = ctypes.CDLL(None, use_errno=True)
             _libc.syscall.restype = ctypes.c_long
-            _waitv_ok = True  # confirmed (or refuted) on first use
+            _waitv_ok = _futex_ok = True  # confirmed (or refuted) on first use
         except OSError:
             _libc = None
             _sys_futex = None
@@ -87,8 +92,10 @@ class Word:
         _WORD.pack_into(self.mm, self.offset, value & 0xFFFFFFFF)
 
     def release(self) -> None:
-        """Drop the buffer export so the mapping can be closed."""
+        """Drop the buffer export so the mapping can be closed (waits on a released
+        word poll instead of sleeping on a stale address)."""
         self._cobj = None
+        self.address = 0
 
     def _check(self) -> None:
         """Assert the invariants of a live (not released) word: it lies inside its
@@ -123,25 +130,33 @@ def wait(counters: Sequence[Word], waiters: Sequence[Word], expected: Sequence[i
     Cost while sleeping: none (a futex) or a look every 0.2-2 ms (the fallback)."""
     timeout = min(timeout, MAX_SLICE_S)
     if timeout <= 0:
-        return False
+        return any(w.load() != v for w, v in zip(counters, expected, strict=True))
     for flag in waiters:
         flag.store(1)
     for word, value in zip(counters, expected, strict=True):
         if word.load() != value:
             return True
-    if _libc is not None and counters and counters[0].address:
+    if _futex_ok and counters and counters[0].address:
         if len(counters) == 1:
-            _futex_wait(counters[0], expected[0], timeout)
-        elif not _futex_waitv(counters, expected, timeout):
+            slept = _futex_wait(counters[0], expected[0], timeout)
+        else:
+            slept = _futex_waitv(counters, expected, timeout)
+        if not slept:
             return _poll(counters, expected, timeout)
         return any(w.load() != v for w, v in zip(counters, expected, strict=True))
     return _poll(counters, expected, timeout)
 
 
-def _futex_wait(word: Word, value: int, timeout: float) -> None:
+def _futex_wait(word: Word, value: int, timeout: float) -> bool:
+    """Sleep on one word. False if futexes are not available here after all."""
+    global _futex_ok
     ts = _Timespec(int(timeout), int((timeout % 1) * 1e9))
-    _libc.syscall(_sys_futex, ctypes.c_void_p(word.address), _FUTEX_WAIT,
-                  ctypes.c_uint32(value), ctypes.byref(ts), None, 0)
+    result = _libc.syscall(_sys_futex, ctypes.c_void_p(word.address), _FUTEX_WAIT,
+                           ctypes.c_uint32(value), ctypes.byref(ts), None, 0)
+    if result < 0 and ctypes.get_errno() in _UNAVAILABLE:
+        _futex_ok = False
+        return False
+    return True
 
 
 def _futex_waitv(counters: Sequence[Word], expected: Sequence[int], timeout: float) -> bool:
@@ -158,7 +173,7 @@ def _futex_waitv(counters: Sequence[Word], expected: Sequence[int], timeout: flo
     ts = _Timespec(int(deadline), int((deadline % 1) * 1e9))
     result = _libc.syscall(_SYS_FUTEX_WAITV, arr, len(counters), 0, ctypes.byref(ts),
                            _CLOCK_MONOTONIC)
-    if result < 0 and ctypes.get_errno() == errno.ENOSYS:
+    if result < 0 and ctypes.get_errno() in _UNAVAILABLE:
         _waitv_ok = False
         return False
     return True
