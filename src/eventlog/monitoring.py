@@ -14,8 +14,9 @@ from typing import Any
 from ._types import TopicPartition
 from .config import TopicConfig
 
-__all__ = ["CheckReport", "GroupMetrics", "LogMetrics", "PartitionDescription",
-           "PartitionMetrics", "Problem", "TopicDescription"]
+__all__ = ["STATUS_VALUES", "CheckReport", "GroupMetrics", "GroupStatus", "LogMetrics",
+           "PartitionDescription", "PartitionMetrics", "PartitionStatus", "Problem",
+           "TopicDescription"]
 
 
 def _tp_key(tp: TopicPartition) -> str:
@@ -104,6 +105,49 @@ class LogMetrics:
         return {"timestamp_ms": self.timestamp_ms, "disk_bytes": self.disk_bytes,
                 "partitions": [asdict(p) for p in self.partitions],
                 "groups": [g.to_dict() for g in self.groups]}
+
+
+# Statuses as numbers, for Prometheus gauges and exit codes (higher is worse).
+STATUS_VALUES = {"OK": 0, "WARN": 1, "STALL": 2, "STOP": 3, "ERR": 2}
+
+
+@dataclass(frozen=True)
+class PartitionStatus:
+    """One partition of a group, judged by Burrow's rules (``Log.group_status``).
+
+    ``status`` is "OK", "WARN" (moving, but lag grew at every commit of the window),
+    "STALL" (committing the same offset while lag does not fall) or "STOP" (no commit
+    for longer than the window spans, with lag); ``lag`` is records behind now and
+    ``lag_ms`` the age of the oldest unconsumed record (0 without lag)."""
+
+    topic: str
+    partition: int
+    status: str
+    lag: int
+    lag_ms: int
+    committed: int | None      # the last committed offset (None: never committed)
+    end_offset: int
+    commits: int               # commits in the window it was judged on
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class GroupStatus:
+    """A group's status: "ERR" if any partition is STALL or STOP, else "WARN" if any is
+    WARN, else "OK"; evaluated at ``evaluated_ms`` on the log's clock."""
+
+    group_id: str
+    status: str
+    partitions: dict[TopicPartition, PartitionStatus]
+    evaluated_ms: int
+    window: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"group_id": self.group_id, "status": self.status,
+                "evaluated_ms": self.evaluated_ms, "window": self.window,
+                "partitions": {_tp_key(tp): p.to_dict() for tp, p in self.partitions.items()}}
 
 
 @dataclass(frozen=True)
