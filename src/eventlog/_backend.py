@@ -79,10 +79,11 @@ class Backend(Protocol):
     def check_open(self) -> None:
         """Raise ``ClosedError`` if the log cannot be used (closed, or inherited by fork)."""
 
-    def metadata(self, topic: str) -> TopicMetadata:
+    def metadata(self, topic: str, refresh: bool = False) -> TopicMetadata:
         """Partition count and settings of ``topic``, re-read at most every half second
-        when another process changes them. Raises ``UnknownTopicError`` (or creates the
-        topic, with ``auto_create_topics``) and ``InvalidTopicError``."""
+        when another process changes them (at once with ``refresh``). Raises
+        ``UnknownTopicError`` (or creates the topic, with ``auto_create_topics``) and
+        ``InvalidTopicError``."""
 
     def partition(self, topic: str, partition: int) -> PartitionBackend:
         """Partition ``partition`` of ``topic`` (``UnknownPartitionError`` if none)."""
@@ -122,8 +123,8 @@ class LocalBackend:
     def check_open(self) -> None:
         self._check_open()
 
-    def metadata(self, topic: str) -> TopicMetadata:
-        return self._store.topic(topic).metadata()
+    def metadata(self, topic: str, refresh: bool = False) -> TopicMetadata:
+        return self._store.topic(topic, refresh=refresh).metadata()
 
     def partition(self, topic: str, partition: int) -> PartitionLog:
         return self._store.topic(topic).partition_log(partition)

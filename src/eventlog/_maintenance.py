@@ -6,7 +6,8 @@
   partitions written since its last round (``StorageContext.dirty``). An fsync that
   fails marks the whole log failed (writes then raise ``LogFailedError``): after a
   failed fsync the kernel may have dropped the dirty pages, so nothing written since
-  can be called durable.
+  can be called durable. A partition whose topic was deleted meanwhile (by any
+  process) is skipped: that affects only its topic.
 - maintenance (``maintenance_interval_ms``): retention of every delete-policy topic,
   then compaction of the compacted partitions dirty enough to clean. Retention and
   compaction also run on each roll (``TopicFiles`` schedules compaction there).
@@ -106,8 +107,8 @@ class Background:
             for plog in dirty:
                 try:
                     plog.sync()
-                except ClosedError:
-                    continue
+                except (ClosedError, UnknownTopicError):
+                    continue  # closed, or its topic deleted (by any process): nothing to sync
                 except LogFailedError:
                     return  # the log is failed; writers already see it
                 except Exception as exc:  # an fsync or I/O error: fail loudly, stop

@@ -256,14 +256,14 @@ class TopicStore:
         files.close(clean=False)
 
     @_fileutil.translate_errors("log directory")
-    def topic(self, name: str) -> TopicFiles:
+    def topic(self, name: str, refresh: bool = False) -> TopicFiles:
         """The topic ``name``; ``UnknownTopicError`` if it does not exist (or it is
         created, with ``auto_create_topics``). Cost: a dict lookup while its metadata
-        is fresh."""
+        is fresh; ``refresh`` re-reads it now (two ``stat`` calls)."""
         files = self._topics.get(name)
         if files is not None:
             try:
-                files.metadata()
+                files.metadata(force=refresh)
                 return files
             except UnknownTopicError:
                 self._forget(files)

@@ -241,11 +241,11 @@ class Producer:
     # -- sending ------------------------------------------------------------------------
 
     @_fileutil.translate_errors("producer")
-    def _refresh_info(self, topic: str) -> TopicInfo:
+    def _refresh_info(self, topic: str, now: bool = False) -> TopicInfo:
         """Cache the metadata of ``topic`` for the next ``_REFRESH_EVERY`` sends (the
-        backend re-reads it at most every half second)."""
+        backend re-reads it at most every half second, or ``now``)."""
         self._backend.check_open()
-        meta = self._backend.metadata(topic)
+        meta = self._backend.metadata(topic, refresh=now)
         info = self._info[topic] = TopicInfo(meta.config.max_message_bytes,
                                               meta.partitions, _REFRESH_EVERY)
         return info
@@ -339,6 +339,9 @@ class Producer:
             size = record_size(k, v, hdrs)
             check_size(size, info.max_message_bytes, topic)
             if partition is not None:
+                if type(partition) is int and partition >= info.partitions:
+                    # partitions added (or the topic created again) by another process
+                    info = self._refresh_info(topic, now=True)
                 p = check_partition(partition, info.partitions, topic)
             elif partitioner.uses_sticky(k):
                 p, cursor = partitioner.place_keyless(topic, info.partitions, size)
