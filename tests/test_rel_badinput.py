@@ -158,3 +158,24 @@ except eventlog.LogDirectoryError as exc:
                             capture_output=True, text=True, env=env, check=False)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["refused", str(errno.EACCES)]
+
+
+@pytest.mark.parametrize("bad", [2**63, 2**70, -1, True, 1.5])
+def test_an_out_of_range_timestamp_is_refused_at_the_call_and_fails_nothing_else(
+        tmp_path, bad):
+    with eventlog.open(tmp_path / "log") as log:
+        log.create_topic("t")
+        with eventlog.Producer(log, linger_ms=60_000) as producer:
+            good = producer.send("t", "good")               # pending in the same batch
+            with pytest.raises(eventlog.InvalidRecordError, match="timestamp_ms"):
+                producer.send("t", "bad", timestamp_ms=bad)
+            with pytest.raises(eventlog.InvalidRecordError, match="record 1"):
+                producer.send_batch("t", ["a", "b"], timestamps_ms=[0, bad])
+            producer.flush()
+            assert good.result(5).offset == 0
+        part = log.topic("t").partition(0)
+        with pytest.raises(eventlog.InvalidRecordError, match="timestamps_ms"):
+            part.append([b"x"], timestamps_ms=bad)
+        assert part.append([b"edge"], timestamps_ms=2**63 - 1) == 1
+        assert [r.timestamp_ms for r in part.read(1)] == [2**63 - 1]
+        assert part.end_offset == 2

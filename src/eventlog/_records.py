@@ -11,8 +11,12 @@ from typing import Any, cast
 
 from .errors import InvalidRecordError, RecordTooLargeError, SerializationError
 
-__all__ = ["byte_sizes", "check_bytes_column", "check_headers", "check_size", "check_sizes",
-           "record_size", "serialization_error"]
+__all__ = ["MAX_TIMESTAMP_MS", "byte_sizes", "check_bytes_column", "check_headers",
+           "check_size", "check_sizes", "check_timestamps", "record_size",
+           "serialization_error"]
+
+# Timestamps are stored as signed 64-bit integers (the batch header's struct, Kafka's).
+MAX_TIMESTAMP_MS = 2**63 - 1
 
 
 def record_size(key: bytes | None, value: bytes | None,
@@ -94,3 +98,29 @@ def serialization_error(topic: str, what: str, exc: BaseException, *,
     of = f" of record {index}" if index is not None else ""
     return SerializationError(f"topic {topic!r}: could not {verb} the {what}{of} "
                               f"({type(exc).__name__}: {exc})")
+
+
+def check_timestamps(timestamps: Sequence[int] | int, count: int, where: str,
+                     name: str = "timestamps_ms") -> list[int] | int:
+    """``timestamps`` (one int for all ``count`` records, or one per record) if each is
+    an int in ``[0, MAX_TIMESTAMP_MS]``, else ``InvalidRecordError`` naming the first bad
+    one: checked at the call, so that nothing is queued and no batch fails later.
+    Cost: two C-level passes (types, then min and max) over a column."""
+    if isinstance(timestamps, int):
+        if type(timestamps) is not int or not 0 <= timestamps <= MAX_TIMESTAMP_MS:
+            raise InvalidRecordError(f"{where}: {name} must be an int from 0 to "
+                                     f"{MAX_TIMESTAMP_MS}, not {timestamps!r}")
+        return timestamps
+    if isinstance(timestamps, (str, bytes)) or not hasattr(timestamps, "__len__"):
+        raise InvalidRecordError(f"{where}: {name} must be one int, or one per record, "
+                                 f"not {type(timestamps).__name__}")
+    stamps = list(timestamps)
+    if len(stamps) != count:
+        raise InvalidRecordError(f"{where}: {len(stamps)} {name} for {count} records")
+    if stamps and (not set(map(type, stamps)) <= {int} or min(stamps) < 0
+                   or max(stamps) > MAX_TIMESTAMP_MS):
+        i, bad = next((i, t) for i, t in enumerate(stamps)
+                      if type(t) is not int or not 0 <= t <= MAX_TIMESTAMP_MS)
+        raise InvalidRecordError(f"{where}: {name} of record {i} must be an int from 0 to "
+                                 f"{MAX_TIMESTAMP_MS}, not {bad!r}")
+    return stamps

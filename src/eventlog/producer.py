@@ -65,10 +65,12 @@ from ._partitioner import (
     murmur2,
 )
 from ._records import (
+    MAX_TIMESTAMP_MS,
     byte_sizes,
     check_headers,
     check_size,
     check_sizes,
+    check_timestamps,
     record_size,
     serialization_error,
 )
@@ -266,8 +268,9 @@ class Producer:
         """
         if timestamp_ms is None:
             ts = _time_ns() // 1_000_000 if self._wall_clock else self._clock()
-        elif type(timestamp_ms) is not int or timestamp_ms < 0:
-            raise InvalidRecordError(f"timestamp_ms must be an int >= 0, not {timestamp_ms!r}")
+        elif type(timestamp_ms) is not int or not 0 <= timestamp_ms <= MAX_TIMESTAMP_MS:
+            raise InvalidRecordError(f"timestamp_ms must be an int from 0 to "
+                                     f"{MAX_TIMESTAMP_MS}, not {timestamp_ms!r}")
         else:
             ts = timestamp_ms
         if key is not None or headers is not None or partition is not None or not self._fast:
@@ -407,15 +410,8 @@ class Producer:
         stamps: Sequence[int] | int
         if timestamps_ms is None:
             stamps = self._clock()
-        elif isinstance(timestamps_ms, int):
-            if type(timestamps_ms) is not int or timestamps_ms < 0:
-                raise InvalidRecordError(f"{where}: timestamps_ms must be an int >= 0")
-            stamps = timestamps_ms
         else:
-            stamps = list(timestamps_ms)
-            if len(stamps) != count or not set(map(type, stamps)) <= {int} or min(stamps) < 0:
-                raise InvalidRecordError(f"{where}: timestamps_ms must be one int >= 0, or "
-                                         "one per record")
+            stamps = check_timestamps(timestamps_ms, count, where)
         columns = Columns(vals, ks, hdrs, stamps, sizes)
         if self._custom_partitioner:  # user code, outside the lock (it uses no cursor)
             groups = self._partitioner.assign(topic, meta.partitions, ks, sizes, partition)

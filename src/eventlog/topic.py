@@ -15,7 +15,14 @@ from typing import Any
 from . import _fileutil
 from ._format import EncodedBatch, encode_batch
 from ._partition import DEFAULT_FETCH_BYTES, PartitionLog
-from ._records import byte_sizes, check_bytes_column, check_headers, check_sizes, record_size
+from ._records import (
+    byte_sizes,
+    check_bytes_column,
+    check_headers,
+    check_sizes,
+    check_timestamps,
+    record_size,
+)
 from ._topics import TopicFiles, validate_topic_name
 from ._types import Record, TopicPartition, records_from_batches
 from .config import TopicConfig, TopicMetadata, check_int
@@ -118,8 +125,8 @@ class Partition:
         check_sizes(list(sizes), limit, where)
         if timestamps_ms is None:
             timestamps_ms = self.topic.clock()
-        elif not isinstance(timestamps_ms, int) and len(timestamps_ms) != count:
-            raise ValueError("timestamps_ms and values differ in length")
+        else:
+            timestamps_ms = check_timestamps(timestamps_ms, count, where)
         return encode_batch(values, keys, timestamps_ms, norm_headers)
 
     @_fileutil.translate_errors("partition")
