@@ -291,6 +291,21 @@ def test_produce_text_and_json_formats_store_what_they_say(tmp_path):
                                                (None, b'{"a":[1,2]}')]
 
 
+@pytest.mark.parametrize("fmt", ["json", "msgpack"])
+def test_produce_of_hostile_nesting_is_a_one_line_error_not_a_traceback(tmp_path, fmt):
+    log_dir = tmp_path / "log"
+    make_topic(log_dir, "orders")
+    deep_valid = "[" * 600 + "]" * 600  # valid JSON, deeper than msgpack packs
+    proc = cli("produce", "orders", "--format", fmt,
+               input='{"id": 1}\n' + deep_valid + "\n" + "[" * 100_000 + "\n", log=log_dir)
+    assert proc.returncode == 1, proc.stderr
+    assert "Traceback" not in proc.stderr, proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == (
+        "eventlog: error: line 3: not valid JSON here (nested too deeply); use --format "
+        "text for raw text"), proc.stderr
+    assert len(records(log_dir, "orders", value_deserializer="bytes")) == 2
+
+
 def test_produce_stops_at_a_bad_line_after_storing_the_lines_before_it(tmp_path):
     log_dir = tmp_path / "log"
     make_topic(log_dir, "orders")

@@ -199,6 +199,9 @@ class _LineParser:
             return key, line
         try:
             value = json.loads(line)
+        except RecursionError:
+            raise CliError(f"line {lineno}: not valid JSON here (nested too deeply); use "
+                           f"--format text for raw text") from None
         except ValueError as exc:
             reason = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc)
             where = f" at column {exc.colno}" if isinstance(exc, json.JSONDecodeError) else ""
