@@ -9,11 +9,13 @@ from __future__ import annotations
 import errno
 import os
 import shutil
+import time
 
 import pytest
 
 import eventlog
 from eventlog import EventLogError, TopicPartition
+from eventlog.testing import ManualClock
 from tests.faults import FaultyOS, crash, injected, rebooted, run_until_success
 
 KINDS = ["ENOSPC", "EIO", "short"]
@@ -251,3 +253,24 @@ def test_a_failed_fsync_makes_the_log_read_only(log_dir):
         p = log.topic("t").partition(0)
         assert next(r.value for r in p.read(0)) == b"before"
         p.append([b"works again"])
+
+
+def test_a_failed_background_fsync_says_what_failed_and_when(log_dir):
+    clock = ManualClock(1_700_000_000_000)   # 2023-11-14T22:13:20Z
+    with eventlog.open(log_dir, fsync="interval", fsync_interval_ms=10, clock=clock) as log:
+        p = log.create_topic("t").partition(0)
+        p.append([b"first"])   # clears the clean flag (an fsync of its own, in append)
+        with injected(FaultyOS(1, "EIO", only=frozenset({"fdatasync", "fsync"}))):
+            p.append([b"dirty"])  # only the flusher fsyncs now
+            deadline = time.monotonic() + 5
+            while not log.failed:
+                assert time.monotonic() < deadline, "the flusher never ran"
+                time.sleep(0.01)
+        clock.advance(60_000)
+        with pytest.raises(eventlog.LogFailedError) as failed:
+            p.append([b"later"])
+        message = str(failed.value)
+        assert message.startswith("an fsync failed at 2023-11-14T22:13:20.000+00:00 "
+                                  "(OSError: [Errno 5] "), message
+        assert "refuses writes until it is reopened" in message
+        assert isinstance(failed.value.__cause__, OSError)

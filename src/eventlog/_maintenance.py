@@ -112,7 +112,7 @@ class Background:
                 except LogFailedError:
                     return  # the log is failed; writers already see it
                 except Exception as exc:  # an fsync or I/O error: fail loudly, stop
-                    ctx.fail(exc)
+                    ctx.fail(exc, f"the background fsync of {plog.directory}")
                     return
 
     def _maintenance_loop(self, interval_s: float) -> None:

@@ -29,6 +29,7 @@ public surface (``segments``, ``cleaner_lock``, ``swap_in``): nothing here calls
 
 from __future__ import annotations
 
+import datetime
 import fcntl
 import os
 import threading
@@ -67,19 +68,26 @@ class StorageContext:
         self.clock: Callable[[], int] = options.clock
         self.boot_id = _head.current_boot_id()
         self.failure: BaseException | None = None
+        self._failure_text = ""
         self.dirty: set[PartitionLog] = set()
         self.dirty_lock = threading.Lock()
 
     def check_writable(self) -> None:
         if self.failure is not None:
-            raise LogFailedError("an fsync failed earlier, so writes may not have reached "
-                                 "the disk; the log is read-only until reopened") \
-                from self.failure
+            raise LogFailedError(self._failure_text) from self.failure
 
-    def fail(self, exc: BaseException) -> LogFailedError:
-        self.failure = exc
-        err = LogFailedError(f"fsync failed ({exc}); the log is now read-only until reopened")
-        err.__cause__ = exc
+    def fail(self, exc: BaseException, what: str = "an fsync") -> LogFailedError:
+        """Mark the log failed by ``exc`` (the first failure is the one reported, with
+        what failed and when, by every later write and by ``close``)."""
+        if self.failure is None:
+            when = datetime.datetime.fromtimestamp(self.clock() / 1000, datetime.timezone.utc)
+            self._failure_text = (
+                f"{what} failed at {when.isoformat(timespec='milliseconds')} "
+                f"({type(exc).__name__}: {exc}), so writes since may not have reached the "
+                f"disk; the log refuses writes until it is reopened")
+            self.failure = exc
+        err = LogFailedError(self._failure_text)
+        err.__cause__ = self.failure
         return err
 
     def fsync(self, sync: Callable[[], object]) -> None:

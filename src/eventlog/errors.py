@@ -28,7 +28,7 @@ so ``except ValueError`` keeps working for bad input:
      ├── CorruptRecordError               a checksum or structure check failed on disk
      ├── LogDirectoryError (OSError)      the directory is unusable: not a log,
      │                                    not writable, or an I/O error hit it
-     └── LogFailedError                   an fsync failed: the log is read-only until reopened
+     └── LogFailedError                   an fsync failed: the log refuses writes until reopened
 
 Lower-layer errors (``struct.error``, msgpack exceptions, ``KeyError``) are
 translated once, at the boundary where they occur, with ``raise ... from exc``.
