@@ -236,3 +236,28 @@ def test_members_join_leave_and_die_while_producers_write(log_dir, tmp_path, str
     for p in held_by_m2:
         taken = [a for a, b, n in intervals[p] if n != "m2" and a >= kill_time]
         assert taken and min(taken) - kill_time < 3.0 + 1.0, f"partition {p} stayed orphaned"
+
+
+def test_a_commit_records_the_end_offsets_and_goes_ahead_without_one(tmp_path):
+    """The consumer's commit path reads each partition's end offset for the history
+    (group_status); a partition whose end cannot be read (its topic was deleted) is
+    committed all the same, without a history entry."""
+    with eventlog.open(tmp_path / "log") as log:
+        log.create_topic("orders", partitions=2)
+        log.create_topic("audit")
+        log.topic("orders").partition(1).append([b"x"] * 7)
+        with eventlog.Consumer(log, "orders", group_id="g",
+                               enable_auto_commit=False) as member:
+            member.poll(timeout=1)
+            member.commit({TP("orders", 1): 3})        # a member: the fenced path
+        consumer = eventlog.Consumer(log, group_id="g", enable_auto_commit=False)
+        consumer.assign([TP("audit", 0)])
+        log.delete_topic("audit")
+        consumer.commit({TP("audit", 0): 0})
+        consumer.close()
+        store = OffsetStore(str(tmp_path / "log" / "groups" / "g.offsets"), fsync=False)
+        offsets, history = store.read_history()
+        assert offsets == {TP("orders", 1): 3, TP("audit", 0): 0}
+        assert [(c.offset, c.end_offset) for c in history[TP("orders", 1)]] == [(3, 7)]
+        assert TP("audit", 0) not in history
+        store._check()

@@ -18,7 +18,14 @@ import xxhash
 
 from eventlog import TopicPartition
 from eventlog._fileutil import atomic_write
-from eventlog._offsets import OffsetStore, encode_record, parse
+from eventlog._offsets import (
+    _COMPACT_RECORDS,
+    HISTORY_MAX,
+    Commit,
+    OffsetStore,
+    encode_record,
+    parse,
+)
 from tests.conftest import spawn_python
 
 HEADER = b"EvLgOFS1" + bytes(8)
@@ -418,3 +425,144 @@ def test_commit_tail_after_the_file_is_deleted_and_recreated(path):
     _same_inode_or_skip(inode, path)
     first.commit({A: 6}, 0)
     assert OffsetStore(path, fsync=False).read() == {A: 6, B: 123_456_789, C: 1}
+
+
+# -- the history of commits (group_status) -----------------------------------------------
+
+def history_of(store: OffsetStore) -> dict[TopicPartition, list[Commit]]:
+    return store.read_history()[1]
+
+
+def test_a_commit_with_ends_writes_its_history_entry_in_the_same_record(path):
+    store = OffsetStore(path, fsync=False)
+    committed(store, {A: 5, C: 9}, now_ms=1234, generation=3, member="m-1",
+              ends={A: 8, C: 9})
+    committed(store, {A: 6, B: 1}, now_ms=1300, ends={A: 10})  # B's end unknown
+    assert records_of(path) == [
+        {"ts": 1234, "gen": 3, "member": "m-1", "offsets": [["t", 0, 5], ["u", 0, 9]],
+         "ends": [8, 9]},
+        {"ts": 1300, "gen": -1, "member": "", "offsets": [["t", 0, 6], ["t", 1, 1]],
+         "ends": [10, None]}]
+    assert store.read_history() == ({A: 6, B: 1, C: 9},
+                                    {A: [Commit(5, 1234, 8), Commit(6, 1300, 10)],
+                                     C: [Commit(9, 1234, 9)]})
+    assert Commit(5, 1234, 8).lag == 3
+    assert store.read() == {A: 6, B: 1, C: 9}
+    store._check()
+
+
+def test_records_without_ends_still_read_and_add_no_history(path):
+    os.makedirs(os.path.dirname(path))
+    # A file as an earlier version wrote it: no "ends", a zero file id.
+    Path(path).write_bytes(HEADER + encode_record({A: 5}, 10, 1, "old"))
+    store = OffsetStore(path, fsync=False)
+    assert store.read_history() == ({A: 5}, {})
+    committed(store, {A: 7}, now_ms=20, ends={A: 9})
+    assert store.read_history() == ({A: 7}, {A: [Commit(7, 20, 9)]})
+
+
+def test_malformed_ends_lose_only_the_history_never_the_offset(path):
+    store = OffsetStore(path, fsync=False)
+    committed(store, {A: 1}, ends={A: 1})
+    for ends in (["x"], [1, 2], "no", [[1]]):
+        payload = msgpack.packb({"ts": 5, "gen": -1, "member": "", "offsets": [["t", 0, 2]],
+                                 "ends": ends})
+        with open(path, "ab") as fh:
+            fh.write(RECORD.pack(b"EvOc", len(payload), xxhash.xxh3_64_intdigest(payload)))
+            fh.write(payload)
+        fresh = OffsetStore(path, fsync=False)
+        assert fresh.read() == {A: 2}
+        assert fresh.read_history() == ({A: 2}, {A: [Commit(1, 0, 1)]})
+        with pytest.raises(AssertionError):
+            fresh._check()     # our writer never writes this: the check says so
+        store.commit({A: 3}, 0)  # (cuts nothing: the record is valid)
+        assert parse(Path(path).read_bytes())[1] == os.path.getsize(path)
+
+
+def test_history_reads_are_incremental_and_cached_apart_from_offsets(path, monkeypatch):
+    reader, writer = OffsetStore(path, fsync=False), OffsetStore(path, fsync=False)
+    for i in range(10):
+        committed(writer, {A: i}, now_ms=i, ends={A: i + 1})
+    assert len(history_of(reader)) == 1
+    assert reader.read() == {A: 9}
+    size = os.path.getsize(path)
+    committed(writer, {A: 10}, now_ms=10, ends={A: 10})
+    preads: list[tuple[int, int]] = []
+    real_pread = os.pread
+
+    def spy(fd: int, n: int, offset: int) -> bytes:
+        preads.append((n, offset))
+        return real_pread(fd, n, offset)
+
+    monkeypatch.setattr(os, "pread", spy)
+    offsets, history = reader.read_history()
+    assert preads == [(16, 0), (os.path.getsize(path) - size, size)]
+    monkeypatch.undo()
+    assert offsets == {A: 10} and history[A][-1] == Commit(10, 10, 10)
+    assert len(history[A]) == 11
+    reader._check()
+    history[A].clear()                 # callers get copies
+    assert len(history_of(reader)[A]) == 11
+
+
+def test_check_catches_a_history_cache_that_no_longer_matches_the_file(path):
+    store = OffsetStore(path, fsync=False)
+    committed(store, {A: 1}, ends={A: 4})
+    store.read_history()
+    cache = store._history_cache
+    assert cache is not None and cache[4] is not None
+    cache[4][A].append(Commit(1, 0, 99))   # a cache that kept something the file lacks
+    with pytest.raises(AssertionError):
+        store._check()
+
+
+def test_compaction_keeps_the_last_history_max_entries_of_every_partition(path):
+    store, reader = OffsetStore(path, fsync=False), OffsetStore(path, fsync=False)
+    partitions = [TopicPartition("t", p) for p in range(7)]
+    expected: dict[TopicPartition, list[Commit]] = {tp: [] for tp in partitions}
+    assert history_of(reader) == {}
+    inode = os.stat(path).st_ino if os.path.exists(path) else None
+    for i in range(_COMPACT_RECORDS + 30):
+        tp = partitions[i % 7]
+        store.commit({tp: i}, i, ends={tp: i + i % 3})
+        expected[tp].append(Commit(i, i, i + i % 3))
+        if i % 500 == 0:
+            store._check()
+        if i == 1000:
+            assert len(history_of(reader)[tp]) == HISTORY_MAX   # bounded before a rewrite
+    store._check()
+    assert os.stat(path).st_ino != inode
+    doc = next(r for r in records_of(path) if r["member"] == "compaction")
+    assert sorted((t, p, len(c)) for t, p, c in doc["history"]) == \
+        [("t", p, HISTORY_MAX) for p in range(7)]
+    assert history_of(reader) == {tp: e[-HISTORY_MAX:] for tp, e in expected.items()}
+    assert history_of(OffsetStore(path, fsync=False)) == history_of(reader)
+    reader._check()
+
+
+def test_replace_keeps_history_drops_it_for_partitions_dropped_and_adds_reset_entries(path):
+    store = OffsetStore(path, fsync=False)
+    committed(store, {A: 5, B: 6}, now_ms=1, ends={A: 10, B: 6})
+    store.replace({A: 0, C: 3}, 7, ends={A: 10})   # a reset of A; B dropped; C without end
+    store._check()
+    assert store.read_history() == ({A: 0, C: 3},
+                                    {A: [Commit(5, 1, 10), Commit(0, 7, 10)]})
+    store.replace({A: 0, C: 3}, 8)                 # a repair: no entry
+    assert history_of(store) == {A: [Commit(5, 1, 10), Commit(0, 7, 10)]}
+
+
+def test_a_rewrite_too_large_for_one_record_keeps_fewer_entries(path, monkeypatch):
+    import eventlog._offsets as offsets_module
+    store = OffsetStore(path, fsync=False)
+    for i in range(HISTORY_MAX):
+        committed(store, {A: i, B: i}, now_ms=i, ends={A: i, B: i})
+    full = len(encode_record({A: 0, B: 0}, 0, -1, "compaction",
+                             history={A: [Commit(i, i, i) for i in range(HISTORY_MAX)],
+                                      B: [Commit(i, i, i) for i in range(HISTORY_MAX)]}))
+    monkeypatch.setattr(offsets_module, "_MAX_RECORD_BYTES", full // 2)
+    store.replace(store.read(), 99)
+    kept = history_of(store)
+    assert 0 < len(kept[A]) < HISTORY_MAX and kept[A] == [Commit(i, i, i) for i in
+                                                         range(HISTORY_MAX - len(kept[A]),
+                                                               HISTORY_MAX)]
+    assert store.read() == {A: HISTORY_MAX - 1, B: HISTORY_MAX - 1}

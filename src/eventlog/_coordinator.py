@@ -40,7 +40,12 @@ from ._fetcher import DEFAULT_FETCH_MAX_BYTES, Fetcher
 from ._group import STRATEGIES, GroupMember, validate_group_id
 from ._types import TopicPartition
 from .config import check_int
-from .errors import CommitFailedError, InvalidConfigError, UnknownTopicError
+from .errors import (
+    CommitFailedError,
+    InvalidConfigError,
+    UnknownPartitionError,
+    UnknownTopicError,
+)
 from .serde import Deserializer
 
 if TYPE_CHECKING:
@@ -308,11 +313,25 @@ class Coordinator:
             clean[tp] = offset
         if not clean:
             return
+        ends = self._end_offsets(clean)
         member = self._member
         if member is None:  # manual assignment: not fenced
-            self._store.commit(clean, self._clock())
+            self._store.commit(clean, self._clock(), ends=ends)
         else:
-            member.commit(self._store, clean)
+            member.commit(self._store, clean, ends)
+
+    def _end_offsets(self, offsets: Mapping[TopicPartition, int]) -> dict[TopicPartition, int]:
+        """The end offset of each partition now, for the commit's history entries (what
+        ``group_status`` judges lag by). A partition whose end cannot be read (its topic
+        was deleted) just gets no entry: the commit itself goes ahead as before. Cost:
+        one head read per partition."""
+        ends = {}
+        for tp in offsets:
+            try:
+                ends[tp] = self._backend.partition(tp.topic, tp.partition).end_offset
+            except (UnknownTopicError, UnknownPartitionError):
+                continue
+        return ends
 
     def _commit_quietly(self, offsets: dict[TopicPartition, int] | None) -> None:
         """Auto-commit: positions of records already returned; failures are logged."""

@@ -493,14 +493,16 @@ class GroupMember:
         """The partitions whose ownership lock this member holds."""
         return set(self._owner_fds)
 
-    def commit(self, store: OffsetStore, offsets: Mapping[TopicPartition, int]) -> None:
+    def commit(self, store: OffsetStore, offsets: Mapping[TopicPartition, int],
+               ends: Mapping[TopicPartition, int] | None = None) -> None:
         """Commit ``offsets`` to ``store``, fenced: under the group lock, and only while
-        this member is in the group and owns every partition (``commit_allowed``).
-        Thread-safe against the member's polling thread. Cost: the group lock, a read
-        of the state, one append to the offsets file."""
+        this member is in the group and owns every partition (``commit_allowed``);
+        ``ends`` (the partitions' end offsets) go into the same record as their history
+        entries. Thread-safe against the member's polling thread. Cost: the group lock,
+        a read of the state, one append to the offsets file."""
         with self.files.locked():
             generation = self.commit_allowed(sorted(offsets))
-            store.commit(offsets, self._clock(), generation, self.member_id)
+            store.commit(offsets, self._clock(), generation, self.member_id, ends)
 
     def commit_allowed(self, tps: list[TopicPartition]) -> int:
         """Fencing for a commit (group lock held by the caller): this member must still

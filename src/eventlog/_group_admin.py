@@ -1,10 +1,12 @@
-"""Consumer-group administration of a log directory: list, describe, lag, reset, delete.
+"""Consumer-group administration of a log directory: list, describe, lag, status, reset,
+delete.
 
-What ``Log.groups``, ``group_offsets``, ``group_lag``, ``describe_group``,
-``reset_group_offsets`` and ``delete_group`` do, and the offsets-file part of
-``Log.check``. It reads and writes the files of ``_group`` (membership) and
-``_offsets`` (committed offsets) and the partitions' bounds through the
-``TopicStore``; it never joins a group itself.
+What ``Log.groups``, ``group_offsets``, ``group_lag``, ``group_status``,
+``describe_group``, ``reset_group_offsets`` and ``delete_group`` do, and the
+offsets-file part of ``Log.check``. It reads and writes the files of ``_group``
+(membership) and ``_offsets`` (committed offsets and their history) and the partitions'
+bounds through the ``TopicStore``; it never joins a group itself. The status rules are
+``_status``'s; this module gathers their inputs.
 """
 
 from __future__ import annotations
@@ -12,15 +14,21 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from . import _fileutil
+from . import _fileutil, _status
 from ._group import GroupFiles, group_names, remove_group_files
-from ._offsets import OffsetStore, damaged_bytes
-from ._partition import StorageContext
+from ._offsets import HISTORY_MAX, Commit, OffsetStore, damaged_bytes
+from ._partition import PartitionLog, StorageContext
 from ._topics import TopicStore
 from ._types import TopicPartition
 from .config import check_int
-from .errors import GroupNotEmptyError, InvalidConfigError, UnknownGroupError, UnknownTopicError
-from .monitoring import Problem
+from .errors import (
+    GroupNotEmptyError,
+    InvalidConfigError,
+    OffsetOutOfRangeError,
+    UnknownGroupError,
+    UnknownTopicError,
+)
+from .monitoring import GroupStatus, PartitionStatus, Problem
 
 __all__ = ["GroupAdmin", "GroupDescription", "MemberDescription"]
 
@@ -51,6 +59,7 @@ class GroupDescription:
     members: list[MemberDescription]
     offsets: dict[TopicPartition, int]
     lag: dict[TopicPartition, int]
+    status: GroupStatus       # by Burrow's rules, over the default window
 
 
 class GroupAdmin:
@@ -112,7 +121,50 @@ class GroupAdmin:
         return GroupDescription(group_id, "Stable" if alive else ("Empty" if offsets
                                                                    else "Dead"),
                                 state["generation"], state["strategy"], members, offsets,
-                                self.lag(group_id))
+                                self.lag(group_id), self.status(group_id))
+
+    def status(self, group_id: str, window: int = _status.DEFAULT_WINDOW) -> GroupStatus:
+        """Every partition of the topics the group committed or its members subscribe
+        to, judged over its last ``window`` commits (2..``HISTORY_MAX``) by ``_status``
+        at the log clock's now. Cost: the offsets file's new records, a head read per
+        partition, and one batch read per partition with lag (for ``lag_ms``)."""
+        check_int("window", window, 2, HISTORY_MAX)
+        files = self._files(group_id)
+        offsets, history = self._store(files).read_history()
+        now = self._context.clock()
+        topics = {tp.topic for tp in offsets}
+        for entry in files.read_state()["members"].values():
+            topics.update(t for t in entry.get("topics", []) if isinstance(t, str))
+        windows = {tp: commits[-window:] for tp, commits in history.items()}
+        span = _status.group_span_ms(windows.values())
+        partitions: dict[TopicPartition, PartitionStatus] = {}
+        for topic in sorted(topics):
+            try:
+                plogs = self._topics.topic(topic).partition_logs()
+            except UnknownTopicError:
+                continue   # deleted since: its offsets are moot (as in ``lag``)
+            for p, plog in enumerate(plogs):
+                tp = TopicPartition(topic, p)
+                partitions[tp] = self._partition_status(tp, plog, offsets.get(tp),
+                                                        windows.get(tp, []), span, now)
+        return GroupStatus(group_id,
+                           _status.group_status(ps.status for ps in partitions.values()),
+                           partitions, now, window)
+
+    @staticmethod
+    def _partition_status(tp: TopicPartition, plog: PartitionLog, committed: int | None,
+                          commits: list[Commit], span_ms: int | None, now: int
+                          ) -> PartitionStatus:
+        start, end = plog.bounds()
+        position = start if committed is None else committed
+        lag = max(0, end - position)
+        lag_ms = _record_age_ms(plog, max(position, start), now) if lag else 0
+        if commits:
+            status = _status.partition_status(commits, lag, now)
+        else:
+            status = _status.uncommitted_status(lag, lag_ms, span_ms)
+        return PartitionStatus(tp.topic, tp.partition, status, lag, lag_ms, committed, end,
+                               len(commits))
 
     def reset_offsets(self, group_id: str, topics: Iterable[str] | None, *,
                       to_earliest: bool, to_latest: bool, to_offset: int | None,
@@ -140,9 +192,11 @@ class GroupAdmin:
                 chosen = [TopicPartition(t, p) for t in topics
                           for p in range(self._topics.topic(t).metadata().partitions)]
             new: dict[TopicPartition, int] = {}
+            ends: dict[TopicPartition, int] = {}
             for tp in chosen:
                 plog = self._topics.topic(tp.topic).partition_log(tp.partition)
                 start, end = plog.bounds()
+                ends[tp] = end
                 if to_earliest:
                     offset = start
                 elif to_latest:
@@ -159,7 +213,8 @@ class GroupAdmin:
             if not dry_run:
                 merged = dict(current)
                 merged.update(new)
-                store.replace(merged, self._context.clock())
+                # a reset is a commit: each partition reset gets a history entry
+                store.replace(merged, self._context.clock(), ends)
         return new
 
     def delete(self, group_id: str) -> None:
@@ -190,3 +245,17 @@ class GroupAdmin:
                                         "(reads use the last good commit of each "
                                         "partition)", fix))
         return problems
+
+
+def _record_age_ms(plog: PartitionLog, offset: int, now: int) -> int:
+    """How long ago (on the log clock) the first record at or after ``offset`` was
+    written; 0 if there is none. Cost: one fetch of one batch."""
+    try:
+        batches = plog.fetch(offset, max_bytes=1, max_records=1)
+    except OffsetOutOfRangeError:  # retention moved the start meanwhile
+        return 0
+    for batch in batches:
+        i = batch.index_of(offset)
+        if i < batch.header.record_count:
+            return max(0, now - batch.timestamps()[i])
+    return 0

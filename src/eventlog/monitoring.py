@@ -11,12 +11,13 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from ._offsets import HISTORY_MAX
 from ._types import TopicPartition
 from .config import TopicConfig
 
-__all__ = ["STATUS_VALUES", "CheckReport", "GroupMetrics", "GroupStatus", "LogMetrics",
-           "PartitionDescription", "PartitionMetrics", "PartitionStatus", "Problem",
-           "TopicDescription"]
+__all__ = ["HISTORY_MAX", "STATUS_VALUES", "CheckReport", "GroupMetrics", "GroupStatus",
+           "LogMetrics", "PartitionDescription", "PartitionMetrics", "PartitionStatus",
+           "Problem", "TopicDescription", "TopicMetrics"]
 
 
 def _tp_key(tp: TopicPartition) -> str:
@@ -63,6 +64,17 @@ class PartitionMetrics:
     size_bytes: int
     segments: int
     append_rate: float | None  # records/s since the previous metrics() of this Log
+    disk_bytes: int            # space its files take on disk (allocated blocks)
+
+
+@dataclass(frozen=True)
+class TopicMetrics:
+    """A topic's partitions summed (``LogMetrics.topics``)."""
+
+    topic: str
+    partitions: int
+    size_bytes: int            # bytes of stored batches
+    disk_bytes: int            # space its partitions' files take on disk
 
 
 @dataclass(frozen=True)
@@ -72,22 +84,47 @@ class GroupMetrics:
     offsets: dict[TopicPartition, int]        # committed
     lag: dict[TopicPartition, int]            # end offset - committed
     max_lag: int
+    status: GroupStatus                       # Burrow's rules, default window
 
     def to_dict(self) -> dict[str, Any]:
         return {"group_id": self.group_id, "members": self.members,
                 "offsets": {_tp_key(tp): v for tp, v in self.offsets.items()},
                 "lag": {_tp_key(tp): v for tp, v in self.lag.items()},
-                "max_lag": self.max_lag}
+                "max_lag": self.max_lag, "status": self.status.to_dict()}
 
 
 @dataclass(frozen=True)
 class LogMetrics:
-    """A snapshot of a whole log: partitions, consumer groups, disk usage."""
+    """A snapshot of a whole log: partitions, consumer groups, disk usage.
+
+    The ``fs_`` fields describe the file system holding the log directory (``df``'s
+    view): ``fs_free_bytes`` is what the log can still write (blocks reserved for root
+    excluded), ``fs_used_ratio`` is used / (used + free), as ``df``'s ``Use%``."""
 
     timestamp_ms: int
     partitions: list[PartitionMetrics]
     groups: list[GroupMetrics]
     disk_bytes: int            # space the log directory takes on disk (allocated)
+    fs_free_bytes: int         # free to the log on its file system
+    fs_total_bytes: int        # size of that file system
+    fs_used_ratio: float       # share of the file system used, 0.0 .. 1.0
+
+    @property
+    def topics(self) -> list[TopicMetrics]:
+        """Per topic, its partitions summed, in the order of ``partitions``."""
+        sums: dict[str, list[int]] = {}
+        for p in self.partitions:
+            total = sums.setdefault(p.topic, [0, 0, 0])
+            total[0] += 1
+            total[1] += p.size_bytes
+            total[2] += p.disk_bytes
+        return [TopicMetrics(name, *total) for name, total in sums.items()]
+
+    def topic(self, name: str) -> TopicMetrics:
+        for t in self.topics:
+            if t.topic == name:
+                return t
+        raise KeyError(name)
 
     def partition(self, topic: str, partition: int) -> PartitionMetrics:
         for p in self.partitions:
@@ -103,6 +140,9 @@ class LogMetrics:
 
     def to_dict(self) -> dict[str, Any]:
         return {"timestamp_ms": self.timestamp_ms, "disk_bytes": self.disk_bytes,
+                "fs_free_bytes": self.fs_free_bytes, "fs_total_bytes": self.fs_total_bytes,
+                "fs_used_ratio": self.fs_used_ratio,
+                "topics": [asdict(t) for t in self.topics],
                 "partitions": [asdict(p) for p in self.partitions],
                 "groups": [g.to_dict() for g in self.groups]}
 

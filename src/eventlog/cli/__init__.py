@@ -8,18 +8,20 @@ give for a Kafka cluster::
     eventlog --log DIR topics create|list|describe|alter|delete
     eventlog --log DIR produce TOPIC          lines from stdin
     eventlog --log DIR consume TOPIC          records to stdout
-    eventlog --log DIR groups list|describe|lag|reset-offsets|delete
+    eventlog --log DIR groups list|describe|lag|status|reset-offsets|delete
     eventlog dump FILE...                     batches of segment files, read-only
     eventlog --log DIR verify                 checksums of a whole log
+    eventlog --log DIR disk                   disk space, free space, time until full
     eventlog demo                             a producer and two workers, in processes
     eventlog bench                            throughput on this machine
 
 Design:
 
 - One module per command family (``_topics``, ``_records``, ``_groups``, ``_inspect``,
-  ``_demo``, ``_bench``); each registers its subcommands here and does its work
+  ``_disk``, ``_demo``, ``_bench``); each registers its subcommands here and does its work
   through the public library API (``dump`` alone reads segment bytes with
-  ``eventlog._format``, so it needs no open log and changes nothing).
+  ``eventlog._format``, so it needs no open log and changes nothing; ``disk`` takes
+  only its rate arithmetic from ``eventlog._disk``).
 - The log directory is ``--log DIR`` (before or after the command name) or
   ``$EVENTLOG_LOG``. Only commands that create something create a directory.
 - Results go to stdout: aligned tables for people, ``--json`` for scripts (JSON lines
@@ -27,8 +29,9 @@ Design:
   summaries.
 - Exit codes are fixed (see ``_common`` and docs/cli.md): 0 success, 1 an error from
   eventlog, 2 a malformed command line, 3 damaged data found, 130 interrupted, 141
-  stdout closed early. An expected error is one ``eventlog: error: ...`` line on
-  stderr, never a traceback.
+  stdout closed early (``groups status`` alone exits with the group's status: 0 OK,
+  1 WARN, 2 ERR, 3 for any failure). An expected error is one ``eventlog: error: ...``
+  line on stderr, never a traceback.
 """
 
 from __future__ import annotations
@@ -52,6 +55,7 @@ from ._common import (
     CliError,
 )
 from ._demo import register as _register_demo
+from ._disk import register as _register_disk
 from ._groups import register as _register_groups
 from ._inspect import register as _register_inspect
 from ._records import register as _register_records
@@ -67,20 +71,26 @@ reference.
 exit codes:
   0    success
   1    eventlog refused the operation or it failed (unknown topic or group,
-       invalid setting, group has live members, I/O error, ...)
+       invalid setting, group has live members, I/O error, ...); disk: the
+       free space runs out within --within
   2    the command line is malformed (unknown option, missing argument, ...)
   3    verify or dump found damaged data (also when a read meets a corrupt batch)
   130  interrupted (Ctrl-C); consume stops normally on Ctrl-C and exits 0
   141  stdout was closed before the output was written (e.g. piped into head)
+
+groups status exits with the group's status instead, as a monitoring check does:
+  0 OK, 1 WARN, 2 ERR, and 3 when no status could be given (any error above,
+  a malformed command line included)
 """
 
 
 class _Parser(argparse.ArgumentParser):
-    """An ``ArgumentParser`` whose errors read ``eventlog: error: ...`` (exit code 2)."""
+    """An ``ArgumentParser`` whose errors read ``eventlog: error: ...`` (exit code 2, or
+    the command's ``error_exit`` default: see ``_failed``)."""
 
     def error(self, message: str) -> Any:
         self.print_usage(sys.stderr)
-        self.exit(EXIT_USAGE, f"eventlog: error: {message}\n")
+        self.exit(self.get_default("error_exit") or EXIT_USAGE, f"eventlog: error: {message}\n")
 
 
 def _log_options() -> _Parser:
@@ -121,7 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
         return child
 
     for register in (_register_topics, _register_records, _register_groups,
-                     _register_inspect, _register_demo, _register_bench):
+                     _register_inspect, _register_disk, _register_demo, _register_bench):
         register(add)
     return parser
 
@@ -153,11 +163,21 @@ def _stdout_closed() -> int:
     return EXIT_BROKEN_PIPE
 
 
+def _failed(args: argparse.Namespace, code: int) -> int:
+    """The exit code of a failed command: ``code``, unless the command's exit codes
+    report something else (``groups status`` exits 1 and 2 for WARN and ERR, so it sets
+    ``error_exit`` to 3 for every failure)."""
+    error_exit: int | None = getattr(args, "error_exit", None)
+    return code if error_exit is None else error_exit
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``eventlog`` command with ``argv`` (default: ``sys.argv[1:]``) and return
     its exit code."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # reported by the command's own parser: its usage, its exit code
+        getattr(args, "parser", parser).error(f"unrecognized arguments: {' '.join(extra)}")
     for name, default in (("log", None), ("json", False), ("quiet", False)):
         if not hasattr(args, name):
             setattr(args, name, default)
@@ -167,18 +187,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         return code
     except CliError as exc:
         _error(str(exc))
-        return exc.code
+        return _failed(args, exc.code)
     except BrokenPipeError:
         return _stdout_closed()
     except CorruptRecordError as exc:
         _error(f"damaged data: {exc}")
-        return EXIT_PROBLEMS
+        return _failed(args, EXIT_PROBLEMS)
     except EventLogError as exc:
         _error(str(exc) if not isinstance(exc, OSError) else _os_error_message(exc))
-        return EXIT_ERROR
+        return _failed(args, EXIT_ERROR)
     except OSError as exc:
         _error(_os_error_message(exc))
-        return EXIT_ERROR
+        return _failed(args, EXIT_ERROR)
     except KeyboardInterrupt:
         _error("interrupted")
         return EXIT_INTERRUPTED

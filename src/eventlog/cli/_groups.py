@@ -1,10 +1,14 @@
-"""``eventlog groups``: list, describe, lag, reset-offsets and delete consumer groups
-(``kafka-consumer-groups``).
+"""``eventlog groups``: list, describe, lag, status, reset-offsets and delete consumer
+groups (``kafka-consumer-groups``, and Burrow's status check).
 
 ``reset-offsets`` is a dry run unless ``--execute`` is given, as in Kafka: it prints
 the offsets it would set and changes nothing. Like ``delete``, it is refused (exit
 code 1) while the group has live members, since they would overwrite the new offsets
 with their next commit.
+
+``status`` exits with the group's status, as a monitoring check (Nagios, cron, CI)
+expects: 0 OK, 1 WARN, 2 ERR; every failure, a malformed command line included, exits
+``EXIT_UNKNOWN`` (3, Nagios's UNKNOWN) so that it never reads as a status.
 """
 
 from __future__ import annotations
@@ -17,10 +21,13 @@ from typing import Any
 from .._types import TopicPartition
 from ..errors import UnknownGroupError, UnknownTopicError
 from ..log import GroupDescription, Log
+from ..monitoring import HISTORY_MAX, STATUS_VALUES, GroupStatus
 from ._common import opened_log, point_in_time
 from ._output import table, write_json
 
 AddParser = Callable[..., argparse.ArgumentParser]
+
+EXIT_UNKNOWN = 3   # groups status: no status could be given (docs/cli.md)
 
 
 def register(add: AddParser) -> None:
@@ -48,6 +55,19 @@ def register(add: AddParser) -> None:
                           "committed offset. Without GROUP, every group.", sub=sub)
     lag.add_argument("groups", nargs="*", metavar="GROUP")
     lag.set_defaults(func=lag_groups)
+
+    status = add("status", help="the group's status by Burrow's rules (exit 0 OK, 1 WARN, "
+                                "2 ERR)",
+                 description="Judge each partition of a group over its last commits, by "
+                             "LinkedIn Burrow's rules (OK, WARN, STALL, STOP), and the "
+                             "group as OK, WARN or ERR. Exits 0 for OK, 1 for WARN, 2 for "
+                             "ERR, and 3 when no status can be given (unknown group, "
+                             "malformed command line, any error).", sub=sub)
+    status.add_argument("group", metavar="GROUP")
+    status.add_argument("--window", type=int, default=10, metavar="N",
+                        help=f"judge each partition over its last N commits (2..{HISTORY_MAX}; "
+                             "default 10)")
+    status.set_defaults(func=group_status, error_exit=EXIT_UNKNOWN)
 
     reset = add("reset-offsets", help="set a group's committed offsets (dry run unless "
                                       "--execute)",
@@ -94,19 +114,24 @@ def _tp(tp: TopicPartition) -> str:
 
 def _partition_rows(log: Log, desc: GroupDescription) -> list[dict[str, Any]]:
     owners = {tp: m.member_id for m in desc.members if m.alive for tp in m.assignment}
+    statuses = desc.status.partitions
     rows = []
-    for tp in sorted(set(desc.offsets) | set(owners)):
+    for tp in sorted(set(desc.offsets) | set(owners) | set(statuses)):
         committed = desc.offsets.get(tp)
         end = _end_offset(log, tp)
         lag = max(0, end - committed) if end is not None and committed is not None else None
+        judged = statuses.get(tp)
         rows.append({"topic": tp.topic, "partition": tp.partition, "committed": committed,
-                     "end_offset": end, "lag": lag, "member": owners.get(tp)})
+                     "end_offset": end, "lag": lag,
+                     "status": judged.status if judged is not None else None,
+                     "lag_ms": judged.lag_ms if judged is not None else None,
+                     "member": owners.get(tp)})
     return rows
 
 
 def _group_dict(log: Log, desc: GroupDescription) -> dict[str, Any]:
     return {"group_id": desc.group_id, "state": desc.state, "generation": desc.generation,
-            "strategy": desc.strategy,
+            "strategy": desc.strategy, "status": desc.status.status,
             "members": [{"member_id": m.member_id, "instance_id": m.instance_id,
                          "client": m.client, "topics": m.topics, "alive": m.alive,
                          "assignment": [{"topic": tp.topic, "partition": tp.partition}
@@ -148,7 +173,7 @@ def describe_groups(args: argparse.Namespace) -> int:
         live = sum(m["alive"] for m in doc["members"])
         out.write(f"group {doc['group_id']}: {doc['state']}, generation "
                   f"{doc['generation']}, strategy {doc['strategy'] or '-'}, {live} live "
-                  f"member{'s' if live != 1 else ''}\n")
+                  f"member{'s' if live != 1 else ''}, status {doc['status']}\n")
         if doc["members"]:
             out.write("\n")
             table(["MEMBER", "INSTANCE", "CLIENT", "ALIVE", "PARTITIONS"],
@@ -159,8 +184,8 @@ def describe_groups(args: argparse.Namespace) -> int:
                    for m in doc["members"]], out)
         if doc["partitions"]:
             out.write("\n")
-            table(["TOPIC", "PARTITION", "COMMITTED", "END", "LAG", "MEMBER"],
-                  [list(r.values()) for r in doc["partitions"]], out)
+            table(["TOPIC", "PARTITION", "COMMITTED", "END", "LAG", "STATUS", "LAG_MS",
+                   "MEMBER"], [list(r.values()) for r in doc["partitions"]], out)
     return 0
 
 
@@ -192,6 +217,36 @@ def lag_groups(args: argparse.Namespace) -> int:
     for group, total in totals.items():
         sys.stdout.write(f"group {group}: total lag {total}\n")
     return 0
+
+
+def group_status(args: argparse.Namespace) -> int:
+    """``groups status``: the group's status, one row per partition; the exit code is
+    the status (``error_exit`` makes every failure ``EXIT_UNKNOWN``)."""
+    with opened_log(args) as log:
+        status = log.group_status(args.group, window=args.window)
+    if args.json:
+        write_json(status.to_dict(), sys.stdout)
+    else:
+        _write_status(status)
+    return STATUS_VALUES[status.status]
+
+
+def _write_status(status: GroupStatus) -> None:
+    out = sys.stdout
+    counts: dict[str, int] = {}
+    for ps in status.partitions.values():
+        counts[ps.status] = counts.get(ps.status, 0) + 1
+    summary = ", ".join(f"{n} {name}" for name, n in sorted(
+        counts.items(), key=lambda item: -STATUS_VALUES[item[0]]))
+    out.write(f"group {status.group_id}: {status.status} ({summary or 'no partitions'}; "
+              f"window {status.window} commits)\n")
+    if status.partitions:
+        out.write("\n")
+        table(["TOPIC", "PARTITION", "STATUS", "LAG", "LAG_MS", "COMMITTED", "END",
+               "COMMITS"],
+              [[ps.topic, ps.partition, ps.status, ps.lag, ps.lag_ms, ps.committed,
+                ps.end_offset, ps.commits]
+               for _, ps in sorted(status.partitions.items())], out)
 
 
 def reset_offsets(args: argparse.Namespace) -> int:
