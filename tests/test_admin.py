@@ -9,10 +9,13 @@ import urllib.request
 
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
 
 import eventlog
 from eventlog import Consumer, InvalidConfigError, Producer, TopicPartition
+from eventlog.monitoring import STATUS_VALUES
 from eventlog.prometheus import EventLogCollector, start_exporter
+from eventlog.testing import ManualClock
 
 TP = TopicPartition
 
@@ -79,7 +82,8 @@ def test_metrics_of_a_known_workload(log_dir):
 
 
 def test_prometheus_collector_and_exporter(log_dir):
-    with eventlog.open(log_dir) as log:
+    clock = ManualClock()
+    with eventlog.open(log_dir, clock=clock) as log:
         log.create_topic("orders")
         with Producer(log) as producer:
             producer.send_batch("orders", list(range(10)))
@@ -93,6 +97,27 @@ def test_prometheus_collector_and_exporter(log_dir):
         assert 'eventlog_group_lag{group="g",partition="0",topic="orders"} 6.0' in text
         assert 'eventlog_group_max_lag{group="g"} 6.0' in text
         assert "eventlog_disk_bytes" in text
+        labels = 'group="g",partition="0",topic="orders"'
+        assert f"eventlog_group_partition_status{{{labels}}} 0.0" in text  # just committed
+        assert 'eventlog_group_status{group="g"} 0.0' in text
+        m = log.metrics()
+        p0 = m.partition("orders", 0)
+        assert f'eventlog_partition_disk_bytes{{partition="0",topic="orders"}} ' \
+            f"{float(p0.disk_bytes)}" in text
+        assert f'eventlog_topic_size_bytes{{topic="orders"}} {float(p0.size_bytes)}' in text
+        assert f'eventlog_topic_disk_bytes{{topic="orders"}} {float(p0.disk_bytes)}' in text
+        unlabelled = {s.name: s.value for f in text_string_to_metric_families(text)
+                      for s in f.samples if not s.labels}
+        assert unlabelled["eventlog_fs_total_bytes"] == m.fs_total_bytes
+        assert 0 < unlabelled["eventlog_fs_free_bytes"] <= m.fs_total_bytes
+        assert 0 < unlabelled["eventlog_fs_used_ratio"] < 1
+        # A minute without a commit while records wait: STOP, and the group ERR.
+        clock.advance(60_000)
+        text = generate_latest(registry).decode()
+        assert f"eventlog_group_partition_status{{{labels}}} " \
+            f"{float(STATUS_VALUES['STOP'])}" in text
+        assert f'eventlog_group_status{{group="g"}} {float(STATUS_VALUES["ERR"])}' in text
+        assert f"eventlog_group_lag_seconds{{{labels}}} 60.0" in text
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
@@ -139,10 +164,10 @@ def test_check_reports_without_changing_anything_and_fix_repairs_indexes(log_dir
         kinds = sorted(pr.kind for pr in report.problems)
         assert kinds == ["corrupt", "index"] and not report.ok
         assert seen and seen[-1][0] == seen[-1][1]
-        fixed = log.check(fix=True)
-        assert [pr.fixed for pr in fixed.problems if pr.kind == "index"] == [True]
-        again = log.check()
-        assert [pr.kind for pr in again.problems] == ["corrupt"]   # cannot be repaired
+        fixed = log.check(fix=True)  # cuts the partition before the damaged batch
+        assert fixed.ok and [pr.kind for pr in fixed.problems] == ["corrupt"]
+        assert "were lost" in fixed.problems[0].message
+        assert log.check().ok
 
 
 def test_check_repairs_damaged_offsets_and_leftover_compaction_files(log_dir):

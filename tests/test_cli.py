@@ -27,7 +27,7 @@ from tests.conftest import ROOT, run_python
 COMMANDS = [
     [], ["topics"], ["topics", "create"], ["topics", "list"], ["topics", "describe"],
     ["topics", "alter"], ["topics", "delete"], ["produce"], ["consume"], ["groups"],
-    ["groups", "list"], ["groups", "describe"], ["groups", "lag"],
+    ["groups", "list"], ["groups", "describe"], ["groups", "lag"], ["groups", "status"],
     ["groups", "reset-offsets"], ["groups", "delete"], ["dump"], ["verify"], ["demo"],
     ["bench"],
 ]
@@ -486,6 +486,66 @@ def test_groups_list_describe_lag(orders_log):
             for p in doc["partitions"]] == [(0, 2, 5, 3), (1, 2, 2, 0)]
     assert "group billing: total lag 3" in ok(lag).stdout
     fails(ghost, 1, "'ghost' does not exist")
+
+
+def test_groups_status_exits_with_the_status_and_3_when_it_cannot_tell(tmp_path):
+    """OK, WARN and ERR groups built on a ManualClock near the wall clock (the command
+    judges at its own now): exit 0, 1, 2; anything that prevents a status exits 3."""
+    from eventlog.testing import ManualClock
+    log_dir = tmp_path / "log"
+    now = time.time_ns() // 1_000_000
+    clock = ManualClock(start_ms=now - 9_000)
+    with eventlog.open(log_dir, clock=clock) as log:
+        log.create_topic("orders", partitions=2)
+        part = log.topic("orders").partition(0)
+        consumer = eventlog.Consumer(log, group_id="ahead", enable_auto_commit=False)
+        consumer.assign([TopicPartition("orders", 0)])
+        behind = eventlog.Consumer(log, group_id="behind", enable_auto_commit=False)
+        behind.assign([TopicPartition("orders", 0)])
+        for step in range(1, 11):           # the last commit is at the wall clock's now
+            part.append([b"x"] * 20)
+            consumer.commit({TopicPartition("orders", 0): 20 * step})
+            behind.commit({TopicPartition("orders", 0): 10 * step})   # lag 10, 20, ...
+            if step < 10:
+                clock.advance(1_000)
+        consumer.close()
+        behind.close()
+        clock.set(1_000)                    # long ago: a group that stopped with lag
+        stopped = eventlog.Consumer(log, group_id="stopped", enable_auto_commit=False)
+        stopped.assign([TopicPartition("orders", 0)])
+        stopped.commit({TopicPartition("orders", 0): 5})
+        stopped.close()
+    ahead, behind_, stopped_, as_json, ghost, bad_window, no_group, unknown_option, \
+        described = cli_all(
+            ("groups", "status", "ahead"), ("groups", "status", "behind"),
+            ("groups", "status", "stopped"), ("groups", "status", "behind", "--json",
+                                              "--window", 5),
+            ("groups", "status", "ghost"), ("groups", "status", "ahead", "--window", 1),
+            ("groups", "status"), ("groups", "status", "ahead", "--bogus"),
+            ("groups", "describe", "behind", "--json"), log=log_dir)
+    assert ok(ahead).stdout.splitlines()[0] == \
+        "group ahead: OK (2 OK; window 10 commits)"
+    assert ahead.stdout.splitlines()[2].split() == \
+        ["TOPIC", "PARTITION", "STATUS", "LAG", "LAG_MS", "COMMITTED", "END", "COMMITS"]
+    assert ahead.stdout.splitlines()[3].split() == \
+        ["orders", "0", "OK", "0", "0", "200", "200", "10"]
+    assert behind_.returncode == 1, behind_.stderr
+    assert behind_.stdout.startswith("group behind: WARN (1 WARN, 1 OK;")
+    assert stopped_.returncode == 2 and "STOP" in stopped_.stdout, stopped_.stderr
+    assert as_json.returncode == 1
+    doc = json.loads(as_json.stdout)
+    assert (doc["status"], doc["window"]) == ("WARN", 5)
+    assert {k: doc["partitions"]["orders:0"][k] for k in ("status", "lag", "committed",
+                                                          "end_offset", "commits")} == \
+        {"status": "WARN", "lag": 100, "committed": 100, "end_offset": 200, "commits": 5}
+    assert doc["partitions"]["orders:0"]["lag_ms"] >= 0
+    fails(ghost, 3, "'ghost' does not exist")
+    fails(bad_window, 3, "window must be at least 2")
+    fails(no_group, 3, "GROUP")
+    fails(unknown_option, 3, "unrecognized arguments: --bogus")
+    doc = json.loads(ok(described).stdout)[0]
+    assert doc["status"] == "WARN"
+    assert [(p["partition"], p["status"]) for p in doc["partitions"]] == [(0, "WARN"), (1, "OK")]
 
 
 def test_reset_offsets_is_a_dry_run_until_execute_and_refused_while_a_member_lives(

@@ -229,8 +229,11 @@ def test_a_missing_segment_in_the_middle_fails_the_read_loudly(tmp_path):
     again = PartitionLog(plog.directory, lambda: TopicConfig(segment_bytes=SEGMENT_BYTES),
                          StorageContext(LogOptions(fsync="never", clock=Clock())))
     try:
+        # the batches before the gap first (as before a bad batch), then the error
+        before = again.fetch(bases[1], max_bytes=1 << 20)
+        assert before[-1].header.next_offset == bases[2]
         with pytest.raises(CorruptRecordError, match="missing"):
-            again.fetch(bases[1], max_bytes=1 << 20)
+            again.fetch(bases[2], max_bytes=1 << 20)
         assert again.fetch(bases[3])[0].header.base_offset == bases[3]
     finally:
         again.close()

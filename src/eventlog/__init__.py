@@ -38,6 +38,7 @@ from .errors import (
     OffsetOutOfRangeError,
     OutOfOrderSequenceError,
     ProducerFencedError,
+    ReadOnlyError,
     RecordTooLargeError,
     SerializationError,
     TopicExistsError,
@@ -46,6 +47,7 @@ from .errors import (
     UnknownTopicError,
 )
 from .log import GroupDescription, Log, MemberDescription, open
+from .monitoring import GroupStatus, PartitionStatus
 from .producer import BatchMetadata, Producer, RecordFuture
 from .topic import Partition, Topic
 
@@ -60,6 +62,7 @@ __all__ = [
     "EventLogError",
     "GroupDescription",
     "GroupNotEmptyError",
+    "GroupStatus",
     "InvalidConfigError",
     "InvalidGroupError",
     "InvalidRecordError",
@@ -73,8 +76,10 @@ __all__ = [
     "OffsetOutOfRangeError",
     "OutOfOrderSequenceError",
     "Partition",
+    "PartitionStatus",
     "Producer",
     "ProducerFencedError",
+    "ReadOnlyError",
     "Record",
     "RecordFuture",
     "RecordMetadata",

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ._format import DecodedBatch, EncodedBatch
 from ._group import GroupFiles, GroupMember
@@ -76,6 +76,11 @@ class Backend(Protocol):
     def closed(self) -> bool:
         """True once the log is closed."""
 
+    @property
+    def read_only(self) -> bool:
+        """True when the log was opened ``read_only``: producing, committing and joining
+        a group raise ``ReadOnlyError`` (the clients check it up front)."""
+
     def check_open(self) -> None:
         """Raise ``ClosedError`` if the log cannot be used (closed, or inherited by fork)."""
 
@@ -89,16 +94,36 @@ class Backend(Protocol):
         """Partition ``partition`` of ``topic`` (``UnknownPartitionError`` if none)."""
 
     def offset_store(self, group_id: str) -> OffsetStore:
-        """The committed offsets of ``group_id``."""
+        """The committed offsets of ``group_id`` (read-only: committing raises
+        ``ReadOnlyError``, on a log opened ``read_only``)."""
 
     def group_member(self, group_id: str, *, strategy: str, session_timeout_ms: int,
                      max_poll_interval_ms: int, heartbeat_interval_ms: int,
                      instance_id: str | None, partition_count: Callable[[str], int]
                      ) -> GroupMember:
-        """A new (not yet joined) member of ``group_id``."""
+        """A new (not yet joined) member of ``group_id`` (``ReadOnlyError`` on a log
+        opened ``read_only``: membership writes files)."""
 
     def producer_id_lock_path(self, producer_id: int) -> str:
         """The file whose ``flock`` makes ``producer_id`` exclusive to one producer."""
+
+
+class _ReadOnlyOffsetStore(OffsetStore):
+    """A group's committed offsets in a log opened ``read_only``: they read as usual;
+    every change raises ``ReadOnlyError`` before touching a file."""
+
+    def __init__(self, path: str, context: StorageContext) -> None:
+        super().__init__(path, fsync=False)
+        self._context = context
+
+    def commit(self, *args: Any, **kwargs: Any) -> None:
+        self._context.check_not_read_only("committing offsets")
+
+    def replace(self, *args: Any, **kwargs: Any) -> None:
+        self._context.check_not_read_only("replacing committed offsets")
+
+    def delete(self) -> None:
+        self._context.check_not_read_only("deleting committed offsets")
 
 
 class LocalBackend:
@@ -108,6 +133,7 @@ class LocalBackend:
                  check_open: Callable[[], None], is_closed: Callable[[], bool]) -> None:
         self.path = path
         self.clock = context.clock
+        self._context = context
         self._fsync_commits = context.options.fsync == "always"
         self._store = store
         self._check_open = check_open
@@ -120,6 +146,10 @@ class LocalBackend:
     def closed(self) -> bool:
         return self._is_closed()
 
+    @property
+    def read_only(self) -> bool:
+        return self._context.options.read_only
+
     def check_open(self) -> None:
         self._check_open()
 
@@ -130,13 +160,17 @@ class LocalBackend:
         return self._store.topic(topic).partition_log(partition)
 
     def offset_store(self, group_id: str) -> OffsetStore:
-        return OffsetStore(GroupFiles(self.path, group_id).offsets_path,
-                           fsync=self._fsync_commits)
+        path = GroupFiles(self.path, group_id).offsets_path
+        if self.read_only:
+            return _ReadOnlyOffsetStore(path, self._context)
+        return OffsetStore(path, fsync=self._fsync_commits)
 
     def group_member(self, group_id: str, *, strategy: str, session_timeout_ms: int,
                      max_poll_interval_ms: int, heartbeat_interval_ms: int,
                      instance_id: str | None, partition_count: Callable[[str], int]
                      ) -> GroupMember:
+        self._context.check_not_read_only(f"joining consumer group {group_id!r} (consume "
+                                          "without a group_id to read only)")
         return GroupMember(self.path, group_id, strategy=strategy,
                            session_timeout_ms=session_timeout_ms,
                            max_poll_interval_ms=max_poll_interval_ms,

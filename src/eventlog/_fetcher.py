@@ -17,11 +17,14 @@ a reader sleeps on. ``Fetcher.fetch`` is the one step that ``Consumer.poll`` and
   long to sleep at most before the caller looks at its group again.
 
 Positions not known yet resolve to the group's committed offset when it lies in the
-partition, else to ``auto_offset_reset``. Decoded batches become ``Record`` tuples
-with the deserializers applied a column at a time (``_types.records_from_batches``);
-a record that fails to deserialize ends the fetch: the records before it are
-returned, its position stays at it, and the next fetch raises a ``SerializationError``
-naming its topic, partition and offset.
+partition, else to ``auto_offset_reset``, and so does a position that the partition no
+longer holds (records deleted under it by retention or ``delete_records``, in any
+process): the fetch resets it and reads from there, never raising
+``OffsetOutOfRangeError`` unless ``auto_offset_reset`` is ``"none"``. Decoded batches
+become ``Record`` tuples with the deserializers applied a column at a time
+(``_types.records_from_batches``); a record that fails to deserialize ends the fetch:
+the records before it are returned, its position stays at it, and the next fetch
+raises a ``SerializationError`` naming its topic, partition and offset.
 
 The fetcher reads the log only through the backend seam (``_backend``) and reads, never
 writes, the group's committed offsets. It knows nothing of groups, commits or
@@ -64,6 +67,9 @@ MIN_SHARE = 16
 # With no partition to sleep on (none assigned, owned or unpaused), look again soon:
 # what changes that is a rebalance or the previous owner letting go.
 _SLICE_NOTHING_READY_S = 0.02
+# Fetches of a partition at one visit when each finds its position outside the
+# partition (records being deleted faster than the reset position can be read).
+_RESET_ATTEMPTS = 4
 
 
 def check_tp(tp: Any) -> TopicPartition:
@@ -331,11 +337,17 @@ class Fetcher:
         if want <= 0:
             return []
         position = part.position if part.position is not None else self._resolve(part)
-        try:
-            batches = part.partition.fetch(position, self._fetch_max_bytes, want)
-        except OffsetOutOfRangeError as exc:
-            position = self._apply_reset(part, exc.start_offset, exc.end_offset)
-            batches = part.partition.fetch(position, self._fetch_max_bytes, want)
+        for attempt in range(_RESET_ATTEMPTS):
+            try:
+                batches = part.partition.fetch(position, self._fetch_max_bytes, want)
+                break
+            except OffsetOutOfRangeError as exc:
+                # Outside the partition (records deleted under the position, by any
+                # process, or a seek): auto_offset_reset. The start may move again
+                # before the fetch from there, so look again, a few times.
+                position = self._apply_reset(part, exc.start_offset, exc.end_offset)
+                if attempt == _RESET_ATTEMPTS - 1:
+                    return []  # still moving: the next fetch goes on from the reset
         if not batches:
             return []
         tp = part.tp

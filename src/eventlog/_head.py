@@ -18,7 +18,10 @@ layout_epoch, and a checksum (xxh3_64 of the 104 bytes before it).
 The writer (holding the partition lock) writes the slot *not* holding the newest
 state, so a reader that races a write, or a writer killed mid-write, leaves one slot
 that checks out: readers take the valid slot with the highest seq. No reader ever
-waits on a writer.
+waits on a writer. A slot that fails its checksum while a writer holds the lock is
+damage (a writer killed mid-publish, or garbled bytes) and may have held the newest
+state, so the writer then keeps the whole batches after the older state's end rather
+than cutting them as a dead writer's debris (``damaged_slot``; issue 18).
 
 ``boot_id`` names the kernel boot that wrote the state. While it matches the running
 kernel, no OS crash or power loss happened since: the page cache, and so every
@@ -34,6 +37,11 @@ from the segment that holds it. ``FLAG_CLEAN`` marks a log closed cleanly by its
 user: the state is exact and recovery can skip validation.
 
 The head file is also the partition's lock file (``flock``, see ``_partition``).
+
+A log opened ``read_only`` maps the head read-only (``Head(path, read_only=True)``):
+it reads states and never publishes, and, since it may not set the waiters flag
+either, its readers poll the notify counter (``_notify.wait`` polls a word that has
+no address) instead of sleeping on the futex.
 """
 
 from __future__ import annotations
@@ -41,11 +49,13 @@ from __future__ import annotations
 import mmap
 import os
 import struct
+import time
 from typing import NamedTuple
 
 import xxhash
 
 from . import _fileutil, _notify
+from .errors import CorruptRecordError
 
 FILE_NAME = "head"
 FILE_BYTES = 4096
@@ -154,15 +164,39 @@ def create(path: str, state: HeadState) -> None:
         os.close(fd)
 
 
+class _ReadOnlyWord(_notify.Word):
+    """A notify word of a read-only mapping: ``load`` reads it, ``store`` does nothing
+    (a read-only log writes no byte), and it has no address (ctypes addresses only
+    writable buffers), so ``_notify.wait`` polls it instead of sleeping on a futex."""
+
+    __slots__ = ()
+
+    def __init__(self, mm: mmap.mmap, offset: int) -> None:
+        self.mm = mm
+        self.offset = offset
+        self._cobj = None
+        self.address = 0
+
+    def store(self, value: int) -> None:
+        pass
+
+
 class Head:
     """The mapped head file of one partition, in one process.
 
     ``read`` is lock-free and safe from any thread; ``publish`` must be called with
-    the partition lock held.
+    the partition lock held. With ``read_only`` the file is opened and mapped
+    read-only and nothing is ever written to it (``publish`` and ``sync`` are not
+    for such a head); a head cut short raises ``CorruptRecordError`` then, since
+    restoring its size would be a write.
     """
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, read_only: bool = False) -> None:
         self.path = path
+        self.read_only = read_only
+        if read_only:
+            self._map_read_only(path)
+            return
         self.fd = _fileutil.open_fd(path, os.O_RDWR)
         try:
             if os.fstat(self.fd).st_size < FILE_BYTES:
@@ -179,6 +213,21 @@ class Head:
             _PREFIX.pack_into(self.mm, 0, _MAGIC, _VERSION)
         self.counter = _notify.Word(self.mm, _notify.NOTIFY_OFFSET)
         self.waiters = _notify.Word(self.mm, _notify.WAITERS_OFFSET)
+
+    def _map_read_only(self, path: str) -> None:
+        self.fd = _fileutil.open_fd(path, os.O_RDONLY)
+        try:
+            size = os.fstat(self.fd).st_size
+            if size < FILE_BYTES:
+                raise CorruptRecordError(f"{path} is {size} bytes, not {FILE_BYTES}: the "
+                                         "head was cut short; open the log without "
+                                         "read_only to recover it")
+            self.mm = mmap.mmap(self.fd, FILE_BYTES, access=mmap.ACCESS_READ)
+        except BaseException:
+            os.close(self.fd)
+            raise
+        self.counter = _ReadOnlyWord(self.mm, _notify.NOTIFY_OFFSET)
+        self.waiters = _ReadOnlyWord(self.mm, _notify.WAITERS_OFFSET)
 
     def read(self) -> HeadState | None:
         """The newest valid state, or None when neither slot checks out.
@@ -209,6 +258,42 @@ class Head:
         counter.store(counter.load() + 1)
         _notify.wake(counter, self.waiters)
         return state._replace(seq=seq)
+
+    def damaged_slot(self) -> int | None:
+        """The slot (0 or 1) whose bytes fail their checksum, or None when both check
+        out. A torn or garbled slot may have held the newest state: ``read`` then
+        returns the one before it, and what the lost state published (acknowledged
+        records) lies after that one's end, so the writer must keep it, not cut it
+        (``Recovery.cut_debris``). A slot never written (zero, beside the first state
+        ``create`` wrote) is not damaged. Meant for a writer, which holds the lock, so
+        no publish is under way; see ``damaged_slot_settled`` otherwise. Cost: two
+        xxh3 over 104 bytes."""
+        mm = self.mm
+        raws = [mm[off:off + _SLOT_BYTES] for off in _SLOT_OFFSETS]
+        valid = [_SLOT_CHECKSUM.unpack_from(raw, _BODY_BYTES)[0] == _xxh3(raw[:_BODY_BYTES])
+                 for raw in raws]
+        for index, raw in enumerate(raws):
+            if valid[index]:
+                continue
+            other = 1 - index
+            if not any(raw) and valid[other] and _SEQ.unpack_from(raws[other])[0] <= 1:
+                continue  # never written yet
+            return index
+        return None
+
+    def damaged_slot_settled(self, settle_s: float = 0.05) -> int | None:
+        """``damaged_slot`` for a caller without the writer lock (``check``): a slot
+        being written fails its checksum for a moment, so a slot counts as damaged
+        only if it still is, with the same bytes, ``settle_s`` seconds later."""
+        slot = self.damaged_slot()
+        if slot is None:
+            return None
+        off = _SLOT_OFFSETS[slot]
+        before = self.mm[off:off + _SLOT_BYTES]
+        time.sleep(settle_s)
+        if self.damaged_slot() == slot and self.mm[off:off + _SLOT_BYTES] == before:
+            return slot
+        return None
 
     def notify_count(self) -> int:
         return self.counter.load()

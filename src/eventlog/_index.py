@@ -14,12 +14,18 @@ Entries are appended with ``pwrite`` under the partition's writer lock; a reader
 another process picks up new entries with ``refresh``. Nothing here is memory-mapped,
 so a rebuilt index can replace the file (rename) without endangering any mapping.
 An entry is a hint: callers verify that the batch at the returned position has the
-expected base offset, and rebuild the index when it does not.
+expected base offset, and rebuild the index when it does not. A time entry is checked
+the same way before anything acts on it (retention deleting a segment, a time lookup
+skipping batches): ``Segment.time_entry_holds`` recomputes its timestamp from the
+batches it summarizes, which the way entries are added (``IndexPolicy``) confines to
+about ``index_interval_bytes`` before the batch it names.
 """
 
 from __future__ import annotations
 
 import bisect
+import contextlib
+import errno
 import os
 import struct
 from abc import ABC, abstractmethod
@@ -81,6 +87,12 @@ class _IndexFile(ABC):
                 self._fd = _fileutil.open_fd(self.path, flags)
             except FileNotFoundError:
                 return None
+            except OSError as exc:
+                # Loading only reads: on a read-only file system (a log opened
+                # read_only there) read through a read-only descriptor.
+                if create or exc.errno not in (errno.EROFS, errno.EACCES):
+                    raise
+                self._fd = _fileutil.open_fd(self.path, os.O_RDONLY)
         return self._fd
 
     def close(self) -> None:
@@ -144,27 +156,28 @@ class _IndexFile(ABC):
         _fileutil.pwrite_all(fd, raw, self._file_bytes)
         self._file_bytes += len(raw)
 
-    def read_last(self) -> tuple[int, int] | None:
-        """The last whole entry in the file (raw), read with one pread and without
-        loading the index; None when the file is missing, foreign or empty."""
+    def read_tail(self, n: int) -> list[tuple[int, int]]:
+        """The last ``n`` whole entries in the file (raw, in order), read with one pread
+        and without loading the index; empty when the file is missing, foreign or
+        empty."""
         try:
             fd = _fileutil.open_fd(self.path, os.O_RDONLY)
         except FileNotFoundError:
-            return None
+            return []
         try:
             size = os.fstat(fd).st_size
             entries = (size - HEADER_BYTES) // self.ENTRY.size
             if entries <= 0:
-                return None
+                return []
             head = os.pread(fd, HEADER_BYTES, 0)
             if len(head) < HEADER_BYTES or _FILE_HEADER.unpack(head) != (self.MAGIC,
                                                                         self.base_offset):
-                return None
-            raw = os.pread(fd, self.ENTRY.size,
-                           HEADER_BYTES + (entries - 1) * self.ENTRY.size)
-            if len(raw) < self.ENTRY.size:
-                return None
-            return self.ENTRY.unpack(raw)
+                return []
+            n = min(n, entries)
+            raw = os.pread(fd, n * self.ENTRY.size,
+                           HEADER_BYTES + (entries - n) * self.ENTRY.size)
+            usable = len(raw) - len(raw) % self.ENTRY.size
+            return list(self.ENTRY.iter_unpack(raw[:usable]))
         finally:
             os.close(fd)
 
@@ -183,10 +196,16 @@ class _IndexFile(ABC):
         tmp = _fileutil.temp_name(self.path)
         fd = _fileutil.open_fd(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
         try:
-            _fileutil.write_all(fd, data)
-        finally:
-            os.close(fd)
-        os.replace(tmp, self.path)
+            try:
+                _fileutil.write_all(fd, data)
+            finally:
+                os.close(fd)
+            os.replace(tmp, self.path)
+        except BaseException:
+            # A full disk: leave no half-written temp file holding the space.
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
         self._clear()
         for e in entries:
             self._add(e)
@@ -311,10 +330,15 @@ class TimeIndex(_IndexFile):
         """An offset from which scanning finds the first record with a timestamp
         >= ``timestamp_ms``: the offset of the last entry whose timestamp is below it
         (every batch before that entry's batch is entirely older). Cost: O(log n)."""
-        i = bisect.bisect_left(self.timestamps, timestamp_ms) - 1
+        i = self.entry_before(timestamp_ms)
         if i < 0:
             return self.base_offset
         return self.base_offset + self.relative_offsets[i]
+
+    def entry_before(self, timestamp_ms: int) -> int:
+        """The index of the entry ``lookup`` uses (-1: none, scan from the start). A
+        hint: ``Segment.time_entry_holds`` checks it against the batches. O(log n)."""
+        return bisect.bisect_left(self.timestamps, timestamp_ms) - 1
 
     def entries(self) -> list[tuple[int, int]]:
         return list(zip(self.timestamps, self.relative_offsets, strict=True))

@@ -14,6 +14,10 @@ Concurrency model
 - Every writer starts by re-reading the head (``_sync``): another process may have
   appended, rolled, or died halfway through writing a batch. A dead writer's bytes
   after the published end are moved aside before anything new is written there.
+- A log opened ``read_only`` is a reader only: it maps the head and segments
+  read-only, takes no lock, recovers nothing, and every path that would write or
+  lock raises ``ReadOnlyError`` before touching a file (``_write_lock``,
+  ``cleaner_lock``, ``StorageContext.check_writable``).
 
 The rooms around it
 -------------------
@@ -48,9 +52,11 @@ from ._segments import SegmentList
 from .config import LogOptions, TopicConfig
 from .errors import (
     ClosedError,
+    CorruptRecordError,
     LogDirectoryError,
     LogFailedError,
     OffsetOutOfRangeError,
+    ReadOnlyError,
     UnknownTopicError,
 )
 from .monitoring import Problem
@@ -63,8 +69,9 @@ class StorageContext:
     """What all partitions of one open ``Log`` share: options, clock, the failed
     state, and the set of partitions with unsynced writes (for the interval flusher)."""
 
-    def __init__(self, options: LogOptions) -> None:
+    def __init__(self, options: LogOptions, path: str = "") -> None:
         self.options = options
+        self.path = path  # of the log directory (for messages)
         self.clock: Callable[[], int] = options.clock
         self.boot_id = _head.current_boot_id()
         self.failure: BaseException | None = None
@@ -72,7 +79,22 @@ class StorageContext:
         self.dirty: set[PartitionLog] = set()
         self.dirty_lock = threading.Lock()
 
+    def check_not_read_only(self, action: str) -> None:
+        """Raise ``ReadOnlyError`` if the log was opened ``read_only`` (``action``, a
+        gerund, says what was refused)."""
+        if self.options.read_only:
+            where = f"the log {self.path}" if self.path else "the log"
+            raise ReadOnlyError(f"{where} was opened with read_only=True: {action} is "
+                                "refused (open it without read_only for that)")
+
+    def repair_hint(self) -> str:
+        """How a user repairs damaged data of this log (for error messages)."""
+        return (f"repair it with `eventlog --log {self.path or 'LOG_DIR'} verify --repair` "
+                "(or log.check(fix=True)), which cuts the partition before the damage, "
+                "keeps the cut bytes in *.cut-* files and reports the offsets lost")
+
     def check_writable(self) -> None:
+        self.check_not_read_only("appending records")
         if self.failure is not None:
             raise LogFailedError(self._failure_text) from self.failure
 
@@ -129,18 +151,22 @@ class PartitionLog:
         self._ctx = context
         self._on_roll = on_roll
         self._lock = threading.Lock()
-        self._head = Head(os.path.join(directory, _head.FILE_NAME))
+        self._read_only = read_only = context.options.read_only
+        self._head = Head(os.path.join(directory, _head.FILE_NAME), read_only)
         # A layout change (compaction, retention) may remove batches producer state
         # counts: it is rebuilt on next use.
         self._segments = SegmentList(directory, lambda: config().index_interval_bytes,
-                                     lambda: self._producers.invalidate())  # noqa: PLW0108
+                                     lambda: self._producers.invalidate(),  # noqa: PLW0108
+                                     read_only)
         self._producers = ProducerStateManager(self._segments)
         self._recovery = Recovery(self._segments, context, self._head, self._publish,
-                                  self._locked)
+                                  self._locked, self._exclusive)
         self._own_seq = -1          # seq of the last state this process published
         self._closed = False
         try:
-            if recover:
+            if read_only:
+                pass  # a reader: it trusts the published state and repairs nothing
+            elif recover:
                 with self._write_lock():  # judge the head as found, before any repair
                     self._recovery.recover(self._head.read(), config())
             else:
@@ -161,6 +187,9 @@ class PartitionLog:
         self._check_open()
         st = self._head.read()
         if st is None:
+            if self._read_only:
+                raise CorruptRecordError(f"neither slot of {self._head.path} checks out; "
+                                         "open the log without read_only to recover it")
             with self._locked() as st:
                 return st
         if st.deleted:
@@ -208,7 +237,9 @@ class PartitionLog:
 
     @contextmanager
     def _write_lock(self) -> Iterator[None]:
-        """Hold the writer lock: the thread lock, then ``flock`` for the processes."""
+        """Hold the writer lock: the thread lock, then ``flock`` for the processes.
+        Every change takes it, so a read-only log refuses them all here."""
+        self._ctx.check_not_read_only(f"changing partition {self.directory}")
         with self._lock:
             self._check_open()
             fcntl.flock(self._head.fd, fcntl.LOCK_EX)
@@ -216,6 +247,13 @@ class PartitionLog:
                 yield
             finally:
                 fcntl.flock(self._head.fd, fcntl.LOCK_UN)
+
+    @contextmanager
+    def _exclusive(self) -> Iterator[None]:
+        """The cleaner lock, then the writer lock, with no repair on the way in (for
+        ``Recovery.repair``, which must see the data as it is)."""
+        with self.cleaner_lock(), self._write_lock():
+            yield
 
     @contextmanager
     def _locked(self) -> Iterator[HeadState]:
@@ -398,6 +436,7 @@ class PartitionLog:
         """Serialize retention and compaction of this partition across processes.
         Always taken before the writer lock, never while holding it. Yields False
         (without waiting) when ``block`` is false and another holder has it."""
+        self._ctx.check_not_read_only(f"cleaning partition {self.directory}")
         fd = _fileutil.open_fd(os.path.join(self.directory, CLEANER_LOCK),
                                os.O_RDWR | os.O_CREAT)
         try:
@@ -522,9 +561,22 @@ class PartitionLog:
         Raises ``OffsetOutOfRangeError`` below ``start_offset`` or above ``end_offset``;
         returns ``[]`` at ``end_offset``. A segment deleted meanwhile (retention, in
         any process) makes it look again: the state then says where the log starts
-        now. Lock-free. Cost: ``SegmentList.read``.
+        now. Damaged data below the end (a bad batch, or no batch where the head says
+        there is one) raises ``CorruptRecordError`` naming the repair, never ``[]``:
+        a reader must not wait silently for data that is not there. Lock-free.
+        Cost: ``SegmentList.read``.
         """
-        retries = 3
+        segments = self._segments
+        if segments.retired and self._lock.acquire(blocking=False):
+            # Close the writer descriptors of segments a reload replaced (a deleted
+            # file keeps its space while one is open). The thread lock is enough: only
+            # this process's writer threads use them, and always under it.
+            try:
+                segments.release_retired()
+            finally:
+                self._lock.release()
+        retries = 3       # a file missing while the layout stayed the same
+        changes = 100     # layout changes under the read (another process's work)
         while True:
             st = state if state is not None else self.state()
             if not st.start_offset <= offset < st.end_offset:
@@ -534,16 +586,36 @@ class PartitionLog:
                     f"offset {offset} is out of range [{st.start_offset}, {st.end_offset}] "
                     f"of {self.directory}", offset=offset, start_offset=st.start_offset,
                     end_offset=st.end_offset)
+            damage: CorruptRecordError | None = None
+            missing: FileNotFoundError | None = None
             try:
-                return self._segments.read(offset, st, max_bytes, max_records)
-            except FileNotFoundError:
-                if not retries:
-                    raise
+                batches = segments.read(offset, st, max_bytes, max_records)
+                if batches:
+                    return batches
+                damage = CorruptRecordError(f"no batch holds offset {offset} of "
+                                            f"{self.directory}, below its published end "
+                                            f"offset {st.end_offset}")
+            except FileNotFoundError as exc:
+                missing = exc
+            except CorruptRecordError as exc:
+                damage = exc
+            fresh = self._head.read()
+            if fresh is not None and fresh.layout_epoch != st.layout_epoch and changes:
+                # Segments were deleted or replaced under the read (retention,
+                # delete_records, compaction, a repair, in any process): a missing
+                # segment or a gap in this listing says nothing about the data. Read
+                # again under the new state, which also says where the log starts now.
+                changes -= 1
+            elif damage is not None:
+                raise CorruptRecordError(f"{damage}; {self._ctx.repair_hint()}") from damage
+            elif retries:
                 retries -= 1
-                state = None
-                fresh = self._head.read()
-                if fresh is not None:
-                    self._segments.reload(fresh.layout_epoch)
+            else:
+                assert missing is not None
+                raise missing
+            state = None
+            if fresh is not None:
+                segments.reload(fresh.layout_epoch)
 
     @_fileutil.translate_errors("partition")
     def offset_for_time(self, timestamp_ms: int) -> int | None:
@@ -557,7 +629,10 @@ class PartitionLog:
     def check(self, fix: bool = False, progress: Callable[[int], None] | None = None
               ) -> tuple[list[Problem], CheckStats]:
         """Verify every batch, the chaining of segments and offsets, and every index;
-        with ``fix``, repair what is always safe (``Recovery.check``). O(bytes)."""
+        with ``fix``, repair what is always safe and cut the partition before damaged
+        data (``Recovery.check``, ``Recovery.repair``). O(bytes)."""
+        if fix:
+            self._ctx.check_not_read_only(f"repairing partition {self.directory}")
         problems = self._recovery.check_leftovers(fix)
         found, stats = self._recovery.check(self.state(), self._config(), fix, progress)
         return problems + found, stats

@@ -18,10 +18,28 @@ directory while it does) and whenever a head turns out unreadable:
 3. Indexes of the segments it validated are rebuilt from what it read, and sealed
    segments whose index files are missing get them rebuilt.
 
+Recovery needs no free space: index files that cannot be rewritten are left invalid
+(``Segment`` scans instead), and a dead writer's bytes past the published end that
+cannot be copied aside stay where they are (readers never look past the end; the next
+writer moves them aside before it appends). So a log whose writer died on a full disk
+opens, and is readable, before any space is freed.
+
 Besides, every writer that finds that another process wrote since its own last
 publish looks for a dead writer's debris at the published end (``cut_debris``), and
 ``check`` verifies a whole partition against its data (and repairs what is always
 safe to repair).
+
+Repair
+------
+Within one kernel boot recovery trusts the head, so damage to *published* data (bits
+flipped, pages zeroed behind the end) is found only by reading it: a read raises
+``CorruptRecordError`` naming the repair, and ``check(fix=True)`` (``eventlog verify
+--repair``) performs it: the partition is cut before its first bad batch (the bytes
+from there on, and every later segment, are kept in ``*.cut-*`` files), the lost
+offsets are covered by an empty batch that only spans them (as compaction leaves when
+it removes every record of a range), so the end offset stays where it was and no
+offset is ever handed out twice, the indexes of the cut segment are rebuilt, and the
+report names the offsets lost. Every record before the damage is kept exactly.
 
 What recovery may trust is kept here too: ``sync`` advances the durable point (the
 head's ``recovery_*`` fields: everything before it was fsynced), ``close_clean`` marks
@@ -31,19 +49,24 @@ first write after it.
 ``Recovery`` works on the partition's ``SegmentList`` and ``Head``, and publishes
 through the function the partition hands it; it never sees the ``PartitionLog``.
 ``recover``, ``cut_debris`` and ``make_dirty`` run under the partition's writer lock;
-the other methods take it through ``locked`` where they change something.
+the other methods take it through ``locked`` where they change something, and a
+repair takes the cleaner and writer locks through ``exclusive``.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import errno
+import logging
 import os
-from collections.abc import Callable
-from contextlib import AbstractContextManager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from functools import partial
 from typing import TYPE_CHECKING, NamedTuple
 
 from . import _fileutil, _head
-from ._format import is_unwritten
+from ._format import encode_batch, is_unwritten
 from ._head import Head, HeadState
 from ._segment import (
     IndexPolicy,
@@ -63,6 +86,11 @@ from .monitoring import Problem
 if TYPE_CHECKING:
     from ._partition import StorageContext
 
+_logger = logging.getLogger("eventlog")
+_NO_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT})
+_MAX_SPAN = 1 << 32  # offsets one empty batch can span (its last offset delta is a u32)
+_DAMAGE = ("corrupt", "gap", "head")  # the kinds of problem a repair cuts away
+
 
 class CheckStats(NamedTuple):
     """What ``check`` read: segments, batches, records and bytes of batches."""
@@ -73,20 +101,47 @@ class CheckStats(NamedTuple):
     bytes: int
 
 
+class _SegmentScan(NamedTuple):
+    """One segment read by ``check``: where its good data ends and why it stopped."""
+
+    end_position: int      # after the last good batch
+    next_offset: int       # after the last good batch's offsets
+    max_timestamp_ms: int  # of the good batches (-1: none)
+    policy: IndexPolicy    # the index entries the good batches call for
+    batches: int
+    records: int
+    bytes: int
+    error: str | None      # None: the data is whole up to the limit
+
+
+class Damage(NamedTuple):
+    """The first damaged place of a partition, where a repair cuts it."""
+
+    base: int              # the segment to cut
+    position: int          # the first byte that is not a good batch
+    next_offset: int       # the first offset lost
+    max_timestamp_ms: int  # largest timestamp kept in that segment (-1: none)
+    problem: str           # what is wrong there
+
+
 class Recovery:
     """Recovery on open, debris cutting, the durable point and ``check`` of one
     partition (locking: see the module docstring)."""
 
     def __init__(self, segments: SegmentList, context: StorageContext, head: Head,
                  publish: Callable[[HeadState], HeadState],
-                 locked: Callable[[], AbstractContextManager[HeadState]]) -> None:
+                 locked: Callable[[], AbstractContextManager[HeadState]],
+                 exclusive: Callable[[], AbstractContextManager[None]]) -> None:
         """``publish(st)`` publishes a state (writer lock held); ``locked()`` takes the
-        writer lock and yields the current state."""
+        writer lock and yields the current state; ``exclusive()`` takes the cleaner
+        and writer locks and repairs nothing (what ``repair`` needs: it judges the
+        data as it finds it)."""
         self._segments = segments
         self._ctx = context
         self._head = head
         self._publish = publish
         self._locked = locked
+        self._exclusive = exclusive
 
     # -- recovery on open ---------------------------------------------------------
 
@@ -129,7 +184,8 @@ class Recovery:
         """Move a dead writer's bytes after the published end aside; return the state
         (republished if anything was cut). Writers write only at the published end,
         header first, so a dead writer's bytes (if any) begin exactly there: one
-        64-byte check finds them. Cost: one ``stat``, usually."""
+        64-byte check finds them. Whole batches there are kept, not cut, when a head
+        slot is damaged (``_keep_appended``). Cost: one ``stat``, usually."""
         size = active.file_bytes()
         if size <= st.active_position:
             return st
@@ -137,8 +193,28 @@ class Recovery:
         assert mm is not None
         if is_unwritten(mm, st.active_position, size):
             return st
+        if self._head.damaged_slot() is not None:
+            st = self._keep_appended(st, active, size)
+            if st.active_position >= size or is_unwritten(mm, st.active_position, size):
+                return self._publish(st)
         move_aside(active, st.active_position, self._ctx.clock())
         return self._publish(st)
+
+    def _keep_appended(self, st: HeadState, active: Segment, size: int) -> HeadState:
+        """A head slot is damaged, so ``st`` may be the state before a newest one that
+        was lost, whose records (acknowledged) lie after ``st``'s end: keep the whole,
+        checksummed batches there instead of cutting them as debris (issue 18). The
+        active indexes are rebuilt to cover them (``prepare_writer_indexes``)."""
+        found = active.appended_after(st.active_position, st.end_offset, size)
+        if not found.batches:
+            return st
+        _logger.warning("%s: a slot of the head is damaged; kept offsets %d to %d "
+                        "after its older state", self._head.path, st.end_offset,
+                        found.next_offset - 1)
+        active.indexes.ensure().invalidate()
+        return st._replace(end_offset=found.next_offset, active_position=found.end_position,
+                           active_max_timestamp_ms=max(st.active_max_timestamp_ms,
+                                                       found.max_timestamp_ms))
 
     def _rebuild_missing_indexes(self, st: HeadState, config: TopicConfig) -> None:
         """Sealed segments whose index files are missing (deleted, or a compaction
@@ -151,9 +227,13 @@ class Recovery:
 
     def _recover_trusted(self, st: HeadState, config: TopicConfig, epoch: int) -> HeadState:
         """The head is exact: cut a dead writer's bytes past the end, check indexes."""
+        first = self._segments.bases[0]
+        if st.start_offset < first:  # a newer state (that deleted segments) was lost
+            st = st._replace(start_offset=min(first, st.end_offset))
         active = self._segments[st.active_base]
         active.open_for_write()
-        st = self.cut_debris(st, active)
+        with self._unless_full(active, "moving a dead writer's bytes aside"):
+            st = self.cut_debris(st, active)
         active.prepare_writer_indexes(st.active_position, config.index_interval_bytes)
         last = active.indexes.offset.last()
         if last is not None and not active.entry_matches(last[0], last[1],
@@ -239,7 +319,28 @@ class Recovery:
         if position == 0 and base != bases[0]:
             rename_aside(self._segments[base], stamp)
             return
-        move_aside(self._segments[base], position, self._ctx.clock())
+        segment = self._segments[base]
+        with self._unless_full(segment, "moving a torn tail aside"):
+            move_aside(segment, position, self._ctx.clock())
+
+    @contextmanager
+    def _unless_full(self, segment: Segment, what: str) -> Iterator[None]:
+        """Run a ``move_aside`` of recovery; when the disk has no room for the
+        ``*.cut-*`` copy, drop the partial copy and leave the bytes where they are.
+        That is safe because they lie past the published end, where no reader looks,
+        and the next writer moves them aside before it appends (``cut_debris``)."""
+        directory = self._segments.directory
+        before = set(os.listdir(directory))
+        try:
+            yield
+        except OSError as exc:
+            if exc.errno not in _NO_SPACE:
+                raise
+            for name in set(os.listdir(directory)) - before:
+                if ".cut-" in name:
+                    with contextlib.suppress(OSError):
+                        os.unlink(os.path.join(directory, name))
+            _logger.warning("%s of %s left for later: %s", what, segment.path, exc)
 
     # -- the durable point --------------------------------------------------------
 
@@ -299,57 +400,223 @@ class Recovery:
     def check(self, st: HeadState, config: TopicConfig, fix: bool,
               progress: Callable[[int], None] | None) -> tuple[list[Problem], CheckStats]:
         """Verify every published batch (checksum and structure), the chaining of
-        segments and offsets, and every index against one rebuilt from the data. With
-        ``fix``, rebuild indexes that do not match; damaged batches are only reported.
-        ``progress(bytes)`` is called per batch. Cost: O(bytes stored)."""
+        segments and offsets, and every index against one rebuilt from the data.
+
+        Damage is a bad batch, a gap between segments, published bytes that hold no
+        batch (zeros, a file cut short), or an end offset beyond the data. With
+        ``fix``, rebuild indexes that do not match and ``repair`` the first damage
+        (the problem then says which offsets were lost). ``progress(bytes)`` is called
+        per batch. Cost: O(bytes stored)."""
         problems: list[Problem] = []
+        damage, stats = self._verify(st, config, problems, progress, fix=fix,
+                                     indexes=True)
+        if damage is not None and fix:
+            repaired = self.repair(config, damage, st.layout_epoch)
+            if repaired is not None:  # it says what was found, and what was lost
+                problems = [p for p in problems if p.kind not in _DAMAGE]
+                problems.append(repaired)
+            else:  # repaired by someone else meanwhile
+                problems = [dataclasses.replace(p, fixed=True) if p.kind in _DAMAGE else p
+                            for p in problems]
+        self._check_head_slots(fix, problems)
+        return problems, stats
+
+    def _check_head_slots(self, fix: bool, problems: list[Problem]) -> None:
+        """Report a damaged head slot (``Head.damaged_slot``). With ``fix`` the writer
+        lock is taken, whose writer keeps what a lost newest state published
+        (``cut_debris``), and the newest valid state is written over the slot."""
+        slot = self._head.damaged_slot_settled()
+        if slot is None:
+            return
+        if fix:
+            with self._locked() as st:
+                if self._head.damaged_slot() is not None:
+                    self._publish(st)
+        problems.append(Problem(self._head.path, "head",
+                                f"slot {slot} of the head fails its checksum (torn or "
+                                "garbled); the records after the older state's end are "
+                                "kept when a writer next takes the partition", fix))
+
+    def _verify(self, st: HeadState, config: TopicConfig, problems: list[Problem],
+                progress: Callable[[int], None] | None, *, fix: bool, indexes: bool,
+                from_base: int = -1) -> tuple[Damage | None, CheckStats]:
+        """``check``'s scan of the segments from ``from_base`` on: problems are added to
+        ``problems``, the first damage is returned. With ``fix`` the scan stops at the
+        first damage (the rest is cut) and indexes found wrong are rebuilt; without
+        ``indexes`` they are not looked at."""
         expected: int | None = None
+        previous: tuple[Segment, _SegmentScan] | None = None  # the last whole segment
+        # A segment's indexes are checked once its end is known to be good (the next
+        # segment follows on, or the head agrees): at damage there, the cut rebuilds them.
+        pending: tuple[Segment, _SegmentScan] | None = None
+        damage: Damage | None = None
         segments = batches = records = nbytes = 0
         for segment in self._segments.published(st):
             base = segment.base_offset
+            if base < from_base:
+                continue
             limit = self._segments.limit(segment, st)
             segments += 1
             if expected is not None and base != expected:
-                problems.append(Problem(segment.path, "gap", f"segment starts at offset "
-                                        f"{base} but the previous one ends at {expected}",
-                                        False))
-            segment.mapping(limit)  # a file shorter than published data raises here
-            policy = IndexPolicy(config.index_interval_bytes)
-            next_offset, max_ts = base, -1
-            damaged = False
-            try:
-                for batch in segment.batches(0, limit):
-                    header = batch.header
-                    if header.base_offset < next_offset:
-                        problems.append(Problem(segment.path, "corrupt",
-                                                f"batch at {batch.position} goes back to "
-                                                f"offset {header.base_offset}", False))
-                        damaged = True
-                        break
-                    max_ts = max(max_ts, header.max_timestamp_ms)
-                    policy.observe(batch.position, header.base_offset, max_ts)
-                    next_offset = header.next_offset
-                    batches += 1
-                    records += header.record_count
-                    nbytes += header.length
-                    if progress is not None:
-                        progress(header.length)
-            except CorruptRecordError as exc:
-                problems.append(Problem(segment.path, "corrupt", str(exc), False))
-                damaged = True
-            if damaged:
-                expected = None  # where the damaged segment ends is unknown: no gap check
+                problem = (f"segment starts at offset {base} but the previous one ends at "
+                           f"{expected}")
+                problems.append(Problem(segment.path, "gap", problem, False))
+                if damage is None and previous is not None:
+                    damage = self._damage_after(previous, problem)
+                pending = None
+                if fix:
+                    break
+            if pending is not None and indexes:
+                self._check_index(*pending, st, fix, problems)
+            pending = None
+            scan = self._scan(segment, limit, config, base == st.active_base, progress)
+            batches += scan.batches
+            records += scan.records
+            nbytes += scan.bytes
+            if scan.error is not None:
+                problems.append(Problem(segment.path, "corrupt", scan.error, False))
+                if damage is None:
+                    damage = Damage(base, scan.end_position, scan.next_offset,
+                                    scan.max_timestamp_ms, scan.error)
+                if fix:
+                    break
+                expected = previous = None  # where it really ends is unknown: no gap check
                 continue
-            expected = next_offset
-            self._check_index(segment, policy, max_ts, base != st.active_base, fix,
-                              problems)
-        if expected is not None and expected != st.end_offset:
-            problems.append(Problem(self._head.path, "head", f"the data ends at offset "
-                                    f"{expected} but the head says {st.end_offset}", False))
-        return problems, CheckStats(segments, batches, records, nbytes)
+            expected = scan.next_offset
+            previous = pending = (segment, scan)
+        if damage is None and expected is not None and expected != st.end_offset:
+            problem = f"the data ends at offset {expected} but the head says {st.end_offset}"
+            problems.append(Problem(self._head.path, "head", problem, False))
+            if expected < st.end_offset and previous is not None:
+                damage = self._damage_after(previous, problem)
+                pending = None
+        if pending is not None and indexes:
+            self._check_index(*pending, st, fix, problems)
+        return damage, CheckStats(segments, batches, records, nbytes)
 
-    def _check_index(self, segment: Segment, policy: IndexPolicy, max_ts: int,
-                     sealed: bool, fix: bool, problems: list[Problem]) -> None:
+    @staticmethod
+    def _damage_after(previous: tuple[Segment, _SegmentScan], problem: str) -> Damage:
+        """Damage that begins right after a segment's good data (a gap, a short end)."""
+        segment, scan = previous
+        return Damage(segment.base_offset, scan.end_position, scan.next_offset,
+                      scan.max_timestamp_ms, problem)
+
+    @staticmethod
+    def _scan(segment: Segment, limit: int, config: TopicConfig, active: bool,
+              progress: Callable[[int], None] | None) -> _SegmentScan:
+        """Decode and verify the batches of ``segment`` up to ``limit``. The active
+        segment must hold batches up to its published position; a sealed one ends at
+        its first unwritten byte. Cost: O(bytes)."""
+        available = min(limit, segment.file_bytes())  # a file cut short: read what is there
+        policy = IndexPolicy(config.index_interval_bytes)
+        next_offset, max_ts, end = segment.base_offset, -1, 0
+        batches = records = nbytes = 0
+        error: str | None = None
+        try:
+            for batch in segment.batches(0, available):
+                header = batch.header
+                if header.base_offset < next_offset:
+                    error = f"batch at {batch.position} goes back to offset {header.base_offset}"
+                    break
+                max_ts = max(max_ts, header.max_timestamp_ms)
+                policy.observe(batch.position, header.base_offset, max_ts)
+                next_offset = header.next_offset
+                end = batch.position + header.length
+                batches += 1
+                records += header.record_count
+                nbytes += header.length
+                if progress is not None:
+                    progress(header.length)
+        except CorruptRecordError as exc:
+            error = str(exc)
+        if error is None and available < limit:
+            error = (f"{segment.path} is {available} bytes but {limit} bytes of it were "
+                     "published: the file was truncated")
+        elif error is None and active and end < limit:
+            error = (f"no batch at position {end}, though the head publishes data up to "
+                     f"position {limit} (the bytes there are zero)")
+        return _SegmentScan(end, next_offset, max_ts, policy, batches, records, nbytes, error)
+
+    # -- repair -------------------------------------------------------------------
+
+    def repair(self, config: TopicConfig, found: Damage, epoch: int) -> Problem | None:
+        """Cut the partition at its first damage (``found`` by a scan of layout
+        ``epoch`` without the locks; it is looked for again under them, from the same
+        segment if the layout is unchanged). Returns the problem that says what was
+        lost, or None when nothing is damaged any more (repaired meanwhile).
+
+        Everything from the damage on is moved into ``*.cut-*`` files (later segments
+        renamed whole), the lost offsets ``[damage, end offset)`` are covered by empty
+        batches that only span them, the segment becomes the active one with rebuilt
+        indexes, and the new state is published and made durable. Cost: a scan from
+        the damaged segment, the bytes moved, three fsyncs."""
+        with self._exclusive():
+            st = self._head.read()
+            if st is None or st.deleted:
+                return None  # unreadable head: the next writer's recovery rescans anyway
+            segments = self._segments
+            if not segments.covers(st):
+                segments.reload(st.layout_epoch)
+            from_base = found.base if st.layout_epoch == epoch else -1
+            damage, _ = self._verify(st, config, [], None, fix=True, indexes=False,
+                                     from_base=from_base)
+            if damage is None:
+                return None
+            return self._cut(st, damage, config)
+
+    def _cut(self, st: HeadState, damage: Damage, config: TopicConfig) -> Problem:
+        segments = self._segments
+        directory = segments.directory
+        stamp = self._ctx.clock()
+        before = set(os.listdir(directory))
+        for later in list_bases(directory):
+            if later > damage.base:  # (own objects: readers keep the listing's mappings)
+                rename_aside(Segment(directory, later), stamp)
+        segment = segments[damage.base]
+        move_aside(segment, damage.position, stamp)
+        end = max(st.end_offset, damage.next_offset)
+        position, offset = damage.position, damage.next_offset
+        while offset < end:  # the lost offsets, as compaction leaves a removed range
+            span = min(end - offset, _MAX_SPAN)
+            filler = encode_batch([], offset_deltas=[], span=span - 1,
+                                  timestamps_ms=damage.max_timestamp_ms)
+            position += segment.append(filler, position, offset, config.segment_bytes)
+            offset += span
+        self._ctx.fsync(segment.sync)
+        _fileutil.sync_dir(directory)
+        epoch = st.layout_epoch + 1
+        segments.reload(epoch)
+        segments[damage.base].rebuild_indexes(position, config.index_interval_bytes,
+                                              seal=False)
+        same = damage.base == st.active_base
+        new = st._replace(
+            end_offset=end, start_offset=min(st.start_offset, end), active_base=damage.base,
+            active_position=position,
+            active_created_ms=st.active_created_ms if same else self._ctx.clock(),
+            active_max_timestamp_ms=damage.max_timestamp_ms,
+            flags=st.flags & ~_head.FLAG_CLEAN, layout_epoch=epoch)
+        if (st.recovery_base, st.recovery_position) > (damage.base, damage.position):
+            # Durable beyond the cut: so is everything before it, and the cut segment
+            # was just fsynced. (Otherwise the durable point stays where it was: data
+            # between it and the cut may not be on disk yet.)
+            new = new._replace(recovery_base=damage.base, recovery_position=position,
+                               recovery_offset=end)
+        self._publish(new)
+        self._ctx.fsync(self._head.sync)
+        kept = sorted(n for n in set(os.listdir(directory)) - before if ".cut-" in n)
+        lost = (f"offsets {damage.next_offset} to {st.end_offset - 1} "
+                f"({st.end_offset - damage.next_offset}) were lost"
+                if damage.next_offset < st.end_offset else "no offset was lost")
+        return Problem(segment.path, "corrupt",
+                       f"repaired: {damage.problem}; cut at position {damage.position} "
+                       f"(offset {damage.next_offset}): {lost}, and the offsets stay "
+                       f"reserved; the cut bytes are kept in "
+                       f"{', '.join(kept) if kept else 'no file (they were zero)'}", True)
+
+    def _check_index(self, segment: Segment, scan: _SegmentScan, st: HeadState, fix: bool,
+                     problems: list[Problem]) -> None:
+        policy, max_ts = scan.policy, scan.max_timestamp_ms
+        sealed = segment.base_offset != st.active_base
         offset_index, time_index = segment.indexes.offset, segment.indexes.time
         offset_index.load()
         time_index.load()
@@ -366,7 +633,7 @@ class Recovery:
         if fix and sealed:
             segment.indexes.write_all(*final)
         elif fix:
-            with self._locked() as st:  # writers append entries to the active index
-                segment.rebuild_indexes(st.active_position, policy.interval, seal=False)
+            with self._locked() as current:  # writers append entries to the active index
+                segment.rebuild_indexes(current.active_position, policy.interval, seal=False)
         problems.append(Problem(offset_index.path, "index",
                                 "the index does not match the data", fix))

@@ -17,10 +17,17 @@ with its ``.index`` and ``.timeindex``, and the two crash-safe file protocols at
 end of the module: ``*.cut-*`` files that keep bytes recovery moved aside
 (``move_aside``, ``rename_aside``), and the ``.cleaned`` / ``.swap`` files of a
 compaction's swap (``replace_with_cleaned``, ``finish_interrupted_swaps``).
+
+Indexes are derived data, so a rebuild never fails for want of space: when the new
+index files cannot be written (a full disk, a read-only file system) the indexes are
+left invalid and lookups scan instead, until a later rebuild succeeds. A segment of a
+log opened ``read_only`` maps its file read-only and never writes its indexes.
 """
 
 from __future__ import annotations
 
+import bisect
+import errno
 import logging
 import mmap
 import os
@@ -42,6 +49,8 @@ SWAP_SUFFIX = ".swap"        # ... being swapped in (complete: recovery finishes
 _MIN_GROW_BYTES = 64 * 1024
 _MAX_GROW_BYTES = 4 * 1024 * 1024
 _TRACKFD = {"trackfd": False} if sys.version_info >= (3, 13) else {}
+# Why an index rewrite may fail without failing its caller (see the module docstring).
+_NO_ROOM = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS})
 _logger = logging.getLogger("eventlog")
 
 
@@ -172,11 +181,15 @@ class SegmentIndexes:
 
 class Segment:
     """A segment file in one process. Thread-safety: reads may run in any thread;
-    writes (append, grow, cut, index updates) need the partition lock."""
+    writes (append, grow, cut, index updates) need the partition lock.
 
-    def __init__(self, directory: str, base_offset: int) -> None:
+    ``read_only``: the file is opened and mapped read-only and index rebuilds keep
+    their result in memory only (a log opened ``read_only``); writing is not for it."""
+
+    def __init__(self, directory: str, base_offset: int, read_only: bool = False) -> None:
         self.directory = directory
         self.base_offset = base_offset
+        self.read_only = read_only
         self.path = os.path.join(directory, file_name(base_offset))
         self.indexes = SegmentIndexes(directory, base_offset)
         self._mm: mmap.mmap | None = None
@@ -204,7 +217,7 @@ class Segment:
         own_fd = fd is None
         if fd is None:
             try:
-                fd = _fileutil.open_fd(self.path, os.O_RDWR)
+                fd = _fileutil.open_fd(self.path, os.O_RDONLY if self.read_only else os.O_RDWR)
             except FileNotFoundError:
                 if needed > 0:
                     raise
@@ -216,7 +229,10 @@ class Segment:
                                          "it were published: the file was truncated")
             if size == 0:
                 return None
-            mm = mmap.mmap(fd, size, **_TRACKFD)
+            if self.read_only:
+                mm = mmap.mmap(fd, size, access=mmap.ACCESS_READ, **_TRACKFD)
+            else:
+                mm = mmap.mmap(fd, size, **_TRACKFD)
         finally:
             if own_fd:
                 os.close(fd)
@@ -300,6 +316,11 @@ class Segment:
                 _fileutil.sync_fd(fd)
             finally:
                 os.close(fd)
+
+    @property
+    def writer_open(self) -> bool:
+        """True while this process holds the segment open for writing."""
+        return self._fd is not None
 
     def release_writer(self) -> None:
         """Drop writer resources (after a roll made another segment active)."""
@@ -413,34 +434,87 @@ class Segment:
         return header.base_offset == offset
 
     def sealed_max_timestamp(self, limit: int, interval: int) -> int:
-        """Largest timestamp in this sealed segment (-1 when it is empty).
+        """Largest timestamp in this sealed segment (-1 when it is empty): what
+        retention deletes it by, so the index is not trusted for it.
 
         Read from the final time-index entry with one pread, after checking that the
-        final entries of both indexes name the segment's last batch; when they do not,
-        the indexes are rebuilt by a scan. Cached. Cost: O(1), or O(segment) once.
+        final entries of both indexes name the segment's last batch and that the
+        timestamp is what the batches say (``time_entry_holds``); when they do not,
+        the indexes are rebuilt by a scan, which gives it. Cached. Cost: a header scan
+        of about ``index_interval_bytes``, or O(segment) once.
         """
         if self.sealed_max_timestamp_ms is not None:
             return self.sealed_max_timestamp_ms
-        last = self.indexes.offset.read_last()
-        last_time = self.indexes.time.read_last()
+        last = self.indexes.offset.read_tail(2)
+        last_time = self.indexes.time.read_tail(2)
         result: int | None = None
-        if last is not None and last_time is not None and last_time[1] == last[0]:
-            if self._is_last_batch(self.base_offset + last[0], last[1], limit):
-                result = last_time[0]
-        elif last is None and self._is_empty(limit):
+        if last and last_time and last_time[-1][1] == last[-1][0]:
+            offset, position = self.base_offset + last[-1][0], last[-1][1]
+            before: tuple[int, int] | None = (-1, -1)  # (previous timestamp, its start)
+            if len(last_time) == 2:
+                before = (last_time[-2][0], last[-2][1]) if len(last) == 2 else None
+            if before is not None and self._is_last_batch(offset, position, limit) and \
+                    self.time_entry_holds(last_time[-1][0], offset, position, *before,
+                                          limit):
+                result = last_time[-1][0]
+        elif not last and self._is_empty(limit):
             result = -1
         if result is None:
             result = self.rebuild_indexes(limit, interval).max_timestamp_ms
         self.sealed_max_timestamp_ms = result
         return result
 
+    def time_entry_holds(self, timestamp_ms: int, offset: int, position: int,
+                         previous_ms: int, start: int, limit: int) -> bool:
+        """Check a time-index entry against the batches: ``IndexPolicy`` adds one only
+        at a batch that has an offset-index entry (here at ``position``, starting at
+        ``offset``), when the largest timestamp so far grew, so the entry's timestamp
+        must be the larger of the previous entry's (``previous_ms``; -1 for the first
+        entry) and the largest timestamp of the batches after the offset-index entry
+        before it (at ``start``) up to and including its own. For the first entry,
+        ``start`` is -1: every batch up to its own. Cost: a header scan of about
+        ``index_interval_bytes``."""
+        grown = -1
+        try:
+            for pos, header in self.headers(max(start, 0), limit, verify=False):
+                if pos == start:
+                    continue  # the previous entry's batch: counted in previous_ms
+                if pos > position:
+                    return False  # no batch starts at position
+                grown = max(grown, header.max_timestamp_ms)
+                if pos == position:
+                    return header.base_offset == offset and \
+                        timestamp_ms == max(previous_ms, grown)
+        except CorruptRecordError:
+            return False
+        return False
+
     def find_time(self, timestamp_ms: int, limit: int) -> int:
         """Byte position from which scanning finds the first record with a timestamp
-        >= ``timestamp_ms``. Cost: O(log n) index search plus a short scan."""
+        >= ``timestamp_ms``: the batch of the last time-index entry below it, once the
+        entry is checked against the batches (``time_entry_holds``), since a wrong one
+        would skip records. An entry that does not hold marks the time index invalid
+        (the caller rebuilds it) and the scan starts at the first batch. Cost:
+        O(log n) index search plus a header scan of about ``index_interval_bytes``.
+        """
         indexes = self.indexes.ensure()
         if not indexes.valid:
             return 0
-        return self.find_position(indexes.time.lookup(timestamp_ms), limit)
+        time, offsets = indexes.time, indexes.offset
+        i = time.entry_before(timestamp_ms)
+        if i < 0:
+            return 0
+        rel = time.relative_offsets[i]
+        j = bisect.bisect_left(offsets.relative_offsets, rel)
+        if j < len(offsets) and offsets.relative_offsets[j] == rel and (i == 0 or j > 0):
+            position = offsets.positions[j]
+            previous, start = (-1, -1) if i == 0 else (time.timestamps[i - 1],
+                                                      offsets.positions[j - 1])
+            if self.time_entry_holds(time.timestamps[i], self.base_offset + rel, position,
+                                     previous, start, limit):
+                return position
+        time.valid = False  # garbled: scan now, rebuild
+        return 0
 
     # -- recovery -------------------------------------------------------------------
 
@@ -481,8 +555,47 @@ class Segment:
         if rebuild_indexes and start_position == 0:
             if seal:
                 policy.finish(max_ts)
-            self.indexes.write_all(policy.offset_entries, policy.time_entries)
+            self._write_indexes(policy)
         return ScanResult(end, next_offset, max_ts, last_batch, count, error)
+
+    def _write_indexes(self, policy: IndexPolicy) -> None:
+        """Replace both index files with ``policy``'s entries. Where they cannot be
+        written (a read-only segment; no space, or a read-only file system) they are
+        left invalid instead, loaded first so that nothing reloads the old files as
+        valid: lookups then scan, and a later rebuild writes them."""
+        indexes = self.indexes
+        if not self.read_only:
+            try:
+                indexes.write_all(policy.offset_entries, policy.time_entries)
+                return
+            except OSError as exc:
+                if exc.errno not in _NO_ROOM:
+                    raise
+                _logger.warning("indexes of %s not rewritten (%s); lookups scan until "
+                                "they are rebuilt", self.path, exc)
+        indexes.ensure()
+        indexes.invalidate()
+
+    def appended_after(self, position: int, next_offset: int, limit: int) -> ScanResult:
+        """The whole, checksummed batches from ``position`` on that continue the
+        offsets from ``next_offset`` exactly (as a writer appends them at the published
+        end), up to the first that does not, unwritten space or ``limit``: what was
+        appended after a state, and possibly published in a newer one that was lost.
+        Cost: O(bytes scanned)."""
+        end, offset, max_ts, last_batch, count = position, next_offset, -1, -1, 0
+        error: str | None = None
+        try:
+            for pos, header in self.headers(position, limit):
+                if header.base_offset != offset:
+                    error = (f"batch at position {pos} starts at offset "
+                             f"{header.base_offset}, not {offset}")
+                    break
+                max_ts = max(max_ts, header.max_timestamp_ms)
+                last_batch, offset, end = pos, header.next_offset, pos + header.length
+                count += 1
+        except CorruptRecordError as exc:
+            error = str(exc)
+        return ScanResult(end, offset, max_ts, last_batch, count, error)
 
     def rebuild_indexes(self, limit: int, index_interval_bytes: int, seal: bool = True
                         ) -> ScanResult:

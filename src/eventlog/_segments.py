@@ -16,6 +16,14 @@ rolls and deletes, recovery (``_recovery``) repairs, and both tell the list abou
 (deletion, compaction, recovery): ``covers`` is false then, and the partition calls
 ``reload``.
 
+Deleted files and the disk: a process that has a segment mapped (or its indexes open)
+keeps the file's space allocated after another process deletes it. So ``reload`` lets
+go of every segment it replaces at once, and a reader reloads at its next use of the
+partition after the layout changed (any fetch, poll or bounds read looks at the head
+first). Until then it holds at most what it holds while reading: the active segment
+and the cache of mapped sealed segments (``_MAX_MAPPED_SEALED``, at most
+``_MAX_MAPPED_SEALED_BYTES``), per partition.
+
 Thread-safety: readers use the list without a lock. The listing (bases and segment
 map, one tuple) is replaced, never changed in place, so a reader always sees one whole
 listing; ``reload`` serializes concurrent reloads. ``create``, ``add``,
@@ -46,11 +54,13 @@ class SegmentList:
     """The segments of one partition in this process. See the module docstring."""
 
     def __init__(self, directory: str, index_interval_bytes: Callable[[], int],
-                 on_layout_change: Callable[[], None]) -> None:
+                 on_layout_change: Callable[[], None], read_only: bool = False) -> None:
         """``index_interval_bytes()`` gives the topic's setting (for index rebuilds);
         ``on_layout_change()`` runs (in the reloading thread) when a ``reload`` finds a
-        new layout epoch, for state derived from the old segments."""
+        new layout epoch, for state derived from the old segments. ``read_only``: the
+        segments are mapped read-only and write nothing (a log opened read_only)."""
         self.directory = directory
+        self.read_only = read_only
         self.layout_epoch = -1   # of the head state this listing was made for
         self._interval = index_interval_bytes
         self._on_layout_change = on_layout_change
@@ -175,8 +185,11 @@ class SegmentList:
                          retention_bytes: int | None) -> list[int]:
         """Bases, in order, of the sealed segments retention deletes under ``st``: the
         oldest ones whose newest record is older than ``cutoff_ms``, and the oldest
-        ones without which at least ``retention_bytes`` stay stored. Cost: O(n) once
-        each segment's size and largest timestamp were read."""
+        ones without which at least ``retention_bytes`` stay stored. Sizes and largest
+        timestamps come from index entries checked against the batches they name
+        (``Segment.sealed_size``, ``Segment.sealed_max_timestamp``), never from an
+        index alone. Cost: O(n) once each segment's size and largest timestamp were
+        read."""
         sealed = self.sealed_sizes(st)
         doomed: set[int] = set()
         if cutoff_ms is not None:
@@ -203,7 +216,9 @@ class SegmentList:
         hold the answer is found by bisecting the running maximum of the sealed
         segments' largest timestamps (read once from their time indexes, extended as
         segments are sealed, reset when the layout changes); within it, the time index
-        gives a starting batch.
+        gives a starting batch. Both come from index entries checked against the
+        batches first (``Segment.sealed_max_timestamp``, ``Segment.find_time``): a
+        damaged entry would skip the answer.
         """
         interval = self._interval()
         sealed = self.sealed(st)
@@ -220,9 +235,13 @@ class SegmentList:
         candidates = sealed[bisect.bisect_left(prefix, timestamp_ms):]
         for segment in [*candidates, active] if active is not None else candidates:
             limit = self.limit(segment, st)
-            if segment.base_offset != st.active_base:
+            is_sealed = segment.base_offset != st.active_base
+            if is_sealed:
                 segment.check_sealed_indexes(limit, interval)
-            for batch in segment.batches(segment.find_time(timestamp_ms, limit), limit):
+            position = segment.find_time(timestamp_ms, limit)
+            if is_sealed and not segment.indexes.valid:  # an entry did not hold
+                segment.rebuild_indexes(limit, interval)
+            for batch in segment.batches(position, limit):
                 if batch.header.max_timestamp_ms < timestamp_ms:
                     continue
                 for offset, ts in zip(batch.offsets(), batch.timestamps(), strict=True):
@@ -307,6 +326,10 @@ class SegmentList:
             if nxt is not None and nxt.base_offset != offset:
                 # Segments chain without gaps (compaction keeps each segment's last
                 # record), so a jump means a segment file is missing or damaged.
+                if out:  # the good records first, as for a bad batch; the next read raises
+                    self._remember(offset, segment, position)
+                    self._partial = None
+                    return out
                 raise CorruptRecordError(
                     f"{self.directory}: segment {file_name(nxt.base_offset)} follows a "
                     f"segment that ends at offset {offset}; records in between are missing")
@@ -337,8 +360,9 @@ class SegmentList:
 
     def reload(self, layout_epoch: int) -> None:
         """List the segment files again, for a head state of ``layout_epoch``. May run
-        in any thread (readers call it), so it only swaps in new objects: retired
-        segments keep their writer resources until the writer calls
+        in any thread (readers call it), so it swaps in new objects and drops the
+        mappings and index descriptors of the replaced ones at once, but a replaced
+        segment's writer descriptor stays open until the writer calls
         ``release_retired``. Cost: one listdir, O(n)."""
         with self._reload_lock:
             bases = list_bases(self.directory)
@@ -350,15 +374,27 @@ class SegmentList:
                 if seg is None or changed:
                     # A replaced file (compaction) keeps its name: after a layout change
                     # map every segment again. Old mappings stay valid until dropped.
-                    seg = Segment(self.directory, base)
+                    seg = Segment(self.directory, base, self.read_only)
                 fresh[base] = seg
-            self._retired.extend(seg for base, seg in old.items() if fresh.get(base) is not seg)
+            for seg in old.values():
+                if seg is not fresh.get(seg.base_offset):
+                    # Let go of a replaced segment now, not when it is collected: its
+                    # mapping (a descriptor too, before Python 3.13) and index
+                    # descriptors would keep a deleted file's space allocated (issue
+                    # 18). A reader thread still holding the mapping keeps it until it
+                    # returns; the writer descriptor is the writer's to close.
+                    seg.unmap()
+                    if seg.writer_open:
+                        self._retired.append(seg)
             self._layout = (bases, fresh)
             self.layout_epoch = layout_epoch
-            # Drop what holds segment objects of the old listing, so that the files of
-            # deleted segments get unmapped.
+            # Drop what holds segment objects of the old listing; segments kept keep
+            # their place in the cache, which bounds what stays mapped.
             self.forget_positions()
-            self._mapped_sealed.clear()
+            cache = self._mapped_sealed
+            for base, seg in list(cache.items()):
+                if fresh.get(base) is not seg:
+                    cache.pop(base, None)
             if changed:
                 self._on_layout_change()
 
@@ -387,6 +423,11 @@ class SegmentList:
         if segment.base_offset not in segments:
             bases = [*bases, segment.base_offset]
         self._layout = (bases, {**segments, segment.base_offset: segment})
+
+    @property
+    def retired(self) -> bool:
+        """True while replaced segments wait for ``release_retired``. O(1)."""
+        return bool(self._retired)
 
     def release_retired(self) -> None:
         """Close the writer descriptors of segments a reload replaced (writer lock

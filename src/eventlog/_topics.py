@@ -206,7 +206,9 @@ class TopicStore:
     """The topics of one open log directory. Thread-safe.
 
     ``recovering`` is set by ``Log`` while it holds the directory exclusively and
-    opens every partition with recovery; ``closed`` once the log is closed.
+    opens every partition with recovery; ``closed`` once the log is closed. A store
+    of a log opened ``read_only`` creates nothing (not even ``topics/``), never
+    auto-creates a topic, and refuses every administration with ``ReadOnlyError``.
     """
 
     def __init__(self, path: str, context: StorageContext, auto_create: bool,
@@ -220,8 +222,10 @@ class TopicStore:
         self._default_partitions = default_partitions
         self._topics: dict[str, TopicFiles] = {}
         self._lock = threading.RLock()
-        for sub in (TOPICS_DIR, STAGING_DIR):
-            _fileutil.makedirs(os.path.join(path, sub))
+        self.read_only = context.options.read_only
+        if not self.read_only:
+            for sub in (TOPICS_DIR, STAGING_DIR):
+                _fileutil.makedirs(os.path.join(path, sub))
 
     @property
     def topics_dir(self) -> str:
@@ -233,7 +237,10 @@ class TopicStore:
         """Names of the topics on disk, sorted. Cost: one ``listdir`` and a ``stat`` each."""
         base = self.topics_dir
         with _fileutil.os_errors(f"listing {base}"):
-            names = os.listdir(base)
+            try:
+                names = os.listdir(base)
+            except FileNotFoundError:  # a log that never got topics/ (read_only opens)
+                return []
         return sorted(n for n in names if os.path.exists(os.path.join(base, n, TOPIC_FILE)))
 
     def exists(self, name: str) -> bool:
@@ -269,7 +276,7 @@ class TopicStore:
                 self._forget(files)
         validate_topic_name(name)
         if not self.exists(name):
-            if not self._auto_create:
+            if not self._auto_create or self.read_only:
                 raise UnknownTopicError(f"topic {name!r} does not exist in {self.path}")
             try:
                 return self.create(name)
@@ -302,6 +309,8 @@ class TopicStore:
 
     @contextmanager
     def _meta_locked(self, action: str) -> Iterator[None]:
+        """Serialize an administration across processes (every one takes this)."""
+        self.context.check_not_read_only(action)
         with _fileutil.os_errors(action):
             fd = _fileutil.open_fd(os.path.join(self.path, META_LOCK_FILE),
                                    os.O_RDWR | os.O_CREAT)
@@ -409,7 +418,9 @@ class TopicStore:
             yield from files.opened()
 
     def sync_opened(self) -> None:
-        """fsync every partition opened in this process."""
+        """fsync every partition opened in this process (none written: read_only)."""
+        if self.read_only:
+            return
         for plog in list(self.opened()):
             try:
                 plog.sync()

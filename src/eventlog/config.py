@@ -149,6 +149,9 @@ class LogOptions:
                        CorruptRecordError on open. "truncate": cut the log at the
                        corruption (the cut bytes are moved aside, never deleted).
     auto_create_topics create a topic on first use by a producer or consumer.
+    read_only          open without creating, writing or locking any file (a read-only
+                       mount, or beside running writers): nothing is recovered, and
+                       producing, committing and every change raise ReadOnlyError.
     clock              a callable returning epoch milliseconds (tests set time with it).
     topic_defaults     TopicConfig used for topics created through this Log.
     default_partitions partitions of auto-created topics and create_topic's default.
@@ -158,6 +161,7 @@ class LogOptions:
     fsync_interval_ms: int = 1000
     recovery: str = "strict"
     auto_create_topics: bool = False
+    read_only: bool = False
     clock: Callable[[], int] = _wall_clock_ms
     topic_defaults: TopicConfig = field(default_factory=TopicConfig)
     default_partitions: int = 1
@@ -168,6 +172,8 @@ class LogOptions:
         _check_choice("recovery", self.recovery, RECOVERY_MODES)
         if type(self.auto_create_topics) is not bool:
             raise InvalidConfigError("auto_create_topics must be a bool")
+        if type(self.read_only) is not bool:
+            raise InvalidConfigError("read_only must be a bool")
         if not callable(self.clock):
             raise InvalidConfigError("clock must be a callable returning epoch milliseconds")
         check_int("default_partitions", self.default_partitions, 1)

@@ -28,7 +28,9 @@ so ``except ValueError`` keeps working for bad input:
      ├── CorruptRecordError               a checksum or structure check failed on disk
      ├── LogDirectoryError (OSError)      the directory is unusable: not a log,
      │                                    not writable, or an I/O error hit it
-     └── LogFailedError                   an fsync failed: the log refuses writes until reopened
+     ├── LogFailedError                   an fsync failed: the log refuses writes until reopened
+     └── ReadOnlyError                    the log was opened with read_only=True: producing,
+                                          committing or changing anything is refused
 
 Lower-layer errors (``struct.error``, msgpack exceptions, ``KeyError``) are
 translated once, at the boundary where they occur, with ``raise ... from exc``.
@@ -52,6 +54,7 @@ __all__ = [
     "OffsetOutOfRangeError",
     "OutOfOrderSequenceError",
     "ProducerFencedError",
+    "ReadOnlyError",
     "RecordTooLargeError",
     "SerializationError",
     "TopicExistsError",
@@ -158,6 +161,16 @@ class LogFailedError(EventLogError):
     """A write could not be made durable (an fsync failed). The log refuses further
     writes, because the operating system may have dropped the unsynced pages; reopen
     it to recover from what is on disk."""
+
+
+class ReadOnlyError(EventLogError):
+    """The log was opened with ``read_only=True``, which creates, writes and locks
+    nothing: producing, committing, joining a group, changing topics or groups and
+    repairing are refused. Open the directory without ``read_only`` to do them.
+
+    Not a ``PermissionError``: that is an ``OSError`` about the file system, and a
+    read-only file system opened without ``read_only`` raises ``LogDirectoryError``
+    with ``errno.EROFS`` instead."""
 
 
 class InvalidGroupError(EventLogError, ValueError):

@@ -16,6 +16,13 @@ opener gets it exclusively and recovers every partition before sharing it; a lat
 opener waits while recovery runs. Closing: a ``Log`` that can take the lock
 exclusively is the last user; it fsyncs every partition and marks it clean, so the
 next open trusts the stored state without validating anything.
+
+Read-only: ``open(path, read_only=True)`` creates, writes and locks nothing, so it
+works on a read-only mount and beside running writers. It takes no part in the
+protocol above: it recovers nothing and reads the state the writers published
+(after a crash, damaged data it meets raises ``CorruptRecordError``); everything
+that would write raises ``ReadOnlyError``. A normal open of a directory on a
+read-only file system is refused with ``errno.EROFS`` and a message saying so.
 """
 
 from __future__ import annotations
@@ -29,17 +36,19 @@ from collections.abc import Callable, Iterable
 from types import TracebackType
 from typing import Any
 
-from . import _fileutil, _maintenance
+from . import _disk, _fileutil, _maintenance
 from ._backend import LocalBackend
 from ._group_admin import GroupAdmin, GroupDescription, MemberDescription
-from ._partition import StorageContext
+from ._partition import PartitionLog, StorageContext
+from ._status import DEFAULT_WINDOW
 from ._topics import META_LOCK_FILE, STAGING_DIR, TOPICS_DIR, TopicFiles, TopicStore
 from ._types import TopicPartition
 from .config import LogOptions, check_int
-from .errors import ClosedError, InvalidTopicError, LogDirectoryError
+from .errors import ClosedError, CorruptRecordError, InvalidTopicError, LogDirectoryError
 from .monitoring import (
     CheckReport,
     GroupMetrics,
+    GroupStatus,
     LogMetrics,
     PartitionDescription,
     PartitionMetrics,
@@ -70,12 +79,31 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
+def _size_for_progress(plog: PartitionLog) -> int:
+    """A partition's size, for the progress of ``check``: damage that keeps it from
+    being known is what ``check`` is about to report, not a reason to fail."""
+    try:
+        return plog.size_bytes()
+    except CorruptRecordError:
+        return 0
+
+
+def _on_read_only_file_system(path: str) -> bool:
+    """True when ``path`` lies on a file system mounted read-only."""
+    try:
+        return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
+
+
 def open(path: str | os.PathLike[str], **options: Any) -> Log:
     """Open (creating if needed) the log directory at ``path``.
 
     Options: ``fsync`` ("never" | "interval" | "always", default "interval"),
     ``fsync_interval_ms`` (1000), ``recovery`` ("strict" | "truncate"),
-    ``auto_create_topics`` (False), ``clock`` (callable returning epoch ms), and
+    ``auto_create_topics`` (False), ``read_only`` (False: with True, open an existing
+    log without creating, writing or locking any file; producing, committing and
+    changes raise ``ReadOnlyError``), ``clock`` (callable returning epoch ms), and
     defaults for new topics (``partitions``, ``segment_bytes``, ``retention_ms``, ...).
     """
     return Log(path, **options)
@@ -99,7 +127,7 @@ class Log:
             check_int("maintenance_interval_ms", maintenance_interval_ms, 1)
         self.options = LogOptions.from_kwargs(options)
         self.path = os.path.abspath(os.fspath(path))
-        self._ctx = StorageContext(self.options)
+        self._ctx = StorageContext(self.options, self.path)
         self._closed = False
         self._generation = _fork_generation
         self._lock_fd = -1
@@ -109,8 +137,9 @@ class Log:
                                      self.options.topic_defaults,
                                      self.options.default_partitions)
         try:
-            with _fileutil.os_errors(f"opening log directory {self.path}"):
-                self._acquire_and_recover()
+            if not self.options.read_only:
+                with _fileutil.os_errors(f"opening log directory {self.path}"):
+                    self._acquire_and_recover()
         except BaseException:
             self._store.close(last_user=False)
             self._release_lock()
@@ -121,6 +150,8 @@ class Log:
                                      lambda: self._closed)
         self._rate_samples: dict[tuple[str, int], tuple[float, int]] = {}
         self._background = _maintenance.Background(self.path, self._ctx, self._store)
+        if self.options.read_only:
+            return  # nothing to flush, and maintenance would write
         if maintenance_interval_ms is not None:
             self._background.start_maintenance(maintenance_interval_ms)
         if self.options.fsync == "interval":
@@ -144,7 +175,17 @@ class Log:
         if os.path.exists(path) and not os.path.isdir(path):
             raise LogDirectoryError(errno.ENOTDIR, f"{path} exists and is not a directory",
                                     path)
-        _fileutil.makedirs(path)
+        if self.options.read_only:
+            self._open_read_only()
+            return
+        try:
+            _fileutil.makedirs(path)
+        except OSError as exc:
+            if exc.errno != errno.EROFS:
+                raise
+            raise self._read_only_fs_error() from exc
+        if _on_read_only_file_system(path):
+            raise self._read_only_fs_error()
         if not os.access(path, os.W_OK | os.X_OK):
             raise LogDirectoryError(errno.EACCES, f"log directory {path} is not writable "
                                     "by this user", path)
@@ -161,6 +202,24 @@ class Log:
             _fileutil.atomic_write(marker, json.dumps(doc).encode() + b"\n")
         self._lock_fd = _fileutil.open_fd(os.path.join(path, LOCK_FILE),
                                           os.O_RDWR | os.O_CREAT)
+
+    def _open_read_only(self) -> None:
+        """A read-only open: the directory must be a log already (nothing is created,
+        and ``.lock`` is neither created nor locked)."""
+        path = self.path
+        marker = os.path.join(path, MARKER_FILE)
+        if not os.path.isdir(path):
+            raise LogDirectoryError(errno.ENOENT, f"log directory {path} does not exist "
+                                    "(a read-only open creates nothing)", path)
+        if not os.path.exists(marker):
+            raise LogDirectoryError(errno.ENOENT, f"{path} holds no {MARKER_FILE}, so it "
+                                    "is not an eventlog directory", path)
+        self._check_marker(marker)
+
+    def _read_only_fs_error(self) -> LogDirectoryError:
+        return LogDirectoryError(errno.EROFS, f"log directory {self.path} is on a read-only "
+                                 "file system; open it with read_only=True to read it "
+                                 "(the CLI's reading commands do)", self.path)
 
     @staticmethod
     def _check_marker(marker: str) -> None:
@@ -206,6 +265,12 @@ class Log:
     @property
     def closed(self) -> bool:
         return self._closed
+
+    @property
+    def read_only(self) -> bool:
+        """True when opened with ``read_only=True``: nothing is created, written or
+        locked, and every write raises ``ReadOnlyError``."""
+        return self.options.read_only
 
     @property
     def failed(self) -> bool:
@@ -323,12 +388,16 @@ class Log:
               ) -> CheckReport:
         """Verify every segment (checksums, structure, offsets, indexes) and every group's
         offsets file, and report the problems found without changing anything. With
-        ``fix=True``, repair what is safe to repair: rebuild indexes, finish interrupted
-        compactions, rewrite damaged offsets files from their last good commits.
+        ``fix=True``, repair: rebuild indexes, finish interrupted compactions, rewrite
+        damaged offsets files from their last good commits, and cut each damaged
+        partition before its first bad batch (the cut bytes kept in ``*.cut-*`` files;
+        the problem names the offsets lost, which stay reserved: no offset is reused).
         ``progress(done_bytes, total_bytes)`` is called as it goes. Cost: O(log size)."""
         self._check_open()
+        if fix:
+            self._ctx.check_not_read_only("repairing the log")
         plogs = [plog for _, _, plog in _maintenance.partitions(self._store, None)]
-        total = sum(plog.size_bytes() for plog in plogs)
+        total = sum(map(_size_for_progress, plogs))
         done = [0]
 
         def step(nbytes: int) -> None:
@@ -352,9 +421,10 @@ class Log:
 
     @_fileutil.translate_errors("log directory")
     def metrics(self) -> LogMetrics:
-        """A snapshot: per partition its offsets, size, segments and append rate (since
-        the previous call on this Log); per group its committed offsets, lag, maximum lag
-        and live members; and the disk space of the whole log."""
+        """A snapshot: per partition its offsets, size, segments, append rate (since
+        the previous call on this Log) and space on disk; per group its committed offsets,
+        lag, maximum lag and live members; the disk space of the whole log, and the free
+        and total bytes of its file system. Cost: a ``stat`` of every file of the log."""
         self._check_open()
         now = time.monotonic()
         partitions = []
@@ -368,24 +438,19 @@ class Log:
             self._rate_samples[key] = (now, st.end_offset)
             partitions.append(PartitionMetrics(files.name, key[1], st.start_offset,
                                                st.end_offset, plog.size_bytes(st),
-                                               plog.segment_count(st), rate))
+                                               plog.segment_count(st), rate,
+                                               _disk.allocated_bytes(plog.directory)))
         groups = []
         for group in self._groups.names():
             lag = self._groups.lag(group)
             groups.append(GroupMetrics(group, self._groups.live_members(group),
                                        self._groups.offsets(group), lag,
-                                       max(lag.values(), default=0)))
-        return LogMetrics(self._ctx.clock(), partitions, groups, self._disk_bytes())
-
-    def _disk_bytes(self) -> int:
-        total = 0
-        for root, _, files in os.walk(self.path):
-            for name in files:
-                try:
-                    total += os.stat(os.path.join(root, name)).st_blocks * 512
-                except FileNotFoundError:
-                    continue
-        return total
+                                       max(lag.values(), default=0),
+                                       self._groups.status(group)))
+        fs = _disk.file_system_usage(self.path)
+        return LogMetrics(self._ctx.clock(), partitions, groups,
+                          _disk.allocated_bytes(self.path), fs.free_bytes, fs.total_bytes,
+                          fs.used_ratio)
 
     # -- consumer groups ------------------------------------------------------------------
 
@@ -408,8 +473,21 @@ class Log:
         return self._groups.lag(group_id)
 
     @_fileutil.translate_errors("log directory")
+    def group_status(self, group_id: str, *, window: int = DEFAULT_WINDOW) -> GroupStatus:
+        """The group's status by LinkedIn Burrow's rules, on the log's clock: each
+        partition of the topics it committed or subscribes to is judged over its last
+        ``window`` commits (2..``eventlog.monitoring.HISTORY_MAX``) as OK, WARN, STALL or
+        STOP, and the group as OK, WARN or ERR (docs/monitoring.md, "Consumer status").
+        Raises ``UnknownGroupError``, and ``InvalidConfigError`` for a bad ``window``.
+        Cost: reads the offsets file's new records, a head per partition, and one batch
+        per partition with lag."""
+        self._check_open()
+        return self._groups.status(group_id, window)
+
+    @_fileutil.translate_errors("log directory")
     def describe_group(self, group_id: str) -> GroupDescription:
-        """Members (with liveness and assignment), generation, offsets and lag."""
+        """Members (with liveness and assignment), generation, offsets, lag and status
+        (``group_status`` with the default window)."""
         self._check_open()
         return self._groups.describe(group_id)
 
@@ -429,6 +507,7 @@ class Log:
         nothing is changed. Raises ``GroupNotEmptyError`` while members are live.
         """
         self._check_open()
+        self._ctx.check_not_read_only("resetting group offsets")  # a dry run locks too
         return self._groups.reset_offsets(
             group_id, topics, to_earliest=to_earliest, to_latest=to_latest,
             to_offset=to_offset, to_timestamp_ms=to_timestamp_ms, shift_by=shift_by,
@@ -439,6 +518,7 @@ class Log:
         """Delete a group's committed offsets and state, while none of its members is
         live (``GroupNotEmptyError`` otherwise)."""
         self._check_open()
+        self._ctx.check_not_read_only("deleting a group")
         self._groups.delete(group_id)
 
     # -- durability and closing -----------------------------------------------------------
@@ -460,7 +540,7 @@ class Log:
         self._background.stop()
         try:
             last_user = False
-            if self._ctx.failure is None:
+            if self._ctx.failure is None and not self.options.read_only:
                 if self.options.fsync != "never":
                     self._store.sync_opened()
                 try:

@@ -79,6 +79,7 @@ from .errors import (
     ClosedError,
     InvalidRecordError,
     ProducerFencedError,
+    ReadOnlyError,
     SerializationError,
 )
 from .log import Log
@@ -183,6 +184,9 @@ class Producer:
             raise TypeError(f"Producer needs an eventlog.Log, not {type(log).__name__}")
         backend = log.backend
         backend.check_open()
+        if backend.read_only:  # refused here, not at the first send's future
+            raise ReadOnlyError(f"the log {backend.path} was opened with read_only=True: "
+                                "a producer is refused (open it without read_only for that)")
         check_int("linger_ms", linger_ms, 0)
         check_int("batch_bytes", batch_bytes, 1)
         check_int("producer_id", producer_id, 0, 2**63 - 1, optional=True)

@@ -61,16 +61,35 @@ def log_path(args: argparse.Namespace) -> str:
     return path
 
 
+# Commands of other modules that only read, by (command, action): they open the log
+# read_only. The modules of the other reading commands say so themselves.
+_READING = frozenset({("groups", "list"), ("groups", "describe"), ("groups", "lag"),
+                      ("groups", "status"), ("disk", None)})
+
+
+def reads_only(args: argparse.Namespace) -> bool:
+    """True for a command of ``_READING``."""
+    action = getattr(args, f"{getattr(args, 'command', '')}_command", None)
+    return (getattr(args, "command", None), action) in _READING
+
+
 @contextmanager
-def opened_log(args: argparse.Namespace, *, create: bool = False, **options: Any
-               ) -> Iterator[Log]:
+def opened_log(args: argparse.Namespace, *, create: bool = False,
+               read_only: bool | None = None, **options: Any) -> Iterator[Log]:
     """Open the log directory of ``args``.
 
     Only commands that create something pass ``create=True``; every other command
     refuses a directory that does not exist or is not a log directory, rather than
-    leaving an empty log behind a typo.
+    leaving an empty log behind a typo. Commands that only read open it
+    ``read_only`` (``read_only=True``, or by default ``reads_only(args)``): they
+    create, write and lock nothing, so they work on a read-only mount and beside
+    running writers.
     """
     path = log_path(args)
+    if read_only is None:
+        read_only = reads_only(args)
+    if read_only:
+        options["read_only"] = True
     if not create:
         if not os.path.exists(path):
             raise CliError(f"log directory {path} does not exist")

@@ -9,8 +9,9 @@ header or checksum failure the length cannot be trusted, so ``dump`` searches fo
 next position holding a whole batch with a valid checksum and says how many bytes it
 skipped. The zero bytes after the last batch are unwritten (preallocated) space.
 
-``verify`` opens the log and runs ``Log.check`` over every segment, index and
-offsets file, with a progress bar on stderr when stderr is a terminal.
+``verify`` opens the log read-only and runs ``Log.check`` over every segment, index
+and offsets file, with a progress bar on stderr when stderr is a terminal;
+``verify --repair`` opens it writable and repairs (``Log.check(fix=True)``).
 """
 
 from __future__ import annotations
@@ -68,10 +69,12 @@ def register(add: AddParser) -> None:
                  description="Check every batch (checksum, structure, offsets), every "
                              "index and every group's offsets file. Exit code 3 when a "
                              "problem remains.")
-    verify.add_argument("--fix", action="store_true",
-                        help="also repair what is safe to repair: rebuild indexes, finish "
-                             "interrupted compactions, rewrite damaged offsets files "
-                             "(damaged batches are only reported)")
+    verify.add_argument("--repair", "--fix", action="store_true", dest="fix",
+                        help="also repair: rebuild indexes, finish interrupted "
+                             "compactions, rewrite damaged offsets files, and cut each "
+                             "damaged partition before its first bad batch (the cut bytes "
+                             "are kept in *.cut-* files; the report names the offsets "
+                             "lost). Without it, verify opens the log read-only")
     verify.set_defaults(func=verify_log)
 
 
@@ -305,7 +308,7 @@ def verify_log(args: argparse.Namespace) -> int:
     """``verify``: ``Log.check`` with a progress bar; exit code 3 if a problem remains."""
     started = time.monotonic()
     progress = Progress("verifying")
-    with opened_log(args) as log:
+    with opened_log(args, read_only=not args.fix) as log:
         try:
             report = log.check(fix=args.fix, progress=progress)
         finally:

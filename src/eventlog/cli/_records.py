@@ -476,7 +476,9 @@ def consume_records(args: argparse.Namespace) -> int:
                                         "'eventlog groups reset-offsets')")
     output = _Output(args, fmt, template)
     committer = _Committer(output)
-    with opened_log(args) as log:
+    # Alone it only reads (read_only: a read-only mount, beside writers); a group member
+    # writes its membership and commits.
+    with opened_log(args, read_only=args.group is None) as log:
         for name in args.topics:
             log.topic(name)  # unknown or invalid topic: fail now
         consumer = Consumer(log, group_id=args.group, enable_auto_commit=False,

@@ -127,7 +127,7 @@ def _summary(description: TopicDescription) -> dict[str, Any]:
 
 def list_topics(args: argparse.Namespace) -> int:
     """``topics list``: one row per topic."""
-    with opened_log(args) as log:
+    with opened_log(args, read_only=True) as log:
         rows = [_summary(log.describe_topic(name)) for name in log.topics()]
     if args.json:
         write_json(rows, sys.stdout)
@@ -169,7 +169,7 @@ def _print_description(description: TopicDescription) -> None:
 def describe_topics(args: argparse.Namespace) -> int:
     """``topics describe``: settings (those that differ from the default are marked) and
     a table of partitions per topic."""
-    with opened_log(args) as log:
+    with opened_log(args, read_only=True) as log:
         descriptions = _describe(log, args.names)
     if args.json:
         write_json([d.to_dict() for d in descriptions], sys.stdout)
