@@ -39,15 +39,16 @@ import os
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from itertools import pairwise
 from typing import NamedTuple
 
 from . import _fileutil, _head, _notify
 from ._format import DecodedBatch, EncodedBatch
 from ._head import Head, HeadState
 from ._producer_state import ProducerStateManager
-from ._recovery import CheckStats, Recovery
-from ._segment import Segment, file_name, replace_with_cleaned
+from ._recovery import Recovery
+from ._repair import CheckStats
+from ._retention import PartitionRetention
+from ._segment import Segment, file_name
 from ._segments import SegmentList
 from .config import LogOptions, TopicConfig
 from .errors import (
@@ -131,7 +132,7 @@ class AppendResult(NamedTuple):
     stored_offsets: list[int] | None = None
 
 
-class PartitionLog:
+class PartitionLog(PartitionRetention):
     """One partition of one topic, in one process. Thread-safe.
 
     Cost notes: ``append`` takes two ``flock`` calls and one head read besides the
@@ -457,70 +458,6 @@ class PartitionLog:
     @_fileutil.translate_errors("partition")
     def segment_count(self, st: HeadState | None = None) -> int:
         return len(self._segments.published(st or self.state()))
-
-    @_fileutil.translate_errors("partition")
-    def enforce_retention(self) -> int:
-        """Delete sealed segments beyond ``retention_ms`` / ``retention_bytes``; return how
-        many. The start offset moves to the first record kept. Whole segments only; the
-        active segment is never deleted. Cost: O(segments)."""
-        config = self._config()
-        if config.retention_ms is None and config.retention_bytes is None:
-            return 0
-        with self.cleaner_lock(), self._locked() as st:
-            cutoff = None if config.retention_ms is None \
-                else self._ctx.clock() - config.retention_ms
-            doomed = self._segments.retention_doomed(st, cutoff, config.retention_bytes)
-            if not doomed:
-                return 0
-            keep = [b for b in self._segments.bases if b > doomed[-1]]
-            self._delete_segments(st, doomed, max(st.start_offset, keep[0]))
-            return len(doomed)
-
-    @_fileutil.translate_errors("partition")
-    def delete_records(self, before_offset: int) -> int:
-        """Make records below ``before_offset`` unreadable (the log start offset moves
-        there) and delete the segments wholly below it, as Kafka's deleteRecords.
-        Returns the new start offset."""
-        if type(before_offset) is not int:
-            raise TypeError("before_offset must be an int")
-        with self.cleaner_lock(), self._locked() as st:
-            if not 0 <= before_offset <= st.end_offset:
-                raise OffsetOutOfRangeError(
-                    f"delete_records: offset {before_offset} is beyond the end "
-                    f"{st.end_offset} of {self.directory}", offset=before_offset,
-                    start_offset=st.start_offset, end_offset=st.end_offset)
-            start = max(st.start_offset, before_offset)
-            doomed = [base for base, following in pairwise(self._segments.bases)
-                      if base < st.active_base and following <= start]
-            self._delete_segments(st, doomed, start)
-            return start
-
-    def _delete_segments(self, st: HeadState, doomed: list[int], start: int) -> None:
-        """Publish the new start offset and layout, then unlink the files (writer and
-        cleaner locks held). Readers in other processes may still have the segments
-        mapped: unlinking keeps those mappings valid."""
-        epoch = st.layout_epoch + (1 if doomed else 0)
-        self._publish(st._replace(start_offset=start, layout_epoch=epoch))
-        for base in doomed:
-            self._segments[base].delete()
-            self._producers.delete_snapshot(base)
-        if doomed:
-            _fileutil.sync_dir(self.directory)
-        self._segments.reload(epoch)
-
-    def swap_in(self, base: int, cleaned_path: str) -> None:
-        """Replace sealed segment ``base`` with its cleaned copy (``replace_with_cleaned``)
-        and publish the new layout. Cleaner lock held by the caller; takes the writer
-        lock. Cost: four renames/unlinks, two directory fsyncs, an index rebuild."""
-        with self._locked() as st, _fileutil.os_errors(f"swapping in {cleaned_path}"):
-            replace_with_cleaned(Segment(self.directory, base), cleaned_path)
-            epoch = st.layout_epoch + 1
-            self._publish(st._replace(layout_epoch=epoch))
-            self._segments.reload(epoch)
-            # The old indexes are gone; build the new ones now (a crash before this
-            # only leaves them missing, and they are rebuilt on first use).
-            segment = self._segments[base]
-            segment.rebuild_indexes(segment.file_bytes(), self._config().index_interval_bytes)
 
     # -- durability and shutdown ----------------------------------------------------------
 
