@@ -23,6 +23,7 @@ from eventlog._offsets import (
     HISTORY_MAX,
     Commit,
     OffsetStore,
+    damaged_bytes,
     encode_record,
     parse,
 )
@@ -566,3 +567,22 @@ def test_a_rewrite_too_large_for_one_record_keeps_fewer_entries(path, monkeypatc
                                                          range(HISTORY_MAX - len(kept[A]),
                                                                HISTORY_MAX)]
     assert store.read() == {A: HISTORY_MAX - 1, B: HISTORY_MAX - 1}
+
+
+def test_a_flipped_bit_in_the_magic_never_makes_the_offsets_read_empty(path):
+    # issue 18, item 10: a consumer with auto_offset_reset="latest" would skip records
+    for bit in range(64):
+        if os.path.exists(path):
+            os.unlink(path)
+        store = OffsetStore(path, fsync=False)
+        committed(store, {A: 10})
+        committed(store, {B: 20})
+        data = bytearray(Path(path).read_bytes())
+        data[bit // 8] ^= 1 << (bit % 8)
+        Path(path).write_bytes(bytes(data))
+        assert OffsetStore(path, fsync=False).read() == {A: 10, B: 20}, bit
+        assert damaged_bytes(bytes(data)) == 8
+        store.commit({A: 11}, 0)  # keeps the older commits and mends the magic
+        assert Path(path).read_bytes()[:8] == HEADER[:8]
+        assert OffsetStore(path, fsync=False).read() == {A: 11, B: 20}
+        store._check()

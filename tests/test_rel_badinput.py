@@ -179,3 +179,26 @@ def test_an_out_of_range_timestamp_is_refused_at_the_call_and_fails_nothing_else
         assert part.append([b"edge"], timestamps_ms=2**63 - 1) == 1
         assert [r.timestamp_ms for r in part.read(1)] == [2**63 - 1]
         assert part.end_offset == 2
+
+
+def test_group_ids_are_refused_past_what_file_names_can_hold(tmp_path):
+    # issue 18, item 11: 248-249 characters passed, then poll() failed with "File name
+    # too long" and the leftover directory broke groups list for the whole log
+    from eventlog._group import MAX_ID_CHARS
+
+    with eventlog.open(tmp_path / "log") as log:
+        log.create_topic("t")
+        log.topic("t").partition(0).append([b"\x01"])
+        for length in (MAX_ID_CHARS + 1, 248, 249):
+            with pytest.raises(eventlog.InvalidGroupError, match=f"1 to {MAX_ID_CHARS}"):
+                eventlog.Consumer(log, "t", group_id="g" * length)
+            with pytest.raises(eventlog.InvalidGroupError):
+                eventlog.Consumer(log, "t", group_id="g", group_instance_id="i" * length)
+        longest = "g" * MAX_ID_CHARS
+        with eventlog.Consumer(log, "t", group_id=longest, group_instance_id="i" * MAX_ID_CHARS,
+                               enable_auto_commit=False) as consumer:
+            assert [r.value for r in consumer.poll(timeout=2)] == [1]
+            consumer.commit()
+        assert log.groups() == [longest]
+        assert log.group_offsets(longest) == {eventlog.TopicPartition("t", 0): 1}
+        log.describe_group(longest)

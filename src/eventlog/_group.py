@@ -55,7 +55,11 @@ if TYPE_CHECKING:
 
 GROUPS_DIR = "groups"
 OFFSETS_SUFFIX = ".offsets"
-_NAME = re.compile(r"[A-Za-z0-9._-]{1,249}")
+# A group id names files (``<id>.offsets``, and its temp files ``.tmp-<pid>-<thread>``,
+# up to 33 more characters) and a static instance id a member file (``static-<id>``):
+# 200 characters keep every such name within the 255 bytes a file name may have.
+MAX_ID_CHARS = 200
+_NAME = re.compile(r"[A-Za-z0-9._-]{1,%d}" % MAX_ID_CHARS)
 STRATEGIES = ("range", "roundrobin", "sticky")
 _STATE_FORMAT = 1
 _MAX_STATE_BYTES = 64 << 20
@@ -69,8 +73,8 @@ def validate_group_id(group_id: object, what: str = "group id") -> str:
         raise InvalidGroupError(f"a {what} must be a str, not {type(group_id).__name__}")
     if group_id in (".", "..") or not _NAME.fullmatch(group_id):
         shown = group_id if len(group_id) <= 60 else group_id[:57] + "..."
-        raise InvalidGroupError(f"invalid {what} {shown!r}: use 1 to 249 of the characters "
-                                "A-Z a-z 0-9 . _ -, and not '.' or '..'")
+        raise InvalidGroupError(f"invalid {what} {shown!r}: use 1 to {MAX_ID_CHARS} of the "
+                                "characters A-Z a-z 0-9 . _ -, and not '.' or '..'")
     return group_id
 
 

@@ -102,6 +102,15 @@ def new_header() -> bytes:
     return _MAGIC + os.urandom(_ID.size)
 
 
+def recognised(data: bytes) -> bool:
+    """True when ``data`` is an offsets file: it starts with the magic, or its magic is
+    damaged but checksummed commit records follow (a flipped bit in the header must
+    not make a group's offsets read as empty: a consumer would then reset)."""
+    if data.startswith(_MAGIC):
+        return True
+    return len(data) > len(_FILE_HEADER) and parse(data)[2] > 0
+
+
 def _file_id(header: bytes) -> int:
     return int(_ID.unpack_from(header, len(_MAGIC))[0]) if len(header) >= len(_FILE_HEADER) \
         else -1
@@ -192,11 +201,12 @@ def parse(data: bytes, start: int = len(_FILE_HEADER), history: History | None =
 
 
 def damaged_bytes(data: bytes) -> int:
-    """How many bytes after the header belong to no valid record (damaged or torn
-    records, junk), wherever they are in the file."""
+    """How many bytes belong to no valid record (damaged or torn records, junk),
+    wherever they are in the file, counting a damaged magic too."""
     if len(data) <= len(_FILE_HEADER):
         return 0
-    return len(data) - len(_FILE_HEADER) - _walk(data, len(_FILE_HEADER))[3]
+    magic = 0 if data.startswith(_MAGIC) else len(_MAGIC)
+    return magic + len(data) - len(_FILE_HEADER) - _walk(data, len(_FILE_HEADER))[3]
 
 
 def _walk(data: bytes, start: int, history: History | None = None
@@ -303,8 +313,8 @@ class OffsetStore:
             os.close(fd)
         offsets: Offsets = {}
         history: History | None = {} if with_history else None
-        end = len(data)   # a file without the magic holds no commit (a committer restarts it)
-        if data.startswith(_MAGIC):
+        end = len(data)   # a foreign file holds no commit (a committer restarts it)
+        if recognised(data):
             entries, end, _ = parse(data, history=history)
             offsets.update(entries)
         return (*key, end, offsets, history)
@@ -470,6 +480,8 @@ class OffsetStore:
             tail = self._tail
             if tail is not None and tail[:2] == key and tail[2] <= st.st_size:
                 # Only what others appended since our last commit needs checking.
+                if not os.pread(fd, len(_MAGIC), 0).startswith(_MAGIC):
+                    _fileutil.pwrite_all(fd, _MAGIC, 0)  # a damaged magic: mend it in place
                 start, records = tail[2:]
                 data = os.pread(fd, st.st_size - start, start) if st.st_size > start else b""
                 _, valid, more = parse(_FILE_HEADER + data)
@@ -477,11 +489,14 @@ class OffsetStore:
                 size = st.st_size
             else:
                 data = self._read_all(fd, st.st_size)
-                if not data.startswith(_MAGIC):
+                if not recognised(data):
                     os.ftruncate(fd, 0)  # new or foreign: start over (no one maps it)
                     data = new_header()
                     _fileutil.pwrite_all(fd, data, 0)
                     key = (st.st_ino, _file_id(data))
+                elif not data.startswith(_MAGIC):
+                    _fileutil.pwrite_all(fd, _MAGIC, 0)  # a damaged magic: mend it in place
+                    data = _MAGIC + data[len(_MAGIC):]
                 _, valid_end, records = parse(data)
                 size = len(data)
             if valid_end < size:
@@ -512,7 +527,7 @@ class OffsetStore:
         data = self._read_all(fd, os.fstat(fd).st_size)
         offsets: Offsets = {}
         history: History = {}
-        if data.startswith(_MAGIC):
+        if recognised(data):
             offsets.update(parse(data, history=history)[0])
         return offsets, history
 
