@@ -212,3 +212,23 @@ def test_every_bit_flip_in_the_offsets_sidecar_falls_back_to_a_good_commit(tmp_p
     with open(path, "wb") as fh:
         fh.write(original)
     assert OffsetStore(path, False).read() == {tp: 30}
+
+
+def test_a_damaged_topic_file_leaves_the_rest_of_the_log_usable(tmp_path):
+    # issue 18: a corrupt topic.json made the whole log unopenable
+    path = tmp_path / "log"
+    with eventlog.open(path) as log:
+        log.create_topic("good").partition(0).append([b"kept"])
+        log.create_topic("bad").partition(0).append([b"x"])
+    topic_file = path / "topics" / "bad" / "topic.json"
+    topic_file.write_bytes(b'{"format": 1, "name": "bad", "partit')   # cut short
+    with eventlog.open(path) as log:
+        assert [r.value for r in log.topic("good").partition(0).read(0)] == [b"kept"]
+        log.topic("good").partition(0).append([b"more"])
+        with pytest.raises(eventlog.InvalidConfigError, match=r"topic\.json"):
+            log.topic("bad")
+        report = log.check()
+        (problem,) = report.problems
+        assert (problem.kind, problem.path, problem.fixed) == ("topic", str(topic_file), False)
+        assert log.metrics().partition("good", 0).end_offset == 2
+        log.enforce_retention()

@@ -59,7 +59,7 @@ OFFSETS_SUFFIX = ".offsets"
 # up to 33 more characters) and a static instance id a member file (``static-<id>``):
 # 200 characters keep every such name within the 255 bytes a file name may have.
 MAX_ID_CHARS = 200
-_NAME = re.compile(r"[A-Za-z0-9._-]{1,%d}" % MAX_ID_CHARS)
+_NAME = re.compile(rf"[A-Za-z0-9._-]{{1,{MAX_ID_CHARS}}}")
 STRATEGIES = ("range", "roundrobin", "sticky")
 _STATE_FORMAT = 1
 _MAX_STATE_BYTES = 64 << 20

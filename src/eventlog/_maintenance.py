@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable, Iterator
 from . import _compaction
 from ._partition import PartitionLog, StorageContext
 from ._topics import TopicFiles, TopicStore
-from .errors import ClosedError, LogFailedError, UnknownTopicError
+from .errors import ClosedError, InvalidConfigError, LogFailedError, UnknownTopicError
 
 __all__ = ["Background", "compact", "enforce_retention", "partitions"]
 
@@ -36,8 +36,8 @@ def partitions(store: TopicStore, topics: Iterable[str] | None
         try:
             files = store.topic(name)
             logs = files.partition_logs()
-        except UnknownTopicError:
-            continue
+        except (UnknownTopicError, InvalidConfigError):
+            continue  # deleted meanwhile, or its topic.json is damaged (check reports it)
         for i, plog in enumerate(logs):
             yield files, i, plog
 

@@ -17,6 +17,7 @@ Compaction is scheduled from here, above the partitions: each ``PartitionLog`` g
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
 import re
 import shutil
@@ -40,6 +41,7 @@ from .errors import (
 
 __all__ = ["TOPIC_FILE", "TopicFiles", "TopicStore", "validate_topic_name"]
 
+_logger = logging.getLogger("eventlog")
 _TOPIC_NAME = re.compile(r"[A-Za-z0-9._-]{1,249}")
 TOPIC_FILE = "topic.json"
 TOPICS_DIR = "topics"
@@ -297,13 +299,31 @@ class TopicStore:
             files._check()  # a container checks what it holds (the one deliberate reach)
 
     def recover_all(self) -> None:
-        """Open (and so recover) every partition of every topic on disk."""
+        """Open (and so recover) every partition of every topic on disk. A topic whose
+        ``topic.json`` cannot be read is left out, so that the rest of the log opens:
+        using it raises the ``InvalidConfigError`` that names the file, and
+        ``Log.check`` reports it."""
         self.recovering = True
         try:
             for name in self.names():
-                self._load(name)
+                try:
+                    self._load(name)
+                except InvalidConfigError as exc:
+                    _logger.warning("topic %r left out of recovery: %s", name, exc)
         finally:
             self.recovering = False
+
+    def unreadable(self) -> list[tuple[str, InvalidConfigError]]:
+        """The topics on disk whose metadata cannot be read, with the error each gives."""
+        out = []
+        for name in self.names():
+            try:
+                self.topic(name)
+            except InvalidConfigError as exc:
+                out.append((os.path.join(self.topics_dir, name, TOPIC_FILE), exc))
+            except UnknownTopicError:
+                continue
+        return out
 
     # -- administration ------------------------------------------------------------------
 
@@ -433,7 +453,11 @@ class TopicStore:
         try:
             if last_user:
                 for name in self.names():
-                    for plog in self._load(name).partition_logs():
+                    try:
+                        logs = self._load(name).partition_logs()
+                    except InvalidConfigError:
+                        continue  # its topic.json is damaged: left as it is (check says)
+                    for plog in logs:
                         plog.close(clean=True)
         finally:
             self.closed = True

@@ -414,6 +414,9 @@ class Log:
             batches += stats.batches
             records += stats.records
             nbytes += stats.bytes
+        problems += [Problem(path, "topic", f"{exc}; the topic's partitions cannot be "
+                             "read until its topic.json is restored", False)
+                     for path, exc in self._store.unreadable()]
         problems += self._groups.check(fix)
         if progress is not None:
             progress(total, total)
