@@ -3,6 +3,7 @@ byte, garbage after the tail, damaged indexes, and a damaged offsets sidecar."""
 
 from __future__ import annotations
 
+import json
 import os
 import random
 
@@ -232,3 +233,22 @@ def test_a_damaged_topic_file_leaves_the_rest_of_the_log_usable(tmp_path):
         assert (problem.kind, problem.path, problem.fixed) == ("topic", str(topic_file), False)
         assert log.metrics().partition("good", 0).end_offset == 2
         log.enforce_retention()
+
+
+def test_a_damaged_marker_beside_a_log_layout_does_not_lock_the_log_away(tmp_path):
+    path = tmp_path / "log"
+    with eventlog.open(path) as log:
+        log.create_topic("t").partition(0).append([b"kept"])
+    marker = path / "eventlog.json"
+    marker.write_bytes(b'{"format": 1, "creat')                       # cut short
+    with eventlog.open(path, read_only=True) as log:                    # nothing written
+        assert [r.value for r in log.topic("t").partition(0).read(0)] == [b"kept"]
+    assert marker.read_bytes() == b'{"format": 1, "creat'
+    with eventlog.open(path) as log:                                    # rewritten
+        assert [r.value for r in log.topic("t").partition(0).read(0)] == [b"kept"]
+    assert json.loads(marker.read_bytes())["format"] == 1
+    other = tmp_path / "not-a-log"
+    other.mkdir()
+    (other / "eventlog.json").write_bytes(b"garbage")
+    with pytest.raises(eventlog.LogDirectoryError, match="is damaged"):
+        eventlog.open(other)

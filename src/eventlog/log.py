@@ -30,6 +30,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import json
+import logging
 import os
 import time
 from collections.abc import Callable, Iterable
@@ -59,6 +60,7 @@ from .topic import Topic, validate_topic_name
 
 __all__ = ["GroupDescription", "Log", "MemberDescription", "open"]
 
+_logger = logging.getLogger("eventlog")
 MARKER_FILE = "eventlog.json"
 LOCK_FILE = ".lock"
 _OWN_NAMES = {MARKER_FILE, LOCK_FILE, META_LOCK_FILE, STAGING_DIR, TOPICS_DIR, "groups"}
@@ -221,14 +223,22 @@ class Log:
                                  "file system; open it with read_only=True to read it "
                                  "(the CLI's reading commands do)", self.path)
 
-    @staticmethod
-    def _check_marker(marker: str) -> None:
+    def _check_marker(self, marker: str) -> None:
         try:
             doc = json.loads(_fileutil.read_file(marker, 1 << 16))
             fmt = doc["format"]
         except (ValueError, KeyError, TypeError) as exc:
-            raise LogDirectoryError(errno.EINVAL, f"{marker} is damaged: {exc}",
-                                    marker) from exc
+            # A damaged marker beside our own layout: format 1 is the only one there has
+            # been, so the directory is read as that (and the marker rewritten, unless
+            # read-only) rather than the whole log refused.
+            if not os.path.isdir(os.path.join(self.path, TOPICS_DIR)):
+                raise LogDirectoryError(errno.EINVAL, f"{marker} is damaged: {exc}",
+                                        marker) from exc
+            _logger.warning("%s is damaged (%s); read as format %d", marker, exc, _FORMAT)
+            if not self.options.read_only:
+                doc = {"format": _FORMAT, "created_ms": self._ctx.clock(), "rewritten": True}
+                _fileutil.atomic_write(marker, json.dumps(doc).encode() + b"\n")
+            return
         if fmt != _FORMAT:
             raise LogDirectoryError(errno.EINVAL, f"{marker} has format {fmt!r}; this "
                                     f"version of eventlog reads format {_FORMAT}", marker)
