@@ -332,3 +332,41 @@ def test_read_only_beside_running_writers_creates_writes_and_locks_nothing(tmp_p
     assert result["calls"] == [], result["calls"][:5]
     assert result["locks"] == []
     assert result["values"] == [str(i) for i in range(batches * 5)]
+
+
+MEMBER = """
+import sys, eventlog
+log = eventlog.open(sys.argv[1])
+consumer = eventlog.Consumer(log, "t", group_id="g")
+consumer.poll(timeout=0.5)
+print("joined", flush=True)
+sys.stdin.read()  # stay a live member until the parent closes stdin
+consumer.close()
+log.close()
+"""
+
+
+def test_a_read_only_log_judges_group_members_alive_without_taking_a_lock(
+        tmp_path, monkeypatch):
+    from eventlog import _group
+
+    path = tmp_path / "log"
+    with eventlog.open(path) as log:
+        log.create_topic("t")
+    member = spawn_python(MEMBER, str(path), stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    try:
+        assert member.stdout.readline().strip() == "joined"
+        taken = []
+        real_flock = _group.fcntl.flock
+        monkeypatch.setattr(_group.fcntl, "flock",
+                            lambda fd, op: (taken.append(op), real_flock(fd, op))[1])
+        with eventlog.open(path, read_only=True) as log:
+            (described,) = log.describe_group("g").members
+            assert described.alive
+            assert log.metrics().group("g").members == 1
+        assert taken == []   # judged from /proc/locks: no lock, not even for an instant
+    finally:
+        member.stdin.close()
+        member.wait(10)
+    with eventlog.open(path, read_only=True) as log:
+        assert not any(m.alive for m in log.describe_group("g").members)

@@ -165,11 +165,30 @@ ASSIGNORS: dict[str, Callable[[Mapping[str, list[str]], Mapping[str, int], Assig
 
 # -- files -------------------------------------------------------------------------------
 
+def flock_held(path: str) -> bool | None:
+    """Whether any process holds an ``flock`` on ``path``, read from ``/proc/locks``
+    without taking a lock; None where that file cannot be read. Cost: one read of
+    ``/proc/locks`` (a line per lock on the machine)."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return False
+    key = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    try:
+        with open("/proc/locks", encoding="ascii", errors="replace") as fh:
+            # "1: FLOCK  ADVISORY  WRITE 4242 fe:00:9979873 0 EOF" (waiters: "1: -> ...")
+            return any(len(f) > 5 and f[1] == "FLOCK" and f[5] == key
+                       for f in map(str.split, fh))
+    except OSError:
+        return None
+
+
 class GroupFiles:
     """Paths and file-level operations of one group."""
 
-    def __init__(self, log_path: str, group_id: str) -> None:
+    def __init__(self, log_path: str, group_id: str, read_only: bool = False) -> None:
         self.group_id = validate_group_id(group_id)
+        self.read_only = read_only  # judge liveness without taking any lock
         base = os.path.join(log_path, GROUPS_DIR)
         self.groups_dir = base
         self.dir = os.path.join(base, group_id)
@@ -225,7 +244,13 @@ class GroupFiles:
         return os.path.join(self.members_dir, member_id)
 
     def member_alive(self, member_id: str) -> bool:
-        """True while the member's process holds its member lock."""
+        """True while the member's process holds its member lock. Read-only, from
+        ``/proc/locks`` (no lock taken) where the kernel shows it; otherwise by trying
+        the lock for an instant."""
+        if self.read_only:
+            held = flock_held(self.member_path(member_id))
+            if held is not None:
+                return held
         try:
             fd = _fileutil.open_fd(self.member_path(member_id), os.O_RDONLY)
         except FileNotFoundError:

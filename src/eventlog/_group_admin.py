@@ -70,10 +70,11 @@ class GroupAdmin:
         self._context = context
         self._topics = topics
         self._fsync = context.options.fsync == "always"
+        self._read_only = context.options.read_only
         self._stores: dict[str, OffsetStore] = {}
 
     def _files(self, group_id: str, must_exist: bool = True) -> GroupFiles:
-        files = GroupFiles(self.path, group_id)
+        files = GroupFiles(self.path, group_id, self._read_only)
         if must_exist and group_id not in group_names(self.path):
             raise UnknownGroupError(f"consumer group {group_id!r} does not exist in "
                                     f"{self.path}")
@@ -91,7 +92,7 @@ class GroupAdmin:
         return group_names(self.path)
 
     def live_members(self, group_id: str) -> int:
-        return len(GroupFiles(self.path, group_id).live_members())
+        return len(GroupFiles(self.path, group_id, self._read_only).live_members())
 
     def offsets(self, group_id: str) -> dict[TopicPartition, int]:
         return self._store(self._files(group_id)).read()
@@ -230,7 +231,7 @@ class GroupAdmin:
         file from its last good commits)."""
         problems = []
         for group in group_names(self.path):
-            files = GroupFiles(self.path, group)
+            files = GroupFiles(self.path, group, self._read_only)
             try:
                 data = _fileutil.read_file(files.offsets_path, 1 << 30)
             except FileNotFoundError:
