@@ -31,7 +31,7 @@ from array import array
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple, overload
 
-from ._format import encode_batch
+from ._format import ATTR_TRANSACTIONAL, encode_batch
 from ._producer_state import SEQUENCE_MODULUS
 from ._records import record_size
 from ._types import RecordMetadata
@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from ._backend import Backend, PartitionBackend
     from ._partition import AppendResult
     from ._partitioner import StickyCursor
+    from ._transactions import TransactionManager
 
 __all__ = ["Accumulator", "BatchMetadata", "BatchResult", "Columns", "ProducerBatch",
            "RecordFuture", "Sender", "TopicInfo"]
@@ -353,6 +354,7 @@ class Sender:
     def __init__(self, backend: Backend, producer_id: int | None) -> None:
         self._backend = backend
         self._producer_id = producer_id
+        self._txn: TransactionManager | None = None
         self._partitions: dict[tuple[str, int], PartitionBackend] = {}
         self._sequences: dict[tuple[str, int], int] = {}
         self._lock = threading.Lock()  # guards _metrics
@@ -381,6 +383,15 @@ class Sender:
             if pid is None:
                 encoded = encode_batch(values, keys, timestamps, headers)
                 appended = part.append(encoded)
+            elif self._txn is not None:
+                # The partition joins the transaction (durably) before its first record.
+                pid, epoch = self._txn.before_write(key)
+                sequence = self._sequences.get(key, 0)
+                encoded = encode_batch(values, keys, timestamps, headers, producer_id=pid,
+                                       producer_epoch=epoch, base_sequence=sequence,
+                                       attributes=ATTR_TRANSACTIONAL)
+                appended = part.append(encoded)
+                self._sequences[key] = (sequence + count) % SEQUENCE_MODULUS
             else:
                 sequence = self._sequences.get(key, 0)
                 encoded = encode_batch(values, keys, timestamps, headers, producer_id=pid,
@@ -391,6 +402,8 @@ class Sender:
             # A topic deleted (and created again) leaves a closed partition behind:
             # look it up afresh next time.
             self._partitions.pop(key, None)
+            if self._txn is not None:
+                self._txn.record_error(exc)
             with self._lock:
                 self._metrics["errors"] += count
             return result.finish(None, exc)
@@ -402,6 +415,13 @@ class Sender:
             m["bytes_sent"] += len(encoded.payload)
             m["batches_sent"] += 1
         return result.finish(appended, None)
+
+    def set_transactional(self, txn: TransactionManager, producer_id: int) -> None:
+        """Write as ``producer_id`` from now on, inside ``txn``'s transactions, at the
+        epoch it gives (``init_transactions``): sequences start again at 0, as a new
+        epoch allows. Call with no batch being written."""
+        self._txn, self._producer_id = txn, producer_id
+        self._sequences.clear()
 
     def metrics(self) -> dict[str, int]:
         """A copy of the counters. Cost: O(1)."""

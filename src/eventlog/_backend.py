@@ -27,6 +27,8 @@ from ._group import GroupFiles, GroupMember
 from ._notify import Word
 from ._offsets import OffsetStore
 from ._partition import AppendResult, PartitionLog, StorageContext
+from ._txn_coordinator import TransactionCoordinator
+from ._txn_state import TransactionStore
 from .config import TopicMetadata
 
 if TYPE_CHECKING:
@@ -107,6 +109,10 @@ class Backend(Protocol):
     def producer_id_lock_path(self, producer_id: int) -> str:
         """The file whose ``flock`` makes ``producer_id`` exclusive to one producer."""
 
+    def transactions(self) -> TransactionCoordinator:
+        """The transaction coordinator of this log (its transactional ids' state and
+        the protocol steps over them; see ``_txn_coordinator``)."""
+
 
 class _ReadOnlyOffsetStore(OffsetStore):
     """A group's committed offsets in a log opened ``read_only``: they read as usual;
@@ -138,6 +144,7 @@ class LocalBackend:
         self._store = store
         self._check_open = check_open
         self._is_closed = is_closed
+        self._transactions: TransactionCoordinator | None = None
 
     def __repr__(self) -> str:
         return f"<LocalBackend {self.path!r}>"
@@ -180,3 +187,10 @@ class LocalBackend:
 
     def producer_id_lock_path(self, producer_id: int) -> str:
         return os.path.join(self.path, PRODUCERS_DIR, f"{producer_id}.lock")
+
+    def transactions(self) -> TransactionCoordinator:
+        if self._transactions is None:
+            self._transactions = TransactionCoordinator(
+                TransactionStore(self.path, self.read_only), self.partition,
+                self.offset_store, self.clock, self._context.options.fsync != "never")
+        return self._transactions

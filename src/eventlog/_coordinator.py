@@ -103,7 +103,8 @@ class Coordinator:
                  session_timeout_ms: int = 10_000, heartbeat_interval_ms: int = 1_000,
                  max_poll_interval_ms: int = 300_000, group_instance_id: str | None = None,
                  listener: RebalanceListener | None = None,
-                 positions: Callable[[], dict[TopicPartition, int]] | None = None) -> None:
+                 positions: Callable[[], dict[TopicPartition, int]] | None = None,
+                 isolation_level: str = "read_uncommitted") -> None:
         for name, value in (("auto_commit_interval_ms", auto_commit_interval_ms),
                             ("session_timeout_ms", session_timeout_ms),
                             ("heartbeat_interval_ms", heartbeat_interval_ms),
@@ -119,7 +120,8 @@ class Coordinator:
         self.fetcher = Fetcher(backend, self._store, auto_offset_reset=auto_offset_reset,
                                key_deserializer=key_deserializer,
                                value_deserializer=value_deserializer,
-                               fetch_max_bytes=fetch_max_bytes)
+                               fetch_max_bytes=fetch_max_bytes,
+                               isolation_level=isolation_level)
         self._backend = backend
         self._clock = backend.clock
         self._listener = listener

@@ -34,14 +34,18 @@ consumer's); a ``Wait`` may be slept on in any thread.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from . import _notify
+from ._format import ATTR_CONTROL
+from ._isolation import ISOLATION_LEVELS, CommittedView
 from ._types import Record, TopicPartition, records_from_batches
 from .config import check_int
 from .errors import (
+    EventLogError,
     InvalidConfigError,
     NotAssignedError,
     OffsetOutOfRangeError,
@@ -51,8 +55,10 @@ from .serde import Deserializer, deserializer
 
 if TYPE_CHECKING:
     from ._backend import Backend, PartitionBackend
-    from ._format import DecodedBatch
+    from ._format import BatchHeader, DecodedBatch
     from ._offsets import OffsetStore
+
+_logger = logging.getLogger("eventlog")
 
 __all__ = ["DEFAULT_FETCH_MAX_BYTES", "MIN_SHARE", "RESETS", "Fetcher", "PartitionFetch",
            "Wait", "check_tp"]
@@ -70,6 +76,11 @@ _SLICE_NOTHING_READY_S = 0.02
 # Fetches of a partition at one visit when each finds its position outside the
 # partition (records being deleted faster than the reset position can be read).
 _RESET_ATTEMPTS = 4
+# read_committed: fetches at one visit that find only aborted records and markers, and
+# how often a reader held at the last stable offset looks whether the transaction
+# holding it timed out (or was orphaned) and aborts it.
+_HIDDEN_FETCHES = 64
+_RESOLVE_EVERY_S = 0.5
 
 
 def check_tp(tp: Any) -> TopicPartition:
@@ -84,15 +95,20 @@ def check_tp(tp: Any) -> TopicPartition:
 class PartitionFetch:
     """Fetch state of one assigned partition."""
 
-    __slots__ = ("counter", "owned", "partition", "paused", "position", "tp", "waiters")
+    __slots__ = ("counter", "next_resolve", "owned", "partition", "paused", "position", "tp",
+                 "view", "waiters")
 
-    def __init__(self, tp: TopicPartition, partition: PartitionBackend, owned: bool) -> None:
+    def __init__(self, tp: TopicPartition, partition: PartitionBackend, owned: bool,
+                 committed: bool = False) -> None:
         self.tp = tp
         self.partition = partition
         self.owned = owned              # group: we hold its ownership lock
         self.paused = False
         self.position: int | None = None   # None: resolve at the next read
         self.counter, self.waiters = partition.wake_words()
+        # read_committed: the markers seen, and when to look at a blocking transaction
+        self.view = CommittedView(partition) if committed else None
+        self.next_resolve = 0.0
 
 
 class Wait(NamedTuple):
@@ -135,7 +151,11 @@ class Fetcher:
                  auto_offset_reset: str = "earliest",
                  key_deserializer: str | Deserializer | None = None,
                  value_deserializer: str | Deserializer | None = None,
-                 fetch_max_bytes: int = DEFAULT_FETCH_MAX_BYTES) -> None:
+                 fetch_max_bytes: int = DEFAULT_FETCH_MAX_BYTES,
+                 isolation_level: str = "read_uncommitted") -> None:
+        if isolation_level not in ISOLATION_LEVELS:
+            raise InvalidConfigError(f"isolation_level must be 'read_uncommitted' or "
+                                     f"'read_committed', not {isolation_level!r}")
         if auto_offset_reset not in RESETS:
             raise InvalidConfigError(f"auto_offset_reset must be 'earliest', 'latest' or "
                                      f"'none', not {auto_offset_reset!r}")
@@ -149,6 +169,8 @@ class Fetcher:
         self._parts: dict[TopicPartition, PartitionFetch] = {}
         self._rr = 0                    # where the next fetch starts its round
         self._pending: SerializationError | None = None
+        self._committed = isolation_level == "read_committed"
+        self._blocked = False           # the last fetch stopped at a last stable offset
 
     def __repr__(self) -> str:
         return f"<Fetcher partitions={len(self._parts)}>"
@@ -164,7 +186,7 @@ class Fetcher:
     def add(self, tp: TopicPartition, owned: bool) -> None:
         """Start fetching ``tp`` (from a position resolved at its first read)."""
         if tp not in self._parts:
-            self._parts[tp] = PartitionFetch(tp, self.partition(tp), owned)
+            self._parts[tp] = PartitionFetch(tp, self.partition(tp), owned, self._committed)
 
     def remove(self, tp: TopicPartition) -> None:
         self._parts.pop(tp, None)
@@ -240,12 +262,36 @@ class Fetcher:
     def paused(self) -> set[TopicPartition]:
         return {tp for tp, p in self._parts.items() if p.paused}
 
-    def lag(self) -> dict[TopicPartition, int]:
-        """End offset minus position, per assigned partition: a head read each."""
+    def lag(self, stable: bool = False) -> dict[TopicPartition, int]:
+        """End offset (``stable``: last stable offset) minus position, per assigned
+        partition: a head read each (``stable``: a read from the position)."""
         out = {}
         for tp, part in self._parts.items():
             position = part.position if part.position is not None else self._resolve(part)
-            out[tp] = max(0, part.partition.end_offset - position)
+            if stable:
+                view = part.view or CommittedView(part.partition)
+                end = view.last_stable_offset(position)
+            else:
+                end = part.partition.end_offset
+            out[tp] = max(0, end - position)
+        return out
+
+    def last_stable_offsets(self, partitions: Iterable[TopicPartition]
+                            ) -> dict[TopicPartition, int]:
+        """The last stable offset of each of ``partitions``, found from the position
+        (assigned partitions) or the start offset (others)."""
+        out = {}
+        for tp in partitions:
+            tp = check_tp(tp)
+            part = self._parts.get(tp)
+            if part is not None:
+                view = part.view or CommittedView(part.partition)
+                position = part.position if part.position is not None else \
+                    self._resolve(part)
+            else:
+                backend = self.partition(tp)
+                view, position = CommittedView(backend), backend.start_offset
+            out[tp] = view.last_stable_offset(position)
         return out
 
     def _resolve(self, part: PartitionFetch) -> int:
@@ -302,12 +348,15 @@ class Fetcher:
         if not ready:
             return Wait([], [], [], min(slice_s, _SLICE_NOTHING_READY_S))
         expected = [p.counter.load() for p in ready]
+        self._blocked = False
         records = self._fetch(ready, max_records)
         if records:
             return records
         if self._pending is not None:
             error, self._pending = self._pending, None
             raise error
+        if self._blocked:  # look again soon whether the blocking transaction timed out
+            slice_s = min(slice_s, _RESOLVE_EVERY_S)
         return Wait([p.counter for p in ready], [p.waiters for p in ready], expected, slice_s)
 
     def _fetch(self, ready: list[PartitionFetch], max_records: int) -> list[Record]:
@@ -350,6 +399,15 @@ class Fetcher:
                     return []  # still moving: the next fetch goes on from the reset
         if not batches:
             return []
+        resume = batches[-1].header.next_offset
+        if part.view is not None:
+            kept = self._committed_batches(part, position, batches)
+            if kept is None:
+                return []
+            batches, resume = kept
+            if not batches:
+                part.position = max(position, resume)
+                return []
         tp = part.tp
         try:
             records = records_from_batches(batches, position, tp.topic, tp.partition, want,
@@ -358,11 +416,51 @@ class Fetcher:
             return self._salvage(batches, position, part, want)
         if not records or len(records) < want or records[-1].offset == _last_offset(batches):
             # Everything the batches hold from the position was returned: move past
-            # their whole span, over gaps compaction left (else lag never reaches 0).
-            part.position = batches[-1].header.next_offset
+            # their whole span, over gaps compaction left (else lag never reaches 0),
+            # and over the markers and aborted batches read_committed dropped.
+            part.position = resume
         else:
             part.position = records[-1].offset + 1
         return records
+
+    def _committed_batches(self, part: PartitionFetch, position: int,
+                           batches: list[DecodedBatch]
+                           ) -> tuple[list[DecodedBatch], int] | None:
+        """read_committed: the batches to return records from, up to the last stable
+        offset, and the offset after what was kept or dropped; None when the
+        partition moved under the read (the next fetch resets the position)."""
+        assert part.view is not None
+        for _ in range(_HIDDEN_FETCHES):
+            filtered = part.view.filter(batches, position)
+            if filtered.blocked is not None:
+                self._held(part, filtered.blocked)
+                return filtered.batches, filtered.resume
+            if filtered.batches or filtered.resume <= position:
+                return filtered.batches, filtered.resume
+            # Only markers and aborted records: read on, past them.
+            position = part.position = filtered.resume
+            try:
+                batches = part.partition.fetch(position, self._fetch_max_bytes)
+            except OffsetOutOfRangeError:
+                return None
+            if not batches:
+                return [], position
+        return [], position
+
+    def _held(self, part: PartitionFetch, header: BatchHeader) -> None:
+        """The partition's read stops at ``header``'s undecided transaction: every
+        ``_RESOLVE_EVERY_S``, have it aborted if it timed out or nothing can end it."""
+        self._blocked = True
+        now = time.monotonic()
+        if now < part.next_resolve or self._backend.read_only:
+            return
+        part.next_resolve = now + _RESOLVE_EVERY_S
+        try:
+            self._backend.transactions().resolve(part.tp.topic, part.tp.partition,
+                                                 header.producer_id, header.producer_epoch)
+        except EventLogError as exc:
+            _logger.warning("could not look at the transaction holding %s[%d]: %s",
+                            part.tp.topic, part.tp.partition, exc)
 
     def _keys(self, column: list[Any]) -> list[Any]:
         return _deserialize_column(self._key_des, column)
@@ -440,6 +538,8 @@ def _deserialize_column(fn: Deserializer, column: list[Any]) -> list[Any]:
 
 def _last_offset(batches: list[DecodedBatch]) -> int:
     for batch in reversed(batches):
+        if batch.header.attributes & ATTR_CONTROL:
+            continue
         offsets = batch.offsets()
         if offsets:
             return offsets[-1]

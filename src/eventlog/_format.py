@@ -70,7 +70,11 @@ _MAGIC_LENGTH = struct.Struct("<4sI")
 # Attribute bits.
 ATTR_LOG_APPEND_TIME = 0x01  # timestamps were assigned by the log, not the producer
 ATTR_SPARSE = 0x02           # the batch has an offset_deltas column
-KNOWN_ATTRS = ATTR_LOG_APPEND_TIME | ATTR_SPARSE
+ATTR_TRANSACTIONAL = 0x04    # written inside a transaction (see _control.py)
+ATTR_CONTROL = 0x08          # a commit or abort marker (always also TRANSACTIONAL)
+ATTR_COMMIT = 0x10           # a control batch that commits (without it: aborts)
+ATTR_TXN_BITS = ATTR_TRANSACTIONAL | ATTR_CONTROL
+KNOWN_ATTRS = ATTR_LOG_APPEND_TIME | ATTR_SPARSE | ATTR_TXN_BITS | ATTR_COMMIT
 
 NO_PRODUCER_ID = -1
 NO_SEQUENCE = -1

@@ -335,7 +335,7 @@ class PartitionLog(PartitionRetention):
         always = ctx.options.fsync == "always"
         st, active = self._sync_active()
         stored = None
-        if batch.producer_id >= 0 and batch.base_sequence >= 0:
+        if batch.producer_id >= 0 and (batch.base_sequence >= 0 or batch.attributes):
             admitted, stored = self._producers.admit(st, batch)
             if admitted is None:
                 return AppendResult(-1, st.end_offset, -1, stored), False

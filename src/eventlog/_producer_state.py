@@ -12,6 +12,14 @@ the most recent batches, so that:
   and the rest appended;
 - a batch that leaves a gap raises ``OutOfOrderSequenceError``.
 
+Transactions add, per producer id, the newest epoch the partition has seen, the first
+offset of its open transaction, and its last marker (``_Txn``): a transactional batch
+or marker of an older epoch is refused (``ProducerFencedError``: its producer was
+fenced, and the successor's abort marker may already be here), a batch of a newer
+epoch starts its sequence afresh, and a marker that repeats the last word for the same
+epoch, with no transaction open since, is not appended again (completing a
+transaction is idempotent; see docs/transactions.md).
+
 The state is derived data: it is rebuilt from batch headers, starting from the newest
 snapshot written when a segment rolled (``<base>.producers``), so a rebuild reads at
 most the segments written since the last roll. ``ProducerState`` is the state itself
@@ -34,9 +42,9 @@ import msgpack
 import xxhash
 
 from . import _fileutil
-from ._format import BatchHeader, EncodedBatch
+from ._format import ATTR_COMMIT, ATTR_CONTROL, ATTR_TXN_BITS, BatchHeader, EncodedBatch
 from ._segment import file_name, parse_file_name
-from .errors import CorruptRecordError, OutOfOrderSequenceError
+from .errors import CorruptRecordError, OutOfOrderSequenceError, ProducerFencedError
 
 if TYPE_CHECKING:
     from ._head import HeadState
@@ -69,12 +77,24 @@ class _Producer:
         self.batches: deque[tuple[int, int, int]] = deque(maxlen=_RECENT_BATCHES)
 
 
+class _Txn:
+    __slots__ = ("epoch", "marker_commit", "marker_epoch", "open_first")
+
+    def __init__(self, epoch: int, open_first: int = -1, marker_epoch: int = -1,
+                 marker_commit: bool = False) -> None:
+        self.epoch = epoch                # newest epoch seen for the producer id
+        self.open_first = open_first      # first offset of its open transaction, or -1
+        self.marker_epoch = marker_epoch  # its last marker (-1: none)
+        self.marker_commit = marker_commit
+
+
 class ProducerState:
     """Producer id -> sequence state of one partition. Not thread-safe: used under the
     partition's writer lock."""
 
     def __init__(self) -> None:
         self._producers: dict[int, _Producer] = {}
+        self._txns: dict[int, _Txn] = {}
 
     def __len__(self) -> int:
         return len(self._producers)
@@ -85,7 +105,12 @@ class ProducerState:
 
     def observe(self, header: BatchHeader) -> None:
         """Account for a stored batch (ignores batches of non-idempotent producers)."""
-        if header.producer_id < 0 or header.base_sequence < 0:
+        if header.producer_id < 0:
+            return
+        if header.attributes & ATTR_TXN_BITS:
+            self.record_txn(header.producer_id, header.producer_epoch, header.attributes,
+                            header.base_offset)
+        if header.base_sequence < 0:
             return
         self.record(header.producer_id, header.base_sequence, header.base_offset,
                     header.last_offset_delta + 1)
@@ -98,6 +123,58 @@ class ProducerState:
             entry = self._producers[producer_id] = _Producer(last)
         entry.last_sequence = last
         entry.batches.append((base_sequence, base_offset, count))
+
+    # -- transactions ------------------------------------------------------------------
+
+    def check_txn(self, producer_id: int, epoch: int, attributes: int) -> bool:
+        """Decide about a transactional batch or marker before it is appended: False
+        when it is a marker already stored (append nothing). Raises
+        ``ProducerFencedError`` for an epoch older than the partition has seen. A data
+        batch of a newer epoch restarts the producer id's sequence. O(1)."""
+        entry = self._txns.get(producer_id)
+        if entry is None:
+            return True
+        if epoch < entry.epoch:
+            raise ProducerFencedError(
+                f"producer id {producer_id} epoch {epoch} was fenced: this partition has "
+                f"seen epoch {entry.epoch} (a newer producer with the same "
+                "transactional_id, or a timeout, ended its transaction)")
+        if attributes & ATTR_CONTROL:
+            return not (entry.open_first < 0 and entry.marker_epoch == epoch
+                        and entry.marker_commit == bool(attributes & ATTR_COMMIT))
+        if epoch > entry.epoch:
+            self._producers.pop(producer_id, None)
+        return True
+
+    def record_txn(self, producer_id: int, epoch: int, attributes: int,
+                   base_offset: int) -> None:
+        """Account for a stored transactional batch or marker. O(1)."""
+        entry = self._txns.get(producer_id)
+        if entry is None:
+            entry = self._txns[producer_id] = _Txn(epoch)
+        elif epoch > entry.epoch:
+            if not attributes & ATTR_CONTROL:
+                self._producers.pop(producer_id, None)  # a new epoch restarts sequences
+            entry.epoch = epoch
+        if attributes & ATTR_CONTROL:
+            entry.open_first = -1
+            entry.marker_epoch = epoch
+            entry.marker_commit = bool(attributes & ATTR_COMMIT)
+        elif entry.open_first < 0:
+            entry.open_first = base_offset
+
+    def restore_txn(self, producer_id: int, entry: _Txn) -> None:
+        """Set the transaction entry of ``producer_id`` (from a snapshot)."""
+        self._txns[producer_id] = entry
+
+    def open_transactions(self) -> dict[int, int]:
+        """Producer id -> first offset of its open transaction here. O(producer ids)."""
+        return {pid: e.open_first for pid, e in self._txns.items() if e.open_first >= 0}
+
+    def epoch(self, producer_id: int) -> int | None:
+        """The newest transactional epoch stored for ``producer_id`` (None: none)."""
+        entry = self._txns.get(producer_id)
+        return None if entry is None else entry.epoch
 
     def check(self, producer_id: int, base_sequence: int, count: int) -> Decision:
         """Decide about a batch of ``count`` records starting at ``base_sequence``.
@@ -135,6 +212,9 @@ class ProducerState:
                 assert (seq + count) % SEQUENCE_MODULUS == next_seq, (pid, entry.batches)
             seq, _, count = entry.batches[-1]
             assert count >= 1 and (seq + count - 1) % SEQUENCE_MODULUS == entry.last_sequence
+        for pid, txn in self._txns.items():
+            assert pid >= 0 and 0 <= txn.epoch < 2**16, (pid, txn.epoch)
+            assert txn.open_first >= -1 and txn.marker_epoch <= txn.epoch, pid
 
     @staticmethod
     def _offset_of(entry: _Producer, sequence: int) -> int:
@@ -151,6 +231,8 @@ class ProducerState:
             "offset": offset,
             "producers": [[pid, e.last_sequence, [list(b) for b in e.batches]]
                           for pid, e in self._producers.items()],
+            "txn": [[pid, t.epoch, t.open_first, t.marker_epoch, t.marker_commit]
+                    for pid, t in self._txns.items()],
         })
         return _SNAPSHOT_HEADER.pack(_SNAPSHOT_MAGIC, xxhash.xxh3_64_intdigest(body)) + body
 
@@ -173,6 +255,9 @@ class ProducerState:
                     state.record(int(pid), int(base_sequence), int(base_offset), int(count))
                 if state.last_sequence(int(pid)) != int(last):
                     raise CorruptRecordError("producer snapshot is inconsistent")
+            for pid, epoch, open_first, marker_epoch, marker_commit in doc.get("txn", ()):
+                state.restore_txn(int(pid), _Txn(int(epoch), int(open_first),
+                                                 int(marker_epoch), bool(marker_commit)))
             return state
         except CorruptRecordError:
             raise
@@ -285,8 +370,13 @@ class ProducerStateManager:
         batch to append (None: all of it is stored already; it may lose leading
         records that are) and the offsets of the records stored already (None when
         there are none). Raises ``OutOfOrderSequenceError`` on a gap. O(1) once built."""
-        decision = self.state(st).check(batch.producer_id, batch.base_sequence,
-                                        batch.record_count)
+        state = self.state(st)
+        if batch.attributes & ATTR_TXN_BITS and not state.check_txn(
+                batch.producer_id, batch.producer_epoch, batch.attributes):
+            return None, None
+        if batch.base_sequence < 0:
+            return batch, None
+        decision = state.check(batch.producer_id, batch.base_sequence, batch.record_count)
         if decision.duplicate:
             return None, decision.stored_offsets
         if decision.skip:
@@ -300,6 +390,9 @@ class ProducerStateManager:
         segment ``segment_base``. O(1)."""
         state = self._current()
         if state is not None:
+            if batch.producer_id >= 0 and batch.attributes & ATTR_TXN_BITS:
+                state.record_txn(batch.producer_id, batch.producer_epoch, batch.attributes,
+                                 base_offset)
             if batch.producer_id >= 0 and batch.base_sequence >= 0:
                 state.record(batch.producer_id, batch.base_sequence, base_offset,
                              batch.last_offset_delta + 1)

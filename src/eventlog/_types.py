@@ -13,7 +13,7 @@ from functools import partial
 from itertools import repeat
 from typing import Any, NamedTuple
 
-from ._format import DecodedBatch
+from ._format import ATTR_CONTROL, DecodedBatch
 
 
 class TopicPartition(NamedTuple):
@@ -77,7 +77,8 @@ def records_from_batches(batches: Sequence[DecodedBatch], offset: int, topic: st
                          partition: int, max_records: int | None = None,
                          key_fn: Callable[[Any], Any] | None = None,
                          value_fn: Callable[[Any], Any] | None = None) -> list[Record]:
-    """Build ``Record`` tuples for every record at or after ``offset`` in ``batches``.
+    """Build ``Record`` tuples for every record at or after ``offset`` in ``batches``
+    (control batches, a transaction's markers, hold none).
 
     ``key_fn``/``value_fn`` deserialize a whole column at once (they map a list to a
     list), so per-record work stays in C where the deserializer allows.
@@ -95,6 +96,8 @@ def _build(out: list[Record], batches: Sequence[DecodedBatch], offset: int, topi
            partition: int, remaining: int | None, key_fn: Callable[[Any], Any] | None,
            value_fn: Callable[[Any], Any] | None) -> None:
     for batch in batches:
+        if batch.header.attributes & ATTR_CONTROL:
+            continue  # a transaction's marker: never a record (as in Kafka)
         start = batch.index_of(offset)
         count = batch.header.record_count
         stop = count if remaining is None else min(count, start + remaining)

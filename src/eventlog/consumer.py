@@ -65,7 +65,8 @@ class Consumer:
                  session_timeout_ms: int = 10_000, heartbeat_interval_ms: int = 1_000,
                  max_poll_interval_ms: int = 300_000, group_instance_id: str | None = None,
                  listener: RebalanceListener | None = None,
-                 consumer_timeout_ms: int | None = None) -> None:
+                 consumer_timeout_ms: int | None = None,
+                 isolation_level: str = "read_uncommitted") -> None:
         if not isinstance(log, Log):
             raise TypeError(f"Consumer needs an eventlog.Log, not {type(log).__name__}")
         backend = log.backend
@@ -83,7 +84,7 @@ class Consumer:
             session_timeout_ms=session_timeout_ms,
             heartbeat_interval_ms=heartbeat_interval_ms,
             max_poll_interval_ms=max_poll_interval_ms, group_instance_id=group_instance_id,
-            listener=listener)
+            listener=listener, isolation_level=isolation_level)
         self._fetcher = self._coordinator.fetcher
         self.group_id = self._coordinator.group_id
         self._max_poll_records = max_poll_records
@@ -194,10 +195,21 @@ class Consumer:
         return self._fetcher.offsets_for_times(timestamps)
 
     @_fileutil.translate_errors("consumer")
-    def lag(self) -> dict[TopicPartition, int]:
-        """End offset minus position, for every assigned partition."""
+    def lag(self, stable: bool = False) -> dict[TopicPartition, int]:
+        """End offset minus position, for every assigned partition (Kafka's
+        ``records-lag``); with ``stable=True``, the last stable offset minus position:
+        what a ``read_committed`` consumer can read now (markers and aborted records
+        count in both)."""
         self._check_open()
-        return self._fetcher.lag()
+        return self._fetcher.lag(stable)
+
+    def last_stable_offsets(self, partitions: Iterable[TopicPartition]
+                            ) -> dict[TopicPartition, int]:
+        """The last stable offset of each partition: the first offset of its oldest
+        open transaction, or its end offset when none is open. Cost: a read of the
+        partition from the consumer's position (from its start, if not assigned)."""
+        self._check_open()
+        return self._fetcher.last_stable_offsets(partitions)
 
     # -- polling -------------------------------------------------------------------------
 

@@ -15,7 +15,9 @@ so ``except ValueError`` keeps working for bad input:
      ├── InvalidRecordError (TypeError)   a key, value or header has the wrong type
      ├── SerializationError (ValueError)  a key or value could not be (de)serialized
      ├── OutOfOrderSequenceError          an idempotent batch skips sequence numbers
-     ├── ProducerFencedError              another live producer holds this producer_id
+     ├── ProducerFencedError              another live producer holds this producer_id,
+     │                                    or a newer one took over its transactional_id
+     ├── TransactionError                 a transactional call in the wrong state
      ├── InvalidGroupError (ValueError)   a group id breaks the naming rule
      ├── CommitFailedError                the consumer may not commit (no group, or it
      │                                    lost its partitions: generation fencing)
@@ -58,6 +60,7 @@ __all__ = [
     "RecordTooLargeError",
     "SerializationError",
     "TopicExistsError",
+    "TransactionError",
     "UnknownGroupError",
     "UnknownPartitionError",
     "UnknownTopicError",
@@ -126,7 +129,15 @@ class OutOfOrderSequenceError(EventLogError):
 
 class ProducerFencedError(EventLogError):
     """Another live producer, in this or another process, uses the same
-    ``producer_id``; two writers under one id would break deduplication."""
+    ``producer_id``; two writers under one id would break deduplication. Also: a newer
+    producer with the same ``transactional_id`` called ``init_transactions`` (or the
+    transaction timed out and was aborted), so this one may never commit again."""
+
+
+class TransactionError(EventLogError):
+    """A transactional call in the wrong state: ``begin_transaction`` before
+    ``init_transactions`` or twice, a commit, abort or send without a transaction,
+    or a commit of a transaction that must be aborted (one of its sends failed)."""
 
 
 class OffsetOutOfRangeError(EventLogError, LookupError):

@@ -41,7 +41,8 @@ import operator
 import os
 import time
 import weakref
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import msgpack
@@ -74,13 +75,17 @@ from ._records import (
     record_size,
     serialization_error,
 )
+from ._transactions import TransactionManager
+from ._types import TopicPartition
 from .config import _wall_clock_ms, check_int
 from .errors import (
     ClosedError,
+    InvalidConfigError,
     InvalidRecordError,
     ProducerFencedError,
     ReadOnlyError,
     SerializationError,
+    TransactionError,
 )
 from .log import Log
 from .serde import BUILTINS, Serializer, column_packer, is_builtin, serializer
@@ -89,6 +94,7 @@ __all__ = ["BatchMetadata", "Producer", "RecordFuture", "murmur2"]
 
 DEFAULT_LINGER_MS = 5
 DEFAULT_BATCH_BYTES = 128 * 1024
+DEFAULT_TRANSACTION_TIMEOUT_MS = 60_000
 _REFRESH_EVERY = 256  # sends between checks for topic changes by other processes
 
 _time_ns = time.time_ns
@@ -179,7 +185,9 @@ class Producer:
                  value_serializer: str | Serializer | None = None,
                  partitioner: str | Partitioner = "xxhash",
                  linger_ms: int = DEFAULT_LINGER_MS, batch_bytes: int = DEFAULT_BATCH_BYTES,
-                 enable_idempotence: bool = False, producer_id: int | None = None) -> None:
+                 enable_idempotence: bool = False, producer_id: int | None = None,
+                 transactional_id: str | None = None,
+                 transaction_timeout_ms: int = DEFAULT_TRANSACTION_TIMEOUT_MS) -> None:
         if not isinstance(log, Log):
             raise TypeError(f"Producer needs an eventlog.Log, not {type(log).__name__}")
         backend = log.backend
@@ -190,6 +198,9 @@ class Producer:
         check_int("linger_ms", linger_ms, 0)
         check_int("batch_bytes", batch_bytes, 1)
         check_int("producer_id", producer_id, 0, 2**63 - 1, optional=True)
+        if transactional_id is not None and producer_id is not None:
+            raise InvalidConfigError("a transactional producer gets its producer id from "
+                                     "init_transactions(): do not pass producer_id")
         self._backend = backend
         self._key_ser = serializer(key_serializer)
         self._value_ser = serializer(value_serializer)
@@ -216,6 +227,11 @@ class Producer:
         self._closing = False  # no more sends
         self._closed = False
         self._id_lock_fd = -1
+        self._txn: TransactionManager | None = None
+        if transactional_id is not None:
+            self._txn = TransactionManager(backend.transactions(), transactional_id,
+                                           transaction_timeout_ms, self._accumulator.sender,
+                                           self._accumulator.flush)
         if explicit_id:  # (a random id needs no lock)
             assert producer_id is not None
             self._lock_producer_id(producer_id)  # last: nothing may fail after it
@@ -277,7 +293,8 @@ class Producer:
                                      f"{MAX_TIMESTAMP_MS}, not {timestamp_ms!r}")
         else:
             ts = timestamp_ms
-        if key is not None or headers is not None or partition is not None or not self._fast:
+        if key is not None or headers is not None or partition is not None or not self._fast \
+                or self._txn is not None:
             return self._send_general(topic, value, key, headers, partition, ts)
         # The common case, a keyless record with built-in serializers, inlined: it is
         # the hot path of every producer (see benchmarks/bench_producer.py). It is
@@ -325,6 +342,8 @@ class Producer:
     def _send_general(self, topic: str, value: Any, key: Any,
                       headers: Iterable[tuple[str, bytes]] | None, partition: int | None,
                       ts: int) -> RecordFuture:
+        if self._txn is not None and not self._closing:
+            self._txn.check_send()
         hdrs = None if headers is None else check_headers(headers, f"topic {topic!r}")
         fast = self._fast
         if not fast:  # user callables run outside the lock
@@ -384,6 +403,8 @@ class Producer:
         """
         if self._closing:
             raise ClosedError("the producer is closed")
+        if self._txn is not None:
+            self._txn.check_send()
         count = len(values)
         if count == 0:
             return BatchMetadata(topic, 0)
@@ -444,6 +465,8 @@ class Producer:
         """Flush, then refuse further sends (``ClosedError``). Idempotent."""
         if self._closed:
             return
+        if self._txn is not None and not self._backend.closed:
+            self._txn.close()  # aborts an open transaction (while it can still flush)
         self._closing = True
         try:
             if not self._backend.closed:
@@ -459,6 +482,79 @@ class Producer:
                 os.close(self._id_lock_fd)
                 self._id_lock_fd = -1
             _live_producers.discard(self)
+
+    # -- transactions -------------------------------------------------------------------
+
+    def _transactions(self) -> TransactionManager:
+        if self._closed:
+            raise ClosedError("the producer is closed")
+        if self._txn is None:
+            raise TransactionError("this producer has no transactional_id")
+        return self._txn
+
+    @_fileutil.translate_errors("producer")
+    def init_transactions(self) -> None:
+        """Take over this producer's ``transactional_id``: fence every older producer
+        with the same id (in any process: its next call raises
+        ``ProducerFencedError``), abort the transaction it left open (or complete the
+        one it was committing), and start a new epoch. Call once, before the first
+        ``begin_transaction``. Cost: a few state-file writes, plus the markers of an
+        unfinished transaction."""
+        self._transactions().init()
+
+    @_fileutil.translate_errors("producer")
+    def begin_transaction(self) -> None:
+        """Open a transaction: the records sent until ``commit_transaction`` become
+        visible to ``read_committed`` consumers together, or never. Raises
+        ``TransactionError`` before ``init_transactions`` or with one open already.
+        Cost: a ``stat`` (and, once a second, a look for timed-out transactions)."""
+        self._transactions().begin()
+
+    @_fileutil.translate_errors("producer")
+    def send_offsets_to_transaction(self, offsets: Mapping[TopicPartition, int],
+                                    group_id: str) -> None:
+        """Commit ``offsets`` (the next offsets to read, as in ``Consumer.commit``) for
+        consumer group ``group_id`` atomically with the open transaction: they become
+        the group's committed offsets at ``commit_transaction``, and never on abort.
+        Raises ``TransactionError`` without an open transaction,
+        ``ProducerFencedError`` if fenced. Cost: a ``stat``."""
+        self._transactions().send_offsets(offsets, group_id)
+
+    @_fileutil.translate_errors("producer")
+    def commit_transaction(self, timeout: float | None = None) -> None:
+        """Flush the transaction's records and commit it: markers in every partition it
+        wrote, then its offsets. ``TimeoutError`` if the records could not be flushed
+        within ``timeout`` seconds (nothing decided: call again, or abort);
+        ``TransactionError`` if one of its sends failed (abort it);
+        ``ProducerFencedError`` if a newer producer took the id over. Cost: two
+        fsynced state writes, one marker append per partition (fsynced unless
+        ``fsync="never"``), one offsets commit per group."""
+        self._transactions().commit(timeout)
+
+    @_fileutil.translate_errors("producer")
+    def abort_transaction(self, timeout: float | None = None) -> None:
+        """Abort the open transaction: its records are never returned to
+        ``read_committed`` consumers, and its offsets are dropped. Cost: as a commit,
+        without the offsets."""
+        self._transactions().abort(timeout)
+
+    @contextmanager
+    def transaction(self) -> Iterator[Producer]:
+        """``with producer.transaction():`` begins a transaction, commits it when the
+        block ends normally, and aborts it when the block raises (the exception goes
+        on). A fenced producer's exception is not masked by the abort."""
+        self.begin_transaction()
+        try:
+            yield self
+        except BaseException:
+            txn = self._txn
+            if txn is not None and txn.in_transaction():
+                try:
+                    self.abort_transaction()
+                except ProducerFencedError:
+                    pass  # the successor aborted it already
+            raise
+        self.commit_transaction()
 
     # -- introspection ----------------------------------------------------------------
 
