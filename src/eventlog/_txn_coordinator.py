@@ -108,6 +108,7 @@ class TransactionCoordinator:
             new = TxnState(tid, pid, epoch, EMPTY, timeout_ms=timeout_ms,
                            updated_ms=self._clock())
             stamp = self.store.write(new)
+            crash_point()
         return pid, epoch, stamp
 
     def current(self, tid: str, pid: int, epoch: int) -> TxnState:
@@ -135,7 +136,9 @@ class TransactionCoordinator:
                 state = state.but(state=ONGOING, partitions=(), offsets=(), start_ms=now,
                                   timeout_ms=timeout_ms)
             merged = tuple(sorted(set(state.partitions) | {(t, p) for t, p in partitions}))
-            return self.store.write(state.but(partitions=merged, updated_ms=now))
+            stamp = self.store.write(state.but(partitions=merged, updated_ms=now))
+            crash_point()
+            return stamp
 
     def end(self, tid: str, pid: int, epoch: int, commit: bool,
             offsets: Mapping[str, Mapping[TopicPartition, int]]) -> tuple[int, int]:

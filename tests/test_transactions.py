@@ -1,0 +1,336 @@
+"""Transactions: the producer's calls and states, read_committed, fencing across
+processes, timeouts, and a kill between every two writes of commit and abort."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+import eventlog
+from eventlog import TopicPartition
+from eventlog._control import encode_marker
+from eventlog._format import ATTR_TRANSACTIONAL, encode_batch
+from tests.conftest import ROOT
+
+TP0 = TopicPartition("out", 0)
+
+
+def child(code: str, log_dir, env: dict[str, str] | None = None, timeout: float = 60
+          ) -> subprocess.CompletedProcess[str]:
+    full = dict(os.environ, PYTHONPATH=str(ROOT / "src"), **(env or {}))
+    return subprocess.run([sys.executable, "-c", code, str(log_dir)], capture_output=True,
+                          text=True, timeout=timeout, env=full)
+
+
+def values(log, topic="out", isolation="read_committed", timeout=0.3):
+    with eventlog.Consumer(log, topic, isolation_level=isolation) as c:
+        out = []
+        while batch := c.poll(timeout=timeout):
+            out.extend(batch)
+        return out
+
+
+@pytest.fixture
+def tlog(log):
+    log.create_topic("in", partitions=2)
+    log.create_topic("out", partitions=2)
+    return log
+
+
+def test_committed_records_show_and_aborted_ones_do_not(tlog):
+    with eventlog.Producer(tlog, transactional_id="app") as p:
+        p.init_transactions()
+        with p.transaction():
+            for i in range(6):
+                p.send("out", i, key=i)
+        p.begin_transaction()
+        for i in range(6):
+            p.send("out", 100 + i, key=i)
+        p.abort_transaction()
+        with p.transaction():
+            p.send("out", "last", key=0)
+    committed = sorted(r.value for r in values(tlog) if r.value != "last")
+    assert committed == list(range(6))
+    assert "last" in [r.value for r in values(tlog)]
+    everything = [r.value for r in values(tlog, isolation="read_uncommitted")]
+    assert sorted(v for v in everything if isinstance(v, int)) == \
+        list(range(6)) + list(range(100, 106))
+    assert not any(isinstance(v, dict) for v in everything)  # markers are never records
+
+
+def test_an_exception_in_the_block_aborts(tlog):
+    p = eventlog.Producer(tlog, transactional_id="app")
+    p.init_transactions()
+    with pytest.raises(RuntimeError), p.transaction():
+        p.send("out", "doomed", partition=0)
+        raise RuntimeError("boom")
+    assert values(tlog) == []
+    with p.transaction():
+        p.send("out", "fine", partition=0)
+    assert [r.value for r in values(tlog)] == ["fine"]
+    p.close()
+
+
+def test_read_committed_stops_at_the_last_stable_offset_and_wakes_on_commit(tlog):
+    txn = eventlog.Producer(tlog, transactional_id="slow")
+    txn.init_transactions()
+    plain = eventlog.Producer(tlog)
+    txn.begin_transaction()
+    txn.send("out", "in-txn", partition=0).result()
+    plain.send("out", "after", partition=0).result()
+    with eventlog.Consumer(tlog, isolation_level="read_committed") as c:
+        c.assign([TP0])
+        assert c.poll(timeout=0.2) == []
+        assert c.last_stable_offsets([TP0]) == {TP0: 0}
+        assert c.lag() == {TP0: 2} and c.lag(stable=True) == {TP0: 0}
+        threading.Timer(0.2, txn.commit_transaction).start()
+        got = c.poll(timeout=30)
+        assert [r.value for r in got] == ["in-txn", "after"]
+        assert [r.offset for r in got] == [0, 1]
+        assert c.poll(timeout=0.1) == []
+        assert c.position(TP0) == 3          # past the marker at offset 2
+        assert c.lag() == {TP0: 0}
+    with eventlog.Consumer(tlog) as u:       # read_uncommitted read it at once
+        u.assign([TP0])
+        assert [r.value for r in u.poll(timeout=1)] == ["in-txn", "after"]
+    txn.close()
+    plain.close()
+
+
+def test_offsets_move_with_a_commit_and_never_with_an_abort(tlog):
+    p = eventlog.Producer(tlog, transactional_id="app")
+    p.init_transactions()
+    tp = TopicPartition("in", 1)
+    p.begin_transaction()
+    p.send("out", 1)
+    p.send_offsets_to_transaction({tp: 5}, "pipeline")
+    p.abort_transaction()
+    assert "pipeline" not in tlog.groups() or tlog.group_offsets("pipeline") == {}
+    with p.transaction():
+        p.send_offsets_to_transaction({tp: 7}, "pipeline")   # offsets alone commit too
+    assert tlog.group_offsets("pipeline") == {tp: 7}
+    with p.transaction():
+        p.send("out", 2)
+        p.send_offsets_to_transaction({tp: 9, TopicPartition("in", 0): 3}, "pipeline")
+    assert tlog.group_offsets("pipeline") == {tp: 9, TopicPartition("in", 0): 3}
+    p.close()
+
+
+def test_calls_in_the_wrong_state_raise_transaction_error(tlog):
+    p = eventlog.Producer(tlog, transactional_id="app")
+    with pytest.raises(eventlog.TransactionError):
+        p.begin_transaction()                       # before init_transactions
+    p.init_transactions()
+    with pytest.raises(eventlog.TransactionError):
+        p.commit_transaction()                      # without begin
+    with pytest.raises(eventlog.TransactionError):
+        p.abort_transaction()
+    with pytest.raises(eventlog.TransactionError):
+        p.send("out", 1)                            # outside a transaction
+    with pytest.raises(eventlog.TransactionError):
+        p.send_offsets_to_transaction({TP0: 1}, "g")
+    p.begin_transaction()
+    with pytest.raises(eventlog.TransactionError):
+        p.begin_transaction()                       # twice
+    with pytest.raises(eventlog.InvalidConfigError):
+        p.send_offsets_to_transaction({TP0: -1}, "g")
+    with pytest.raises(eventlog.InvalidGroupError):
+        p.send_offsets_to_transaction({TP0: 1}, "bad group/")
+    p.commit_transaction()
+    p.close()
+    with pytest.raises(eventlog.ClosedError):
+        p.commit_transaction()
+    with pytest.raises(eventlog.ClosedError):
+        p.begin_transaction()
+    plain = eventlog.Producer(tlog)
+    with pytest.raises(eventlog.TransactionError):
+        plain.begin_transaction()
+    plain.close()
+
+
+@pytest.mark.parametrize("bad", ["", 7, 3.5, "x" * 250, "tab\there", b"bytes"])
+def test_a_bad_transactional_id_is_refused_and_writes_nothing(tlog, bad):
+    with pytest.raises(eventlog.InvalidConfigError):
+        eventlog.Producer(tlog, transactional_id=bad)
+    assert not os.path.exists(os.path.join(tlog.path, "transactions"))
+
+
+def test_bad_settings_are_refused(tlog):
+    with pytest.raises(eventlog.InvalidConfigError):
+        eventlog.Producer(tlog, transactional_id="a", transaction_timeout_ms=0)
+    with pytest.raises(eventlog.InvalidConfigError):
+        eventlog.Producer(tlog, transactional_id="a", producer_id=5)
+    with pytest.raises(eventlog.InvalidConfigError):
+        eventlog.Consumer(tlog, "out", isolation_level="serializable")
+
+
+def test_odd_transactional_ids_get_safe_file_names(tlog):
+    for tid in ("../escape", "ünïcode id", "." , "a" * 249):
+        with eventlog.Producer(tlog, transactional_id=tid) as p:
+            p.init_transactions()
+            with p.transaction():
+                p.send("out", tid, partition=0)
+    names = os.listdir(os.path.join(tlog.path, "transactions"))
+    assert all("/" not in n and len(n) < 120 for n in names)
+    assert sorted(r.value for r in values(tlog)) == sorted(
+        ["../escape", "ünïcode id", ".", "a" * 249])
+
+
+def test_a_successor_fences_the_first_producer_and_aborts_its_transaction(tlog):
+    first = eventlog.Producer(tlog, transactional_id="app")
+    first.init_transactions()
+    first.begin_transaction()
+    first.send("out", "zombie", partition=0).result()
+    second = eventlog.Producer(tlog, transactional_id="app")
+    second.init_transactions()
+    with pytest.raises(eventlog.ProducerFencedError):
+        first.send("out", "more", partition=0)
+    with pytest.raises(eventlog.ProducerFencedError):
+        first.commit_transaction()
+    with second.transaction():
+        second.send("out", "successor", partition=0)
+    assert [r.value for r in values(tlog)] == ["successor"]
+    first.close()
+    second.close()
+
+
+def test_a_partition_refuses_a_fenced_epoch(tlog):
+    plog = tlog.topic("out").partition(0)._log
+    pid = 12345
+    plog.append(encode_batch([b"a"], producer_id=pid, producer_epoch=3, base_sequence=0,
+                             attributes=ATTR_TRANSACTIONAL))
+    plog.append(encode_marker(pid, 4, False, 0))
+    with pytest.raises(eventlog.ProducerFencedError):
+        plog.append(encode_batch([b"b"], producer_id=pid, producer_epoch=3, base_sequence=1,
+                                 attributes=ATTR_TRANSACTIONAL))
+    end = plog.end_offset
+    assert plog.append(encode_marker(pid, 4, False, 0)).base_offset == -1  # not twice
+    assert plog.end_offset == end
+    plog._check()
+
+
+FENCED_CHILD = r"""
+import sys, eventlog
+log = eventlog.open(sys.argv[1])
+p = eventlog.Producer(log, transactional_id="app")
+p.init_transactions()
+with p.transaction():
+    p.send("out", "from-the-child", partition=1)
+p.close(); log.close()
+"""
+
+
+def test_fencing_across_processes(tlog):
+    mine = eventlog.Producer(tlog, transactional_id="app")
+    mine.init_transactions()
+    mine.begin_transaction()
+    mine.send("out", "parent", partition=0).result()
+    proc = child(FENCED_CHILD, tlog.path)
+    assert proc.returncode == 0, proc.stderr
+    with pytest.raises(eventlog.ProducerFencedError):
+        mine.send("out", "parent-again", partition=0)
+    with pytest.raises(eventlog.ProducerFencedError):
+        mine.commit_transaction()
+    assert [r.value for r in values(tlog)] == ["from-the-child"]
+    mine.close()
+
+
+HUNG_CHILD = r"""
+import os, sys, eventlog
+log = eventlog.open(sys.argv[1])
+p = eventlog.Producer(log, transactional_id="hung", transaction_timeout_ms=300)
+p.init_transactions()
+p.begin_transaction()
+p.send("out", "never", partition=0).result()
+print("sent", flush=True)
+os.kill(os.getpid(), 9)
+"""
+
+
+def test_a_dead_producers_transaction_is_aborted_after_its_timeout(tlog):
+    proc = child(HUNG_CHILD, tlog.path)
+    assert proc.returncode == -signal.SIGKILL and "sent" in proc.stdout
+    with eventlog.Producer(tlog) as plain:
+        plain.send("out", "behind it", partition=0)
+    with eventlog.Consumer(tlog, isolation_level="read_committed") as c:
+        c.assign([TP0])
+        got: list = []
+        deadline = time.monotonic() + 30
+        while not got and time.monotonic() < deadline:
+            got = c.poll(timeout=0.5)
+        assert [r.value for r in got] == ["behind it"]
+    states, _ = tlog.backend.transactions().store.scan()
+    assert [s.state for s in states] == ["CompleteAbort"]
+
+
+CRASHING_END = r"""
+import sys, eventlog
+from eventlog import TopicPartition
+commit = sys.argv[2] == "commit"
+log = eventlog.open(sys.argv[1], fsync="always")
+p = eventlog.Producer(log, transactional_id="app")
+p.init_transactions()
+p.begin_transaction()
+for i in range(4):
+    p.send("out", i, partition=i % 2)
+p.send_offsets_to_transaction({TopicPartition("in", 0): 4, TopicPartition("in", 1): 2}, "g")
+p.flush()
+print("ready", flush=True)
+p.commit_transaction() if commit else p.abort_transaction()
+print("done", flush=True)
+"""
+
+
+def _crash_steps(log_dir, how):
+    """Run the commit (or abort) with a kill at step 1, 2, ... until it completes."""
+    for step in range(1, 40):
+        with eventlog.open(log_dir / f"{how}-{step}") as log:
+            log.create_topic("in", partitions=2)
+            log.create_topic("out", partitions=2)
+        path = log_dir / f"{how}-{step}"
+        code = CRASHING_END.replace("sys.argv[2]", repr(how))
+        proc = child(code, path, {"EVENTLOG_TXN_CRASH_AT": str(step)})
+        yield step, path, proc
+        if "done" in proc.stdout:
+            return
+    raise AssertionError("the protocol never completed")
+
+
+@pytest.mark.parametrize("how", ["commit", "abort"])
+def test_a_kill_between_any_two_writes_ends_all_or_nothing(log_dir, how):
+    outcomes = []
+    for step, path, proc in _crash_steps(log_dir, how):
+        with eventlog.open(path) as log:
+            # Recovery: a successor's init_transactions finishes what was decided.
+            with eventlog.Producer(log, transactional_id="app") as successor:
+                successor.init_transactions()
+            got = sorted(r.value for r in values(log))
+            offsets = log.group_offsets("g") if "g" in log.groups() else {}
+            if got == [0, 1, 2, 3]:
+                assert how == "commit"
+                assert offsets == {TopicPartition("in", 0): 4, TopicPartition("in", 1): 2}
+                outcomes.append("committed")
+            else:
+                assert got == [], (step, got)
+                assert offsets == {}, (step, offsets)
+                outcomes.append("aborted")
+            if "ready" in proc.stdout:
+                assert sorted(r.value for r in values(log, isolation="read_uncommitted")) \
+                    == [0, 1, 2, 3]
+            for part in log.topic("out").partitions:
+                part._log._check()
+            states, damaged = log.backend.transactions().store.scan()
+            assert not damaged and all(not s.open for s in states)
+    if how == "commit":
+        # killed before the decision: aborted; after it: committed, at every step
+        assert "committed" in outcomes and "aborted" in outcomes
+        first = outcomes.index("committed")
+        assert outcomes[first:] == ["committed"] * (len(outcomes) - first)
+    else:
+        assert set(outcomes) == {"aborted"}
