@@ -334,3 +334,73 @@ def test_a_kill_between_any_two_writes_ends_all_or_nothing(log_dir, how):
         assert outcomes[first:] == ["committed"] * (len(outcomes) - first)
     else:
         assert set(outcomes) == {"aborted"}
+
+
+def test_compaction_never_resurrects_aborted_records(log):
+    log.create_topic("kv", cleanup_policy="compact", segment_bytes=400,
+                     min_compaction_lag_ms=0, delete_retention_ms=0)
+    plain = eventlog.Producer(log, linger_ms=0)
+    txn = eventlog.Producer(log, transactional_id="kv-writer", linger_ms=0)
+    txn.init_transactions()
+    for round_ in range(3):
+        plain.send("kv", f"good-{round_}", key="a").result()
+        txn.begin_transaction()
+        txn.send("kv", f"aborted-{round_}", key="a").result()
+        txn.send("kv", f"aborted-{round_}", key="b").result()
+        txn.abort_transaction()
+        with txn.transaction():
+            txn.send("kv", f"committed-{round_}", key="c")
+    txn.begin_transaction()
+    txn.send("kv", "open", key="c").result()      # undecided: nothing after it is cleaned
+    for i in range(10):
+        plain.send("kv", "x" * 50, key=f"filler-{i}").result()
+    part = log.topic("kv").partition(0)
+    part._log.roll()
+    log.compact("kv")          # (rolls compacted already; this finishes the job)
+    assert len(part._log.segments.bases) > 2
+    seen = {}
+    for r in values(log, "kv", isolation="read_uncommitted"):
+        seen.setdefault(r.key, []).append(r.value)
+    assert seen["a"] == ["good-2"]          # aborted values never won, nor came back
+    assert "b" not in seen
+    assert seen["c"][0] == "committed-2" and "open" in seen["c"]
+    committed = {r.key: r.value for r in values(log, "kv")}
+    assert committed["a"] == "good-2" and committed["c"] == "committed-2"
+    txn.commit_transaction()
+    assert {r.key: r.value for r in values(log, "kv")}["c"] == "open"
+    part._log._check()
+    txn.close()
+    plain.close()
+
+
+def test_delete_records_and_retention_inside_a_transaction_keep_decisions(log):
+    log.create_topic("t", segment_bytes=300)
+    txn = eventlog.Producer(log, transactional_id="w", linger_ms=0)
+    txn.init_transactions()
+    plain = eventlog.Producer(log, linger_ms=0)
+    txn.begin_transaction()
+    for i in range(8):
+        txn.send("t", f"aborted-{i}").result()
+        plain.send("t", f"plain-{i}").result()
+    txn.abort_transaction()
+    txn.begin_transaction()
+    for i in range(8):
+        txn.send("t", f"committed-{i}").result()
+    tp = TopicPartition("t", 0)
+    start = log.delete_records(tp, 20)          # in the middle of the open transaction
+    assert start == 20 and len(log.topic("t").partition(0)._log.segments.bases) > 1
+    with eventlog.Consumer(log, isolation_level="read_committed") as c:
+        c.assign([tp])
+        assert c.poll(timeout=0.2) == []        # held at the open transaction
+        txn.commit_transaction()
+        got = []
+        while batch := c.poll(timeout=0.5):
+            got.extend(batch)
+    assert [r.value for r in got] == [f"committed-{i}" for i in range(8) if 17 + i >= 20]
+    with eventlog.Producer(log, transactional_id="w") as again:   # producer state rebuilt
+        again.init_transactions()
+        with again.transaction():
+            again.send("t", "after")
+    assert [r.value for r in values(log, "t")][-1] == "after"
+    txn.close()
+    plain.close()

@@ -29,6 +29,14 @@ leaves either the old segment or the new one, and no key loses its latest value.
 Processes that have the old segment mapped keep reading it (it is a different inode)
 until they notice the new layout.
 
+Transactions (docs/transactions.md): only segments wholly below the partition's last
+stable offset are cleaned, so no undecided record is ever rewritten. Records of aborted
+transactions are dropped and never count as a key's latest value (a compacted topic
+does not resurrect them, nor lose the committed value they would have superseded);
+records of committed ones are kept as plain records, and markers, which decide nothing
+in a segment without transactional batches, are dropped. What is decided how comes
+from the partition alone (``_isolation.CommittedView``).
+
 Compaction is scheduled from above and calls down only: the topic layer passes
 ``maybe_compact`` as the partition's ``on_roll`` hook, log maintenance calls it
 periodically, and ``Log.compact`` calls ``compact``. It reads a partition through its
@@ -45,7 +53,8 @@ import os
 from typing import TYPE_CHECKING, NamedTuple
 
 from . import _fileutil, _format
-from ._format import EncodedBatch, encode_batch
+from ._format import ATTR_CONTROL, ATTR_TXN_BITS, BatchHeader, EncodedBatch, encode_batch
+from ._isolation import CommittedView
 from ._segment import Segment, cleaned_path
 from .config import TopicConfig
 
@@ -63,18 +72,31 @@ class CompactionResult(NamedTuple):
     bytes_after: int
 
 
-def key_index(plog: PartitionLog, end_offset: int, lag_cutoff_ms: int
-              ) -> tuple[dict[bytes, int], set[bytes]]:
+def _committed(view: CommittedView, header: BatchHeader) -> bool | None:
+    """Whether the records of the batch ``header`` count: True for plain and committed
+    batches, False for markers and aborted ones, None for undecided ones."""
+    attributes = header.attributes
+    if not attributes & ATTR_TXN_BITS:
+        return True
+    if attributes & ATTR_CONTROL:
+        return False
+    return view.fate(header)
+
+
+def key_index(plog: PartitionLog, end_offset: int, lag_cutoff_ms: int,
+              view: CommittedView | None = None) -> tuple[dict[bytes, int], set[bytes]]:
     """Key -> offset of its latest record over the whole published log, and the keys
     with an older record that compaction must keep (younger than the compaction lag).
-    Memory: one entry per distinct key. Cost: one pass over every batch."""
+    Records of aborted or undecided transactions do not count. Memory: one entry per
+    distinct key. Cost: one pass over every batch."""
     st = plog.state()
     segments = plog.segments
+    view = view or CommittedView(plog)
     latest: dict[bytes, int] = {}
     first_young: dict[bytes, int] = {}
     for segment in segments.published(st):
         for batch in segment.batches(0, segments.limit(segment, st)):
-            if batch.keys is None:
+            if batch.keys is None or not _committed(view, batch.header):
                 continue
             for offset, key, ts in zip(batch.offsets(), batch.keys, batch.timestamps(),
                                        strict=True):
@@ -87,10 +109,13 @@ def key_index(plog: PartitionLog, end_offset: int, lag_cutoff_ms: int
 
 
 def clean_segment(segment: Segment, limit: int, latest: dict[bytes, int],
-                  young_superseded: set[bytes], tombstone_cutoff_ms: int, lag_cutoff_ms: int
+                  young_superseded: set[bytes], tombstone_cutoff_ms: int, lag_cutoff_ms: int,
+                  view: CommittedView | None = None
                   ) -> tuple[list[tuple[EncodedBatch, int]], int, int]:
-    """The batches of ``segment`` with superseded records removed, covering the same
-    offsets as before. Returns (batches with their base offsets, removed, kept)."""
+    """The batches of ``segment`` with superseded records removed (and, with ``view``,
+    aborted records and markers), covering the same offsets as before. Returns
+    (batches with their base offsets, removed, kept). The segment must lie below the
+    last stable offset."""
     kept_offsets: list[int] = []
     kept_values: list[bytes | None] = []
     kept_keys: list[bytes | None] = []
@@ -103,6 +128,13 @@ def clean_segment(segment: Segment, limit: int, latest: dict[bytes, int],
     segment_end = batches[-1].header.next_offset
     newest_ts = max(b.header.max_timestamp_ms for b in batches)
     for batch in batches:
+        if view is not None:
+            counts = _committed(view, batch.header)
+            if counts is None:
+                raise ValueError("clean_segment: an undecided transaction in the segment")
+            if not counts:
+                removed += batch.header.record_count
+                continue
         for offset, key, value, ts, hdrs in zip(batch.offsets(), batch.key_column(),
                                                 batch.values, batch.timestamps(),
                                                 batch.header_column(), strict=True):
@@ -224,8 +256,13 @@ def _compact_locked(plog: PartitionLog, config: TopicConfig, now_ms: int
     sealed = [segment.base_offset for segment in segments.sealed(st)]
     if not sealed:
         return CompactionResult(0, 0, 0, 0)
+    # Only what lies wholly below the last stable offset: nothing undecided is rewritten.
+    view = CommittedView(plog)
+    stable = view.last_stable_offset(st.start_offset)
+    ends = [*sealed[1:], st.active_base]
+    sealed = [base for base, end in zip(sealed, ends, strict=True) if end <= stable]
     lag_cutoff = now_ms - config.min_compaction_lag_ms
-    latest, young_superseded = key_index(plog, st.end_offset, lag_cutoff)
+    latest, young_superseded = key_index(plog, st.end_offset, lag_cutoff, view)
     for base in sealed:
         segment = segments.get(base)  # each swap_in lists the segments anew
         if segment is None:
@@ -233,7 +270,7 @@ def _compact_locked(plog: PartitionLog, config: TopicConfig, now_ms: int
         limit = segments.limit(segment, st)
         batches, removed, _ = clean_segment(
             segment, limit, latest, young_superseded,
-            now_ms - config.delete_retention_ms, lag_cutoff)
+            now_ms - config.delete_retention_ms, lag_cutoff, view)
         if removed == 0:
             continue
         old_size = segment.sealed_size(limit)
@@ -245,7 +282,7 @@ def _compact_locked(plog: PartitionLog, config: TopicConfig, now_ms: int
         removed_total += removed
         before += old_size
         after += new_size
-    set_cleaned_up_to(plog, st.active_base)
+    set_cleaned_up_to(plog, ends[len(sealed) - 1] if sealed else cleaned_up_to(plog))
     return CompactionResult(segments_cleaned, removed_total, before, after)
 
 
