@@ -29,7 +29,8 @@ COMMANDS = [
     ["topics", "alter"], ["topics", "delete"], ["produce"], ["consume"], ["groups"],
     ["groups", "list"], ["groups", "describe"], ["groups", "lag"], ["groups", "status"],
     ["groups", "reset-offsets"], ["groups", "delete"], ["dump"], ["verify"], ["demo"],
-    ["bench"],
+    ["bench"], ["transactions"], ["transactions", "list"], ["transactions", "describe"],
+    ["transactions", "abort"],
 ]
 
 

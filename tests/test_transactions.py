@@ -3,6 +3,7 @@ processes, timeouts, and a kill between every two writes of commit and abort."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -404,3 +405,44 @@ def test_delete_records_and_retention_inside_a_transaction_keep_decisions(log):
     assert [r.value for r in values(log, "t")][-1] == "after"
     txn.close()
     plain.close()
+
+
+HUNG_FOR_CLI = r"""
+import os, sys, eventlog
+log = eventlog.open(sys.argv[1])
+p = eventlog.Producer(log, transactional_id="job-1")
+p.init_transactions()
+with p.transaction():
+    p.send("out", "kept", partition=0)
+p.begin_transaction()
+p.send("out", "hung", partition=0).result()
+os.kill(os.getpid(), 9)
+"""
+
+
+def test_cli_lists_describes_and_aborts_transactions_and_dump_shows_markers(tlog):
+    proc = child(HUNG_FOR_CLI, tlog.path)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "eventlog", "--log", tlog.path, *args],
+                              capture_output=True, text=True, timeout=60,
+                              env=dict(os.environ, PYTHONPATH=str(ROOT / "src")))
+
+    listing = cli("transactions", "list", "--json")
+    assert listing.returncode == 0, listing.stderr
+    [doc] = json.loads(listing.stdout)
+    assert doc["transactional_id"] == "job-1" and doc["state"] == "Ongoing"
+    assert doc["partitions"] == [["out", 0]] and doc["timed_out"] is False
+    assert [r.value for r in values(tlog)] == ["kept"]    # held at the hung one
+    aborted = cli("transactions", "abort", "job-1", "--json")
+    assert aborted.returncode == 0, aborted.stderr
+    assert json.loads(aborted.stdout)[0]["state"] == "CompleteAbort"
+    assert [r.value for r in values(tlog)] == ["kept"]
+    described = cli("transactions", "describe", "job-1")
+    assert described.returncode == 0 and "CompleteAbort" in described.stdout
+    assert cli("transactions", "describe", "nope").returncode == 1
+    dump = cli("dump", os.path.join(tlog.path, "topics", "out", "0"))
+    assert dump.returncode == 0, dump.stderr
+    assert "control:commit" in dump.stdout and "control:abort" in dump.stdout
+    assert dump.stdout.count(",transactional") == 4   # two records, two markers

@@ -37,12 +37,13 @@ from collections.abc import Callable, Iterable
 from types import TracebackType
 from typing import Any
 
-from . import _disk, _fileutil, _maintenance
+from . import _disk, _fileutil, _maintenance, _txn_admin
 from ._backend import LocalBackend
 from ._group_admin import GroupAdmin, GroupDescription, MemberDescription
 from ._partition import PartitionLog, StorageContext
 from ._status import DEFAULT_WINDOW
 from ._topics import META_LOCK_FILE, STAGING_DIR, TOPICS_DIR, TopicFiles, TopicStore
+from ._txn_admin import TransactionDescription
 from ._types import TopicPartition
 from .config import LogOptions, check_int
 from .errors import ClosedError, CorruptRecordError, InvalidTopicError, LogDirectoryError
@@ -537,6 +538,26 @@ class Log:
     # -- durability and closing -----------------------------------------------------------
 
     @_fileutil.translate_errors("log directory")
+    def transactions(self) -> list[TransactionDescription]:
+        """The state of every transactional id of this log (``eventlog transactions
+        list``). Cost: a read of each state file."""
+        self._check_open()
+        return _txn_admin.list_all(self.backend.transactions(), self._ctx.clock())
+
+    def describe_transaction(self, transactional_id: str) -> TransactionDescription:
+        """One transactional id's state: producer id, epoch, state, partitions, age."""
+        self._check_open()
+        return _txn_admin.describe(self.backend.transactions(), transactional_id,
+                                   self._ctx.clock())
+
+    def abort_transaction(self, transactional_id: str) -> TransactionDescription:
+        """Abort a hung transaction of ``transactional_id`` now and fence its producer
+        (like ``kafka-transactions.sh abort``); returns the state after."""
+        self._check_open()
+        self._ctx.check_not_read_only("aborting a transaction")
+        return _txn_admin.abort(self.backend.transactions(), transactional_id,
+                                self._ctx.clock())
+
     def flush(self) -> None:
         """fsync every partition this process opened and advance their durable points."""
         self._check_open()

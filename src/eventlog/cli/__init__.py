@@ -9,6 +9,7 @@ give for a Kafka cluster::
     eventlog --log DIR produce TOPIC          lines from stdin
     eventlog --log DIR consume TOPIC          records to stdout
     eventlog --log DIR groups list|describe|lag|status|reset-offsets|delete
+    eventlog --log DIR transactions list|describe|abort
     eventlog dump FILE...                     batches of segment files, read-only
     eventlog --log DIR verify                 checksums of a whole log
     eventlog --log DIR disk                   disk space, free space, time until full
@@ -60,6 +61,7 @@ from ._groups import register as _register_groups
 from ._inspect import register as _register_inspect
 from ._records import register as _register_records
 from ._topics import register as _register_topics
+from ._transactions import register as _register_transactions
 
 __all__ = ["build_parser", "main"]
 
@@ -131,7 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
         return child
 
     for register in (_register_topics, _register_records, _register_groups,
-                     _register_inspect, _register_disk, _register_demo, _register_bench):
+                     _register_inspect, _register_disk, _register_demo, _register_bench,
+                     _register_transactions):
         register(add)
     return parser
 

@@ -120,6 +120,11 @@ def _attributes(attributes: int) -> list[str]:
              else "create_time"]
     if attributes & _format.ATTR_SPARSE:
         names.append("sparse")
+    if attributes & _format.ATTR_TRANSACTIONAL:
+        names.append("transactional")
+    if attributes & _format.ATTR_CONTROL:   # a marker: which one
+        names.append("control:commit" if attributes & _format.ATTR_COMMIT
+                     else "control:abort")
     return names
 
 
