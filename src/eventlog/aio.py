@@ -49,7 +49,7 @@ from ._coordinator import Coordinator, RebalanceListener
 from ._fetcher import Fetcher, Wait
 from ._types import Record, RecordMetadata, TopicPartition
 from .config import check_int
-from .errors import ClosedError, InvalidConfigError
+from .errors import ClosedError, InvalidConfigError, ProducerFencedError, TransactionError
 from .log import Log
 from .producer import BatchMetadata, Producer
 
@@ -177,6 +177,45 @@ class AIOProducer:
         """Return when every record sent before this call is stored (or failed)."""
         await self._submit(_FLUSH, (), {})
 
+    # -- transactions: Producer's calls, in the worker thread, after what was sent ------
+
+    async def _in_worker(self, fn: Callable[..., Any], *args: Any) -> Any:
+        if self._closing:
+            raise ClosedError("the producer is closed")
+        return await asyncio.get_running_loop().run_in_executor(self._executor,
+                                                                partial(fn, *args))
+
+    async def init_transactions(self) -> None:
+        """``Producer.init_transactions``: fence older producers of the
+        ``transactional_id`` and finish what they left."""
+        await self._in_worker(self._producer.init_transactions)
+
+    async def begin_transaction(self) -> None:
+        """``Producer.begin_transaction``."""
+        await self._in_worker(self._producer.begin_transaction)
+
+    async def send_offsets_to_transaction(self, offsets: Mapping[TopicPartition, int],
+                                          group_id: str) -> None:
+        """``Producer.send_offsets_to_transaction``: the group's offsets move with the
+        commit, never on abort."""
+        await self._in_worker(self._producer.send_offsets_to_transaction, dict(offsets),
+                              group_id)
+
+    async def commit_transaction(self) -> None:
+        """``Producer.commit_transaction``, after every record sent before this call."""
+        await self.flush()
+        await self._in_worker(self._producer.commit_transaction)
+
+    async def abort_transaction(self) -> None:
+        """``Producer.abort_transaction``, after every record sent before this call."""
+        await self.flush()
+        await self._in_worker(self._producer.abort_transaction)
+
+    def transaction(self) -> _Transaction:
+        """``async with producer.transaction():`` begins a transaction, commits it when
+        the block ends normally and aborts it when the block raises."""
+        return _Transaction(self)
+
     async def _submit(self, kind: str, args: tuple[Any, ...], kwargs: dict[str, Any],
                       closing: bool = False) -> Any:
         if self._closing and not closing:
@@ -264,6 +303,27 @@ class AIOProducer:
                 await loop.run_in_executor(self._executor, self._producer.close)
             finally:
                 self._executor.shutdown(wait=False)
+
+
+class _Transaction:
+    """``AIOProducer.transaction()``'s context manager."""
+
+    def __init__(self, producer: AIOProducer) -> None:
+        self._producer = producer
+
+    async def __aenter__(self) -> AIOProducer:
+        await self._producer.begin_transaction()
+        return self._producer
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: object,
+                        tb: object) -> None:
+        if exc_type is None:
+            await self._producer.commit_transaction()
+            return
+        try:
+            await self._producer.abort_transaction()
+        except (ProducerFencedError, TransactionError):
+            pass  # fenced (the successor aborted it), or nothing left to abort
 
 
 class _Listener(RebalanceListener):
