@@ -171,8 +171,13 @@ class TransactionCoordinator:
         something was done. Fences the producer (the epoch is bumped)."""
         with self.store.locked(tid):
             state = self.store.read(tid)
-            if state is None or not state.open:
+            if state is None:
                 return False
+            if not state.open:
+                if force and state.epoch < MAX_EPOCH:  # fence it all the same
+                    self.store.write(state.but(epoch=state.epoch + 1,
+                                               updated_ms=self._clock()))
+                return force
             if state.state == ONGOING and not force and \
                     self._clock() - state.start_ms <= state.timeout_ms:
                 return False
