@@ -15,8 +15,10 @@ any process. The steps (docs/transactions.md has the crash table):
   partition a transaction may have written.
 - ``end``: ``PrepareCommit`` / ``PrepareAbort`` (fsynced: the decision), then a marker
   in each partition, the offsets of a commit, and ``CompleteCommit`` /
-  ``CompleteAbort`` (not fsynced: losing it makes a later ``_finish`` repeat steps
-  that write nothing new, since a partition refuses a marker it already holds).
+  ``CompleteAbort``. Every step may be repeated: a partition refuses a marker it
+  already holds, and offsets committed twice are the same offsets. Every state write
+  is fsynced, the last one too: a state file replaced without an fsync may come back
+  torn after a power loss, and then the id's producer id and epoch would be lost.
 - ``expire`` / ``resolve``: the same ``_finish`` for a transaction that timed out or
   whose producer died, run by a blocked reader, a producer or the CLI.
 
@@ -247,7 +249,7 @@ class TransactionCoordinator:
                 crash_point()
         done = state.but(state=COMPLETE_COMMIT if commit else COMPLETE_ABORT,
                          updated_ms=self._clock())
-        self.store.write(done, durable=False)
+        self.store.write(done)
         crash_point()
         return done
 

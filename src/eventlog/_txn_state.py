@@ -168,23 +168,13 @@ class TransactionStore:
             return (0, 0)
         return (st.st_ino, st.st_mtime_ns)
 
-    def write(self, state: TxnState, durable: bool = True) -> tuple[int, int]:
-        """Replace the state of its id (caller holds the lock); returns its new stamp.
-        ``durable``: fsync file and directory (else only rename: survives a process
-        crash, and a power loss may bring back the previous state)."""
+    def write(self, state: TxnState) -> tuple[int, int]:
+        """Replace the state of its id (caller holds the lock), durably: temp file,
+        fsync, rename, fsync of the directory. Returns its new stamp."""
         with _fileutil.os_errors("writing transaction state"):
             _fileutil.makedirs(self.directory)
             path = self.path(state.transactional_id)
-            if durable:
-                _fileutil.atomic_write(path, state.to_bytes())
-            else:
-                tmp = _fileutil.temp_name(path)
-                fd = _fileutil.open_fd(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
-                try:
-                    _fileutil.write_all(fd, state.to_bytes())
-                finally:
-                    os.close(fd)
-                os.replace(tmp, path)
+            _fileutil.atomic_write(path, state.to_bytes())
             st = os.stat(path)
         return (st.st_ino, st.st_mtime_ns)
 
