@@ -446,3 +446,42 @@ def test_cli_lists_describes_and_aborts_transactions_and_dump_shows_markers(tlog
     assert dump.returncode == 0, dump.stderr
     assert "control:commit" in dump.stdout and "control:abort" in dump.stdout
     assert dump.stdout.count(",transactional") == 4   # two records, two markers
+
+
+def test_a_retried_transactional_batch_is_stored_once(tlog):
+    plog = tlog.topic("out").partition(0)._log
+    batch = encode_batch([b"x", b"y"], producer_id=77, producer_epoch=0, base_sequence=0,
+                         attributes=ATTR_TRANSACTIONAL)
+    first = plog.append(batch)
+    again = plog.append(batch)                       # a retry after a lost reply
+    assert first.base_offset == 0 and again.base_offset == -1
+    assert again.stored_offsets == [0, 1] and plog.end_offset == 2
+    # a new epoch starts its sequence again
+    assert plog.append(encode_batch([b"z"], producer_id=77, producer_epoch=1, base_sequence=0,
+                                    attributes=ATTR_TRANSACTIONAL)).base_offset == 2
+    plog._check()
+
+
+def test_an_unknown_topic_in_a_transaction_raises_and_leaves_it_usable(tlog):
+    with eventlog.Producer(tlog, transactional_id="app") as p:
+        p.init_transactions()
+        with p.transaction():
+            with pytest.raises(eventlog.UnknownTopicError):
+                p.send("no-such-topic", 1)
+            with pytest.raises(eventlog.UnknownTopicError):
+                p.send_batch("no-such-topic", [1, 2])
+            p.send("out", "ok", partition=1)
+        assert tlog.describe_transaction("app").state == "CompleteCommit"
+    assert [r.value for r in values(tlog)] == ["ok"]
+    assert not os.path.exists(os.path.join(tlog.path, "topics", "no-such-topic"))
+
+
+def test_send_batch_inside_a_transaction(tlog):
+    with eventlog.Producer(tlog, transactional_id="bulk") as p:
+        p.init_transactions()
+        p.begin_transaction()
+        meta = p.send_batch("out", list(range(50)), partition=0)
+        assert len(meta) == 50
+        assert values(tlog) == []
+        p.commit_transaction()
+    assert [r.value for r in values(tlog)] == list(range(50))

@@ -517,6 +517,9 @@ class Fetcher:
                                              and part.position >= 0), (tp, part.position)
             assert isinstance(part.counter, _notify.Word), tp
             assert isinstance(part.waiters, _notify.Word), tp
+            assert (part.view is not None) == self._committed, tp
+            if part.view is not None:
+                part.view._check()
         if self._pending is not None:
             error = self._pending
             assert isinstance(error, SerializationError)
