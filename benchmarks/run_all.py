@@ -68,6 +68,10 @@ SECTIONS: list[tuple[str, str, dict[str, list[str]], str]] = [
         "smoke": ["--records", "2000", "--repeat", "1", "--processes", "1,2",
                   "--partitions", "1,4"]},
      "partitions 1-64, producer processes 1-4"),
+    ("transactions", "bench_transactions.py", {
+        "full": [], "quick": ["--records", "10000", "--repeat", "3"],
+        "smoke": ["--records", "500", "--repeat", "1"]},
+     "transactions of 1, 10, 100 records against plain send; read_committed cost"),
 ]
 TIMEOUT_S = {"full": 3600, "quick": 600, "smoke": 300}
 
