@@ -485,3 +485,35 @@ def test_send_batch_inside_a_transaction(tlog):
         assert values(tlog) == []
         p.commit_transaction()
     assert [r.value for r in values(tlog)] == list(range(50))
+
+
+def test_a_consumer_taking_over_settles_a_decided_transactions_offsets(log_dir):
+    """Killed after the decision to commit, before its offsets: the next consumer of
+    the group reads the offsets the transaction committed, not the old ones."""
+    seen_prepared = False
+    for step in range(1, 12):
+        path = log_dir / f"s{step}"
+        with eventlog.open(path) as log:
+            log.create_topic("in", partitions=2)
+            log.create_topic("out", partitions=2)
+            with eventlog.Producer(log) as feed:
+                for i in range(10):
+                    feed.send("in", i, partition=i % 2)
+        code = CRASHING_END.replace("sys.argv[2]", repr("commit"))
+        proc = child(code, path, {"EVENTLOG_TXN_CRASH_AT": str(step)})
+        if "done" in proc.stdout:
+            break
+        with eventlog.open(path) as log:
+            state = log.backend.transactions().store.read("app")
+            if state is None or state.state != "PrepareCommit":
+                continue
+            seen_prepared = True
+            with eventlog.Consumer(log, "in", group_id="g", enable_auto_commit=False) as c:
+                first: dict[int, int] = {}
+                while batch := c.poll(timeout=0.5):
+                    for r in batch:
+                        first.setdefault(r.partition, r.offset)
+            assert first == {0: 4, 1: 2}      # from the offsets the transaction decided
+            assert log.describe_transaction("app").state == "CompleteCommit"
+            assert sorted(r.value for r in values(log)) == [0, 1, 2, 3]
+    assert seen_prepared

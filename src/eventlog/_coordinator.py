@@ -121,7 +121,7 @@ class Coordinator:
                                key_deserializer=key_deserializer,
                                value_deserializer=value_deserializer,
                                fetch_max_bytes=fetch_max_bytes,
-                               isolation_level=isolation_level)
+                               isolation_level=isolation_level, group_id=group_id)
         self._backend = backend
         self._clock = backend.clock
         self._listener = listener

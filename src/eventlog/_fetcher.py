@@ -152,7 +152,8 @@ class Fetcher:
                  key_deserializer: str | Deserializer | None = None,
                  value_deserializer: str | Deserializer | None = None,
                  fetch_max_bytes: int = DEFAULT_FETCH_MAX_BYTES,
-                 isolation_level: str = "read_uncommitted") -> None:
+                 isolation_level: str = "read_uncommitted",
+                 group_id: str | None = None) -> None:
         if isolation_level not in ISOLATION_LEVELS:
             raise InvalidConfigError(f"isolation_level must be 'read_uncommitted' or "
                                      f"'read_committed', not {isolation_level!r}")
@@ -170,6 +171,7 @@ class Fetcher:
         self._rr = 0                    # where the next fetch starts its round
         self._pending: SerializationError | None = None
         self._committed = isolation_level == "read_committed"
+        self._group_id = group_id
         self._blocked = False           # the last fetch stopped at a last stable offset
 
     def __repr__(self) -> str:
@@ -298,6 +300,9 @@ class Fetcher:
         """The committed offset if it lies in the partition, else ``auto_offset_reset``."""
         start, end = part.partition.bounds()
         if self._offsets is not None:
+            if self._group_id is not None and not self._backend.read_only:
+                # Offsets a transaction decided to commit are committed first.
+                self._backend.transactions().settle(self._group_id)
             committed = self._offsets.read().get(part.tp)
             if committed is not None and start <= committed <= end:
                 part.position = committed

@@ -193,6 +193,27 @@ class TransactionCoordinator:
         return sum(self.expire(s.transactional_id) for s in states
                    if s.open and now - s.start_ms > s.timeout_ms)
 
+    def settle(self, group_id: str) -> int:
+        """Before a consumer of ``group_id`` reads its committed offsets: finish every
+        transaction that decided to commit offsets of the group but has not yet (as
+        Kafka's stable offset fetch, KIP-447). Waits for a live committer (its lock),
+        completes a dead one's. Without it, a consumer taking over a partition from a
+        worker killed between the decision and the offsets would read the old offset
+        and redo work whose results are committed. Returns how many it finished.
+        Cost: a directory listing, and a read of each state file if any exists."""
+        states, _ = self.store.scan()
+        done = 0
+        for state in states:
+            if state.state in (PREPARE_COMMIT, PREPARE_ABORT) and \
+                    any(row[0] == group_id for row in state.offsets):
+                with self.store.locked(state.transactional_id):
+                    current = self.store.read(state.transactional_id)
+                    if current is not None and current.state in (PREPARE_COMMIT,
+                                                                  PREPARE_ABORT):
+                        self._finish(current, bump=False)
+                        done += 1
+        return done
+
     def resolve(self, topic: str, partition: int, pid: int, epoch: int) -> bool:
         """A reader of ``topic[partition]`` is blocked by an open transaction of producer
         id ``pid``: abort it if it timed out or nothing can ever end it (no state names
