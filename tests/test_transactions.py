@@ -517,3 +517,31 @@ def test_a_consumer_taking_over_settles_a_decided_transactions_offsets(log_dir):
             assert log.describe_transaction("app").state == "CompleteCommit"
             assert sorted(r.value for r in values(log)) == [0, 1, 2, 3]
     assert seen_prepared
+
+
+def test_read_only_logs_read_committed_and_list_but_never_write(tlog):
+    p = eventlog.Producer(tlog, transactional_id="app", transaction_timeout_ms=1)
+    p.init_transactions()
+    with p.transaction():
+        p.send("out", "done", partition=0)
+    p.begin_transaction()
+    p.send("out", "open", partition=0).result()
+    time.sleep(0.01)                     # timed out: but a read-only reader may not abort
+    before = sorted(os.listdir(os.path.join(tlog.path, "transactions")))
+    with eventlog.open(tlog.path, read_only=True) as ro:
+        with eventlog.Consumer(ro, isolation_level="read_committed") as c:
+            c.assign([TP0])
+            assert [r.value for r in c.poll(timeout=0.3)] == ["done"]
+            assert c.poll(timeout=0.6) == []
+        [desc] = ro.transactions()
+        assert desc.state == "Ongoing" and desc.timed_out
+        with pytest.raises(eventlog.ReadOnlyError):
+            ro.abort_transaction("app")
+        with pytest.raises(eventlog.UnknownTransactionalIdError):
+            ro.describe_transaction("nobody")
+    assert sorted(os.listdir(os.path.join(tlog.path, "transactions"))) == before
+    assert tlog.describe_transaction("app").state == "Ongoing"
+    assert tlog.abort_transaction("app").state == "CompleteAbort"
+    with pytest.raises(eventlog.ProducerFencedError):
+        p.commit_transaction()
+    p.close()

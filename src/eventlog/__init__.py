@@ -46,6 +46,7 @@ from .errors import (
     UnknownGroupError,
     UnknownPartitionError,
     UnknownTopicError,
+    UnknownTransactionalIdError,
 )
 from .log import GroupDescription, Log, MemberDescription, open
 from .monitoring import GroupStatus, PartitionStatus
@@ -95,6 +96,7 @@ __all__ = [
     "UnknownGroupError",
     "UnknownPartitionError",
     "UnknownTopicError",
+    "UnknownTransactionalIdError",
     "__version__",
     "open",
 ]

@@ -12,17 +12,12 @@ from typing import TYPE_CHECKING, NamedTuple
 
 from ._txn_state import ONGOING, TxnState, validate_transactional_id
 from ._types import TopicPartition
-from .errors import EventLogError
+from .errors import UnknownTransactionalIdError
 
 if TYPE_CHECKING:
     from ._txn_coordinator import TransactionCoordinator
 
-__all__ = ["TransactionDescription", "UnknownTransactionalIdError", "abort", "describe",
-           "list_all"]
-
-
-class UnknownTransactionalIdError(EventLogError, LookupError):
-    """No transactional id of that name has state in this log."""
+__all__ = ["TransactionDescription", "abort", "describe", "list_all"]
 
 
 class TransactionDescription(NamedTuple):

@@ -18,6 +18,7 @@ so ``except ValueError`` keeps working for bad input:
      ├── ProducerFencedError              another live producer holds this producer_id,
      │                                    or a newer one took over its transactional_id
      ├── TransactionError                 a transactional call in the wrong state
+     ├── UnknownTransactionalIdError (LookupError) no state for that transactional id
      ├── InvalidGroupError (ValueError)   a group id breaks the naming rule
      ├── CommitFailedError                the consumer may not commit (no group, or it
      │                                    lost its partitions: generation fencing)
@@ -64,6 +65,7 @@ __all__ = [
     "UnknownGroupError",
     "UnknownPartitionError",
     "UnknownTopicError",
+    "UnknownTransactionalIdError",
 ]
 
 
@@ -132,6 +134,10 @@ class ProducerFencedError(EventLogError):
     ``producer_id``; two writers under one id would break deduplication. Also: a newer
     producer with the same ``transactional_id`` called ``init_transactions`` (or the
     transaction timed out and was aborted), so this one may never commit again."""
+
+
+class UnknownTransactionalIdError(EventLogError, LookupError):
+    """No transactional id of that name has state in this log."""
 
 
 class TransactionError(EventLogError):
