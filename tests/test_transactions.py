@@ -545,3 +545,22 @@ def test_read_only_logs_read_committed_and_list_but_never_write(tlog):
     with pytest.raises(eventlog.ProducerFencedError):
         p.commit_transaction()
     p.close()
+
+
+def test_read_committed_in_small_polls_through_big_batches(tlog):
+    with eventlog.Producer(tlog, transactional_id="big") as p:
+        p.init_transactions()
+        for round_ in range(3):
+            p.begin_transaction()
+            p.send_batch("out", [f"{round_}-{i}" for i in range(50)], partition=0)
+            p.commit_transaction() if round_ != 1 else p.abort_transaction()
+    with eventlog.Consumer(tlog, isolation_level="read_committed",
+                           max_poll_records=7) as c:
+        c.assign([TP0])
+        got = []
+        while batch := c.poll(timeout=0.2):
+            assert len(batch) <= 7
+            got.extend(batch)
+            c._fetcher._check()
+        assert c.position(TP0) == tlog.topic("out").partition(0).end_offset
+    assert [r.value for r in got] == [f"{r}-{i}" for r in (0, 2) for i in range(50)]

@@ -73,6 +73,7 @@ class CommittedView:
         resume = position
         for batch in batches:
             header = batch.header
+            last_base = header.base_offset
             attributes = header.attributes
             if attributes & ATTR_TXN_BITS:
                 if attributes & ATTR_CONTROL:
@@ -86,7 +87,9 @@ class CommittedView:
                     continue
             kept.append(batch)
             resume = header.next_offset
-        self._forget_before(resume)
+        # The next fetch starts in the last batch (when the caller took only some of its
+        # records) or after it: markers before its base decide nothing it will read.
+        self._forget_before(last_base)
         return Filtered(kept, resume, None)
 
     def fate(self, header: BatchHeader) -> bool | None:
