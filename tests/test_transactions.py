@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -16,7 +17,7 @@ import pytest
 import eventlog
 from eventlog import TopicPartition
 from eventlog._control import encode_marker
-from eventlog._format import ATTR_TRANSACTIONAL, encode_batch
+from eventlog._format import ATTR_COMMIT, ATTR_CONTROL, ATTR_TRANSACTIONAL, encode_batch
 from tests.conftest import ROOT
 
 TP0 = TopicPartition("out", 0)
@@ -564,3 +565,50 @@ def test_read_committed_in_small_polls_through_big_batches(tlog):
             c._fetcher._check()
         assert c.position(TP0) == tlog.topic("out").partition(0).end_offset
     assert [r.value for r in got] == [f"{r}-{i}" for r in (0, 2) for i in range(50)]
+
+
+SUCCESSOR = r"""
+import sys, eventlog
+log = eventlog.open(sys.argv[1], fsync="always")
+with eventlog.Producer(log, transactional_id="app") as p:
+    p.init_transactions()
+print("recovered", flush=True)
+"""
+
+
+def test_a_recovery_killed_at_any_step_is_finished_by_the_next(log_dir):
+    """The committer dies after its decision; its successor dies at each step of the
+    recovery in turn; whoever comes next still ends with the transaction committed
+    everywhere, its offsets moved, and no marker twice."""
+    template = log_dir / "template"
+    code = CRASHING_END.replace("sys.argv[2]", repr("commit"))
+    for step in range(1, 12):   # the first kill that leaves a decided transaction
+        shutil.rmtree(template, ignore_errors=True)
+        with eventlog.open(template) as log:
+            log.create_topic("in", partitions=2)
+            log.create_topic("out", partitions=2)
+        child(code, template, {"EVENTLOG_TXN_CRASH_AT": str(step)})
+        with eventlog.open(template) as log:
+            state = log.backend.transactions().store.read("app")
+            if state is not None and state.state == "PrepareCommit":
+                break
+    else:
+        raise AssertionError("no step left the transaction decided")
+    for step in range(1, 20):
+        path = log_dir / f"r{step}"
+        shutil.copytree(template, path)
+        proc = child(SUCCESSOR, path, {"EVENTLOG_TXN_CRASH_AT": str(step)})
+        with eventlog.open(path) as log:
+            with eventlog.Producer(log, transactional_id="app") as last:
+                last.init_transactions()
+            assert sorted(r.value for r in values(log)) == [0, 1, 2, 3]
+            assert log.group_offsets("g") == {TopicPartition("in", 0): 4,
+                                              TopicPartition("in", 1): 2}
+            for p in (0, 1):
+                markers = [b for b in log.topic("out").partition(p)._log.fetch(0)
+                           if b.header.attributes & ATTR_CONTROL
+                           and b.header.attributes & ATTR_COMMIT]
+                assert len(markers) == 1, (step, p)
+        if "recovered" in proc.stdout:
+            return
+    raise AssertionError("the successor never finished")
