@@ -612,3 +612,56 @@ def test_a_recovery_killed_at_any_step_is_finished_by_the_next(log_dir):
         if "recovered" in proc.stdout:
             return
     raise AssertionError("the successor never finished")
+
+
+def test_a_failed_end_is_finished_by_calling_the_decided_end_again(log_dir):
+    """A full disk at each file operation of a commit in turn: the producer then says
+    what was decided, and calling that end again finishes it (or, when the failure
+    failed the whole log, the next producer after a reopen does): all or nothing."""
+    from tests.faults import FaultyOS, injected
+
+    only = frozenset({"open", "write", "pwrite", "replace", "rename", "posix_fallocate"})
+    for n in range(1, 200):
+        path = log_dir / f"f{n}"
+        log = eventlog.open(path)
+        log.create_topic("out", partitions=2)
+        p = eventlog.Producer(log, transactional_id="app", linger_ms=0)
+        p.init_transactions()
+        p.begin_transaction()
+        for i in range(4):
+            p.send("out", i, partition=i % 2)
+        p.send_offsets_to_transaction({TopicPartition("in", 0): 4}, "g")
+        p.flush()
+        fault = FaultyOS(n, "ENOSPC", only)
+        failed = None
+        with injected(fault):
+            try:
+                p.commit_transaction()
+            except eventlog.EventLogError as exc:
+                failed = exc
+        if fault.triggered is None:
+            assert failed is None
+            p.close()
+            log.close()
+            return
+        state = p._txn.state
+        committed = failed is None or state == "decided_commit"
+        if failed is not None:
+            assert state in ("decided_commit", "abortable"), (n, state, failed)
+            wrong = p.abort_transaction if committed else p.commit_transaction
+            with pytest.raises(eventlog.TransactionError):
+                wrong()
+            try:
+                (p.commit_transaction if committed else p.abort_transaction)()
+            except eventlog.LogFailedError:
+                pass   # the failure failed the log: the next producer finishes it
+        p.close()
+        log.close()
+        with eventlog.open(path) as log:
+            with eventlog.Producer(log, transactional_id="app") as successor:
+                successor.init_transactions()
+            got = sorted(r.value for r in values(log))
+            offsets = log.group_offsets("g") if "g" in log.groups() else {}
+            assert got == ([0, 1, 2, 3] if committed else []), (n, got, failed)
+            assert offsets == ({TopicPartition("in", 0): 4} if committed else {}), n
+    raise AssertionError("the commit never ran without a fault")

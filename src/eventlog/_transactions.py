@@ -4,7 +4,9 @@
 States: ``uninitialized`` -> (``init_transactions``) ``ready`` -> (``begin``)
 ``in_transaction`` -> (``commit`` / ``abort``) ``ready`` ...; a failed send turns
 ``in_transaction`` into ``abortable`` (only ``abort`` leads on); being fenced, into
-``fenced`` (nothing leads on); ``close`` into ``closed``. Calls in the wrong state
+``fenced`` (nothing leads on); ``close`` into ``closed``. A commit or abort that fails
+after its decision is written leaves ``decided_commit`` / ``decided_abort``: calling
+the same end again finishes it, the other end raises. Calls in the wrong state
 raise ``TransactionError``.
 
 The protocol steps themselves (state files, markers, offsets) are the coordinator's
@@ -17,6 +19,7 @@ which refuses batches of an older epoch.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -24,7 +27,7 @@ from typing import TYPE_CHECKING
 
 from ._fetcher import check_tp
 from ._group import validate_group_id
-from ._txn_state import validate_transactional_id
+from ._txn_state import PREPARE_ABORT, PREPARE_COMMIT, validate_transactional_id
 from ._types import TopicPartition
 from .config import check_int
 from .errors import (
@@ -40,11 +43,16 @@ if TYPE_CHECKING:
 
 __all__ = ["MAX_TRANSACTION_TIMEOUT_MS", "TransactionManager"]
 
+_logger = logging.getLogger("eventlog")
+
 MAX_TRANSACTION_TIMEOUT_MS = 900_000   # Kafka's transaction.max.timeout.ms default
 _EXPIRY_CHECK_S = 1.0                  # begin looks for timed-out transactions this often
 
 UNINITIALIZED, READY, IN_TRANSACTION = "uninitialized", "ready", "in_transaction"
 COMMITTING, ABORTABLE, FENCED, CLOSED = "committing", "abortable", "fenced", "closed"
+# An end that failed after its decision was written (say, a full disk while writing a
+# marker): only the decided end may be called again, to finish it.
+DECIDED_COMMIT, DECIDED_ABORT = "decided_commit", "decided_abort"
 
 
 class TransactionManager:
@@ -93,7 +101,12 @@ class TransactionManager:
                 IN_TRANSACTION: "a transaction is open already",
                 ABORTABLE: f"a send of this transaction failed ({self._error!r}): "
                            "call abort_transaction()",
-                COMMITTING: "the transaction is being committed"}.get(self.state, self.state)
+                COMMITTING: "the transaction is being committed",
+                DECIDED_COMMIT: "the transaction was decided to commit (its end failed "
+                                "after that): call commit_transaction() to finish it",
+                DECIDED_ABORT: "the transaction was decided to abort (its end failed "
+                               "after that): call abort_transaction() to finish it",
+                }.get(self.state, self.state)
         raise TransactionError(f"cannot {action}: {hint}")
 
     def _check_fenced(self) -> None:
@@ -188,6 +201,9 @@ class TransactionManager:
 
     def commit(self, timeout: float | None) -> None:
         with self._lock:
+            if self.state == DECIDED_COMMIT:
+                self._end(commit=True)
+                return
             self._expect(IN_TRANSACTION, action="commit_transaction")
             self._check_fenced()
             self.state = COMMITTING
@@ -208,6 +224,9 @@ class TransactionManager:
 
     def abort(self, timeout: float | None = None) -> None:
         with self._lock:
+            if self.state == DECIDED_ABORT:
+                self._end(commit=False)
+                return
             self._expect(IN_TRANSACTION, ABORTABLE, action="abort_transaction")
             self.state = COMMITTING
             try:
@@ -227,16 +246,49 @@ class TransactionManager:
                 self._offsets if commit else {})
         except ProducerFencedError as exc:
             raise self._fenced(exc) from None
-        except BaseException:
-            self.state = ABORTABLE  # undecided, or decided and completed by recovery
-            raise
+        except Exception as exc:
+            self.state = self._after_failed_end()
+            if self.state != READY:
+                raise
+            # Every step took effect, and what failed came after (the fsync of the
+            # directory after the last state write, say): it is ended. A repeat of the
+            # last step is harmless, should it not have reached the disk.
+            _logger.warning("transactional_id %r: the transaction ended, but its last "
+                            "state write reported: %s", self.transactional_id, exc)
+            return
         self._partitions.clear()
         self._offsets.clear()
         self.state = READY
 
+    def _after_failed_end(self) -> str:
+        """The state after an end that raised: decided (the state file says so), or
+        still open, and then abortable."""
+        try:
+            state = self._coordinator.store.read(self.transactional_id)
+        except Exception:   # unreadable now: the safe assumption is undecided
+            return ABORTABLE
+        if state is not None and state.producer_id == self.producer_id and \
+                state.epoch == self.epoch:
+            if state.state == PREPARE_COMMIT:
+                return DECIDED_COMMIT
+            if state.state == PREPARE_ABORT:
+                return DECIDED_ABORT
+            if not state.open:    # completed after all (by whoever came in between)
+                self._partitions.clear()
+                self._offsets.clear()
+                return READY
+        elif state is not None:
+            return FENCED
+        return ABORTABLE
+
     def close(self) -> None:
         """Abort an open transaction (best effort), then refuse every call."""
         with self._lock:
+            if self.state in (DECIDED_COMMIT, DECIDED_ABORT):
+                try:   # finish what was decided; a successor would do it otherwise
+                    self._end(commit=self.state == DECIDED_COMMIT)
+                except Exception:  # noqa: S110
+                    pass
             if self.state in (IN_TRANSACTION, ABORTABLE):
                 try:
                     self.abort()
@@ -245,4 +297,5 @@ class TransactionManager:
             self.state = CLOSED
 
     def in_transaction(self) -> bool:
-        return self.state in (IN_TRANSACTION, ABORTABLE, COMMITTING)
+        return self.state in (IN_TRANSACTION, ABORTABLE, COMMITTING, DECIDED_COMMIT,
+                              DECIDED_ABORT)
