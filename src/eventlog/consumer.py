@@ -52,7 +52,10 @@ class Consumer:
     ("range", "roundrobin", "sticky"), ``session_timeout_ms`` (10000),
     ``heartbeat_interval_ms`` (1000), ``max_poll_interval_ms`` (300000),
     ``group_instance_id`` (static membership), ``listener`` (a ``RebalanceListener``),
-    ``consumer_timeout_ms`` (stop iterating after this long without records).
+    ``consumer_timeout_ms`` (stop iterating after this long without records),
+    ``isolation_level`` ("read_uncommitted" default, as Kafka's; "read_committed" returns
+    only committed transactions' records, up to the last stable offset: see
+    docs/transactions.md).
     """
 
     def __init__(self, log: Log, *topics: str, group_id: str | None = None,

@@ -179,6 +179,10 @@ class Producer:
     - ``batch_bytes`` (128 KiB): append a batch once it holds this many bytes. Keyless
       records stick to one partition for ``batch_bytes``, then move to the next.
     - ``enable_idempotence`` / ``producer_id``: see the module docstring.
+    - ``transactional_id`` / ``transaction_timeout_ms`` (60000): a transactional producer
+      (``init_transactions``, ``begin_transaction``, ``commit_transaction``, ...), whose
+      records become visible to ``read_committed`` consumers together at commit, or
+      never; see docs/transactions.md.
     """
 
     def __init__(self, log: Log, *, key_serializer: str | Serializer | None = None,
