@@ -24,8 +24,11 @@ Both talk to the log only through its backend (``Log.backend``, see ``_backend``
 from __future__ import annotations
 
 import concurrent.futures
+import math
+import re
 import time
 from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
 
 from . import _fileutil
 from ._coordinator import CommitCallback, Coordinator, RebalanceListener
@@ -37,6 +40,23 @@ from .log import Log
 from .serde import Deserializer
 
 __all__ = ["Consumer", "RebalanceListener"]
+
+
+def poll_timeout(timeout: float | None, timeout_ms: int | None) -> float | None:
+    """The seconds a poll may wait, from ``timeout`` (seconds) or ``timeout_ms``
+    (milliseconds, given instead of it); ``InvalidConfigError`` for a bad value."""
+    if timeout_ms is not None:
+        if timeout not in (None, 1.0):
+            raise InvalidConfigError("give poll either timeout (seconds) or timeout_ms, "
+                                     "not both")
+        check_int("timeout_ms", timeout_ms, 0)
+        return timeout_ms / 1000
+    if timeout is None:
+        return None
+    if type(timeout) not in (int, float) or math.isnan(timeout):
+        raise InvalidConfigError(f"timeout must be a number of seconds or None, not "
+                                 f"{timeout!r}")
+    return max(0.0, float(timeout))
 
 
 class Consumer:
@@ -52,7 +72,9 @@ class Consumer:
     ("range", "roundrobin", "sticky"), ``session_timeout_ms`` (10000),
     ``heartbeat_interval_ms`` (1000), ``max_poll_interval_ms`` (300000),
     ``group_instance_id`` (static membership), ``listener`` (a ``RebalanceListener``),
-    ``consumer_timeout_ms`` (stop iterating after this long without records).
+    ``consumer_timeout_ms`` (stop iterating after this long without records),
+    ``client_id`` (Kafka's ``client.id``: names this consumer in ``groups describe``,
+    ``Log.describe_group`` and ``metrics()``).
     """
 
     def __init__(self, log: Log, *topics: str, group_id: str | None = None,
@@ -64,8 +86,9 @@ class Consumer:
                  partition_assignment_strategy: str = "range",
                  session_timeout_ms: int = 10_000, heartbeat_interval_ms: int = 1_000,
                  max_poll_interval_ms: int = 300_000, group_instance_id: str | None = None,
-                 listener: RebalanceListener | None = None,
-                 consumer_timeout_ms: int | None = None) -> None:
+                 listener: RebalanceListener | object | None = None,
+                 consumer_timeout_ms: int | None = None,
+                 client_id: str | None = None) -> None:
         if not isinstance(log, Log):
             raise TypeError(f"Consumer needs an eventlog.Log, not {type(log).__name__}")
         backend = log.backend
@@ -83,9 +106,10 @@ class Consumer:
             session_timeout_ms=session_timeout_ms,
             heartbeat_interval_ms=heartbeat_interval_ms,
             max_poll_interval_ms=max_poll_interval_ms, group_instance_id=group_instance_id,
-            listener=listener)
+            listener=listener, client_id=client_id)
         self._fetcher = self._coordinator.fetcher
         self.group_id = self._coordinator.group_id
+        self.client_id = self._coordinator.client_id
         self._max_poll_records = max_poll_records
         self._consumer_timeout_ms = consumer_timeout_ms
         self._closed = False
@@ -110,12 +134,21 @@ class Consumer:
     # -- assignment ---------------------------------------------------------------------
 
     @_fileutil.translate_errors("consumer")
-    def subscribe(self, topics: Iterable[str], listener: RebalanceListener | None = None
-                  ) -> None:
-        """Read ``topics``: with a ``group_id`` as a member of the group (partitions are
-        shared with the other members), without one every partition of them."""
+    def subscribe(self, topics: Iterable[str] = (),
+                  listener: RebalanceListener | object | None = None, *,
+                  pattern: str | re.Pattern[str] | None = None) -> None:
+        """Read ``topics``, or with ``pattern=`` (a regex that must match a topic's
+        whole name, as in Kafka's Java client) every matching topic, now and later:
+        topics created or deleted afterwards join or leave the subscription within a
+        second (a rebalance, in a group). With a ``group_id`` as a member of the group
+        (partitions are shared with the other members), without one every partition.
+
+        ``listener`` is a ``RebalanceListener``, or any object with kafka-python's
+        ``on_partitions_revoked`` / ``on_partitions_assigned`` methods; one with
+        neither naming raises ``InvalidConfigError``. Replaces an earlier
+        subscription or assignment."""
         self._check_open()
-        self._coordinator.subscribe(topics, listener)
+        self._coordinator.subscribe(topics, listener, pattern)
 
     @_fileutil.translate_errors("consumer")
     def assign(self, partitions: Iterable[TopicPartition]) -> None:
@@ -135,6 +168,8 @@ class Consumer:
         return self._fetcher.assigned()
 
     def subscription(self) -> set[str]:
+        """The subscribed topics (for a pattern subscription, those it matches now;
+        empty after ``assign``)."""
         return self._coordinator.subscription()
 
     # -- positions -----------------------------------------------------------------------
@@ -199,24 +234,40 @@ class Consumer:
         self._check_open()
         return self._fetcher.lag()
 
+    def metrics(self) -> dict[str, Any]:
+        """This consumer now, with Kafka's metric names where they exist: its
+        ``client_id`` and ``group_id``, the partitions assigned and paused, and
+        ``records_lag`` / ``records_lag_max`` (the sum and the largest of ``lag()``).
+        Cost: a head read per assigned partition."""
+        self._check_open()
+        lag = self._fetcher.lag()
+        return {"client_id": self.client_id, "group_id": self.group_id,
+                "assigned_partitions": len(self._fetcher.assigned()),
+                "paused_partitions": len(self._fetcher.paused()),
+                "records_lag": sum(lag.values()),
+                "records_lag_max": max(lag.values(), default=0)}
+
     # -- polling -------------------------------------------------------------------------
 
     @_fileutil.translate_errors("consumer")
-    def poll(self, timeout: float | None = 0.0, max_records: int | None = None
-             ) -> list[Record]:
+    def poll(self, timeout: float | None = 1.0, max_records: int | None = None, *,
+             timeout_ms: int | None = None) -> list[Record]:
         """Records from the assigned partitions: in offset order within a partition and
         fair across partitions; at most ``max_records`` (default ``max_poll_records``).
 
-        Waits up to ``timeout`` seconds (None: until records arrive) and returns ``[]``
-        if none came. The wait sleeps in the kernel and wakes within microseconds of an
-        append in any process.
+        Returns as soon as records are ready; else waits up to ``timeout`` **seconds**
+        (default 1.0; None: until records arrive) and returns ``[]`` if none came. The
+        wait sleeps in the kernel (an idle loop of polls costs no CPU) and wakes within
+        microseconds of an append in any process. ``timeout_ms=`` (milliseconds, as
+        kafka-python's ``poll(timeout_ms=)``) may be given instead of ``timeout``.
         """
         self._check_open()
+        timeout = poll_timeout(timeout, timeout_ms)
         if max_records is None:
             max_records = self._max_poll_records
         elif type(max_records) is not int or max_records < 1:
             raise InvalidConfigError(f"max_records must be a positive int, not {max_records!r}")
-        deadline = None if timeout is None else time.monotonic() + max(0.0, timeout)
+        deadline = None if timeout is None else time.monotonic() + timeout
         coordinator, fetcher = self._coordinator, self._fetcher
         while True:
             got = fetcher.fetch(max_records, coordinator.poll())

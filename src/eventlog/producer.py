@@ -74,7 +74,7 @@ from ._records import (
     record_size,
     serialization_error,
 )
-from .config import _wall_clock_ms, check_int
+from .config import _wall_clock_ms, check_client_id, check_int
 from .errors import (
     ClosedError,
     InvalidRecordError,
@@ -173,13 +173,15 @@ class Producer:
     - ``batch_bytes`` (128 KiB): append a batch once it holds this many bytes. Keyless
       records stick to one partition for ``batch_bytes``, then move to the next.
     - ``enable_idempotence`` / ``producer_id``: see the module docstring.
+    - ``client_id`` (Kafka's ``client.id``): a name for this producer, in ``metrics()``.
     """
 
     def __init__(self, log: Log, *, key_serializer: str | Serializer | None = None,
                  value_serializer: str | Serializer | None = None,
                  partitioner: str | Partitioner = "xxhash",
                  linger_ms: int = DEFAULT_LINGER_MS, batch_bytes: int = DEFAULT_BATCH_BYTES,
-                 enable_idempotence: bool = False, producer_id: int | None = None) -> None:
+                 enable_idempotence: bool = False, producer_id: int | None = None,
+                 client_id: str | None = None) -> None:
         if not isinstance(log, Log):
             raise TypeError(f"Producer needs an eventlog.Log, not {type(log).__name__}")
         backend = log.backend
@@ -190,6 +192,7 @@ class Producer:
         check_int("linger_ms", linger_ms, 0)
         check_int("batch_bytes", batch_bytes, 1)
         check_int("producer_id", producer_id, 0, 2**63 - 1, optional=True)
+        self.client_id = check_client_id(client_id)
         self._backend = backend
         self._key_ser = serializer(key_serializer)
         self._value_ser = serializer(value_serializer)
@@ -468,11 +471,13 @@ class Producer:
         every half second)."""
         return list(range(self._backend.metadata(topic).partitions))
 
-    def metrics(self) -> dict[str, float]:
+    def metrics(self) -> dict[str, Any]:
         """Counters since the producer was created: records and bytes appended,
-        batches, average batch size, records that failed, and duplicates skipped.
+        batches, average batch size, records that failed, and duplicates skipped; and
+        the ``client_id`` they belong to (None if none was given).
         Cost: O(partitions with pending records)."""
-        m: dict[str, float] = dict(self._accumulator.sender.metrics())
+        m: dict[str, Any] = dict(self._accumulator.sender.metrics())
+        m["client_id"] = self.client_id
         m["records_pending"] = self._accumulator.pending_records()
         batches = m["batches_sent"]
         m["records_per_batch"] = (m["records_sent"] + m["duplicates"]) / batches if batches \
