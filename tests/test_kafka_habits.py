@@ -251,7 +251,7 @@ def test_create_topic_and_alter_take_kafkas_dotted_names(log):
 
 
 def test_dotted_names_that_are_wrong_or_doubled_change_nothing(log):
-    with pytest.raises(InvalidConfigError, match="retention.ms"):
+    with pytest.raises(InvalidConfigError, match=r"retention\.mss"):
         log.create_topic("a", **{"retention.mss": 1})
     with pytest.raises(InvalidConfigError, match="twice"):
         log.create_topic("a", **{"retention.ms": 1, "retention_ms": 2})
