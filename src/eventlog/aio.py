@@ -667,6 +667,7 @@ class AIOConsumer:
                          None)
 
     async def resume(self, *partitions: TopicPartition) -> None:
+        """Return records of these paused partitions again, from their positions."""
         await self._call(self._moved, "resume", [TopicPartition(*tp) for tp in partitions],
                          None)
 
@@ -705,6 +706,7 @@ class AIOConsumer:
         await self._call(self._reassign, "assign", [TopicPartition(*tp) for tp in partitions])
 
     async def unsubscribe(self) -> None:
+        """Stop reading everything (leaving the group, if in one)."""
         await self._call(self._reassign, "unsubscribe", None)
 
     def _reassign(self, what: str, argument: list[Any] | None) -> None:
@@ -737,11 +739,13 @@ class AIOConsumer:
 
     async def beginning_offsets(self, partitions: Iterable[TopicPartition]
                                 ) -> dict[TopicPartition, int]:
+        """The start offset of each partition (as ``Consumer.beginning_offsets``)."""
         coordinator = await self._ready()
         return await self._in_thread(coordinator.fetcher.beginning_offsets, list(partitions))
 
     async def end_offsets(self, partitions: Iterable[TopicPartition]
                           ) -> dict[TopicPartition, int]:
+        """The end offset of each partition (as ``Consumer.end_offsets``)."""
         coordinator = await self._ready()
         return await self._in_thread(coordinator.fetcher.end_offsets, list(partitions))
 

@@ -156,6 +156,7 @@ class TopicConfig:
 
     @classmethod
     def names(cls) -> frozenset[str]:
+        """The names of every setting (the dataclass's fields)."""
         return frozenset(f.name for f in dataclasses.fields(cls))
 
     @classmethod
@@ -166,10 +167,12 @@ class TopicConfig:
         return dataclasses.replace(base or cls(), **topic_settings(values))
 
     def to_dict(self) -> dict[str, Any]:
+        """Every setting by name, as stored in ``topic.json``."""
         return dataclasses.asdict(self)
 
     @property
     def compacted(self) -> bool:
+        """True when the cleanup policy includes key compaction."""
         return "compact" in self.cleanup_policy
 
 

@@ -32,7 +32,6 @@ from typing import Any
 
 from . import _fileutil
 from ._coordinator import CommitCallback, Coordinator, RebalanceListener
-from ._fetcher import DEFAULT_FETCH_MAX_BYTES
 from ._types import Record, TopicPartition
 from .config import check_int
 from .errors import ClosedError, InvalidConfigError
@@ -82,7 +81,7 @@ class Consumer:
                  auto_commit_interval_ms: int = 5000,
                  key_deserializer: str | Deserializer | None = None,
                  value_deserializer: str | Deserializer | None = None,
-                 max_poll_records: int = 500, fetch_max_bytes: int = DEFAULT_FETCH_MAX_BYTES,
+                 max_poll_records: int = 500, fetch_max_bytes: int = 4 << 20,
                  partition_assignment_strategy: str = "range",
                  session_timeout_ms: int = 10_000, heartbeat_interval_ms: int = 1_000,
                  max_poll_interval_ms: int = 300_000, group_instance_id: str | None = None,
@@ -204,19 +203,25 @@ class Consumer:
         self._fetcher.pause(*partitions)
 
     def resume(self, *partitions: TopicPartition) -> None:
+        """Return records of these paused partitions again, from their positions."""
         self._fetcher.resume(*partitions)
 
     def paused(self) -> set[TopicPartition]:
+        """The partitions paused by ``pause`` (and not resumed)."""
         return self._fetcher.paused()
 
     @_fileutil.translate_errors("consumer")
     def beginning_offsets(self, partitions: Iterable[TopicPartition]
                           ) -> dict[TopicPartition, int]:
+        """The start offset (the first offset still stored) of each partition, any
+        partition of the log, assigned or not. Cost: a head read each."""
         self._check_open()
         return self._fetcher.beginning_offsets(partitions)
 
     @_fileutil.translate_errors("consumer")
     def end_offsets(self, partitions: Iterable[TopicPartition]) -> dict[TopicPartition, int]:
+        """The end offset (the offset the next record appended will get, Kafka's high
+        watermark) of each partition, assigned or not. Cost: a head read each."""
         self._check_open()
         return self._fetcher.end_offsets(partitions)
 

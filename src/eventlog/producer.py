@@ -87,8 +87,6 @@ from .serde import BUILTINS, Serializer, column_packer, is_builtin, serializer
 
 __all__ = ["BatchMetadata", "Producer", "RecordFuture", "murmur2"]
 
-DEFAULT_LINGER_MS = 5
-DEFAULT_BATCH_BYTES = 128 * 1024
 _REFRESH_EVERY = 256  # sends between checks for topic changes by other processes
 
 _time_ns = time.time_ns
@@ -179,7 +177,7 @@ class Producer:
     def __init__(self, log: Log, *, key_serializer: str | Serializer | None = None,
                  value_serializer: str | Serializer | None = None,
                  partitioner: str | Partitioner = "xxhash",
-                 linger_ms: int = DEFAULT_LINGER_MS, batch_bytes: int = DEFAULT_BATCH_BYTES,
+                 linger_ms: int = 5, batch_bytes: int = 128 * 1024,
                  enable_idempotence: bool = False, producer_id: int | None = None,
                  client_id: str | None = None) -> None:
         if not isinstance(log, Log):
