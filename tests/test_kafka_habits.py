@@ -368,3 +368,28 @@ def test_records_carry_their_timestamp_type(log):
     assert appended.timestamp_ms != 1_000
     raw = log.topic("log-time").partition(0).read(0)[0]
     assert raw.timestamp_type is TimestampType.LOG_APPEND_TIME
+
+
+def test_confluent_kafka_style_callbacks_are_called_with_the_consumer(log):
+    log.create_topic("orders", partitions=2)
+    calls = []
+
+    def on_assign(consumer, partitions):
+        calls.append(("assign", consumer, partitions))
+
+    def on_revoke(consumer, partitions):
+        calls.append(("revoke", consumer, partitions))
+
+    first = eventlog.Consumer(log, group_id="billing")
+    first.subscribe(["orders"], on_assign=on_assign, on_revoke=on_revoke)
+    assert calls == [("assign", first, [TopicPartition("orders", 0),
+                                        TopicPartition("orders", 1)])]
+    second = eventlog.Consumer(log, "orders", group_id="billing")
+    _poll_until([first, second], lambda: len(calls) > 1 and len(second.assignment()) == 1)
+    assert calls[1] == ("revoke", first, sorted(second.assignment()))
+    with pytest.raises(InvalidConfigError, match="not both"):
+        first.subscribe(["orders"], listener=KafkaPythonListener(), on_assign=on_assign)
+    with pytest.raises(InvalidConfigError, match="on_revoke"):
+        first.subscribe(["orders"], on_revoke="not callable")
+    second.close()
+    first.close()

@@ -27,7 +27,7 @@ import concurrent.futures
 import math
 import re
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 from . import _fileutil
@@ -56,6 +56,35 @@ def poll_timeout(timeout: float | None, timeout_ms: int | None) -> float | None:
         raise InvalidConfigError(f"timeout must be a number of seconds or None, not "
                                  f"{timeout!r}")
     return max(0.0, float(timeout))
+
+
+PartitionsCallback = Callable[["Consumer", list[TopicPartition]], Any]
+
+
+class _CallbackListener(RebalanceListener):
+    """confluent-kafka's ``on_assign`` / ``on_revoke`` / ``on_lost`` callbacks, each
+    called as ``fn(consumer, partitions)``; a lost partition without ``on_lost`` goes
+    to ``on_revoke``, as confluent-kafka does."""
+
+    def __init__(self, consumer: Consumer,
+                 callbacks: Mapping[str, PartitionsCallback | None]) -> None:
+        self._consumer = consumer
+        self._callbacks = dict(callbacks)
+
+    def _call(self, name: str, partitions: set[TopicPartition]) -> None:
+        fn = self._callbacks.get(name)
+        if fn is not None:
+            fn(self._consumer, sorted(partitions))
+
+    def on_assigned(self, partitions: set[TopicPartition]) -> None:
+        self._call("on_assigned", partitions)
+
+    def on_revoked(self, partitions: set[TopicPartition]) -> None:
+        self._call("on_revoked", partitions)
+
+    def on_lost(self, partitions: set[TopicPartition]) -> None:
+        self._call("on_lost" if self._callbacks.get("on_lost") else "on_revoked",
+                    partitions)
 
 
 class Consumer:
@@ -135,7 +164,10 @@ class Consumer:
     @_fileutil.translate_errors("consumer")
     def subscribe(self, topics: Iterable[str] = (),
                   listener: RebalanceListener | object | None = None, *,
-                  pattern: str | re.Pattern[str] | None = None) -> None:
+                  pattern: str | re.Pattern[str] | None = None,
+                  on_assign: PartitionsCallback | None = None,
+                  on_revoke: PartitionsCallback | None = None,
+                  on_lost: PartitionsCallback | None = None) -> None:
         """Read ``topics``, or with ``pattern=`` (a regex that must match a topic's
         whole name, as in Kafka's Java client) every matching topic, now and later:
         topics created or deleted afterwards join or leave the subscription within a
@@ -144,9 +176,21 @@ class Consumer:
 
         ``listener`` is a ``RebalanceListener``, or any object with kafka-python's
         ``on_partitions_revoked`` / ``on_partitions_assigned`` methods; one with
-        neither naming raises ``InvalidConfigError``. Replaces an earlier
-        subscription or assignment."""
+        neither naming raises ``InvalidConfigError``. confluent-kafka's callbacks work
+        too: ``on_assign``, ``on_revoke`` and ``on_lost`` are called as
+        ``fn(consumer, partitions)`` (a sorted list), instead of a listener. Replaces an
+        earlier subscription or assignment."""
         self._check_open()
+        given = {"on_assign": on_assign, "on_revoke": on_revoke, "on_lost": on_lost}
+        if any(fn is not None for fn in given.values()):
+            if listener is not None:
+                raise InvalidConfigError("subscribe takes a listener or confluent-kafka's "
+                                         "on_assign/on_revoke/on_lost callbacks, not both")
+            for name, fn in given.items():
+                if fn is not None and not callable(fn):
+                    raise InvalidConfigError(f"{name} must be callable, not {fn!r}")
+            listener = _CallbackListener(self, {"on_assigned": on_assign,
+                                                "on_revoked": on_revoke, "on_lost": on_lost})
         self._coordinator.subscribe(topics, listener, pattern)
 
     @_fileutil.translate_errors("consumer")
