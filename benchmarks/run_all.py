@@ -33,6 +33,7 @@ BENCH = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(BENCH)
 sys.path.insert(0, BENCH)
 from _harness import JSON_ENV, machine, table  # noqa: E402
+from _plots import latency_figure, rss_figure  # noqa: E402
 
 # (name, script, arguments per mode, what it measures)
 SECTIONS: list[tuple[str, str, dict[str, list[str]], str]] = [
@@ -227,20 +228,9 @@ def plots(sections: dict[str, dict], out: str) -> tuple[dict[str, list[str]], st
     if consumer:
         for tab in consumer["tables"]:
             if tab["header"][:1] == ["producer and consumer"]:
-                labels = tab["header"][1:]
-                fig, ax = plt.subplots(figsize=(7, 3.5))
-                width = 0.8 / len(tab["rows"])
-                for i, row in enumerate(tab["rows"]):
-                    values = [float(v) for v in row[1:]]
-                    xs = [x + i * width for x in range(len(labels))]
-                    ax.bar(xs, values, width, label=row[0])
-                ax.set_xticks([x + width * (len(tab["rows"]) - 1) / 2
-                               for x in range(len(labels))], labels)
-                ax.set_yscale("log")
-                ax.set_ylabel("microseconds (log scale)")
-                ax.set_title("Produce-to-consume latency")
-                ax.legend()
-                save(fig, "consumer", "latency.png")
+                rows = [(row[0], [float(v) for v in row[1:]]) for row in tab["rows"]]
+                save(latency_figure(plt, tab["header"][1:], rows), "consumer",
+                     "latency.png")
 
     opened = sections.get("open", {}).get("report", {}).get("data")
     if opened and opened.get("sizes"):
@@ -258,21 +248,7 @@ def plots(sections: dict[str, dict], out: str) -> tuple[dict[str, list[str]], st
 
     rss = sections.get("rss", {}).get("report", {}).get("data", {}).get("runs")
     if rss:
-        fig, ax = plt.subplots(figsize=(7, 4))
-        for run in rss:
-            label = f"{run['log_bytes'] / 2**20:,.0f} MiB log"
-            per = run["log_bytes"] / max(1, run["records"]) / 2**20
-            xs = [s["records"] * per for s in run["samples"]]
-            line, = ax.plot(xs, [s["VmRSS"] / 1024 for s in run["samples"]],
-                            label=f"{label}: VmRSS")
-            if "RssAnon" in run["samples"][0]:
-                ax.plot(xs, [s["RssAnon"] / 1024 for s in run["samples"]], linestyle="--",
-                        color=line.get_color(), label=f"{label}: RssAnon")
-        ax.set_xlabel("MiB of the log read so far")
-        ax.set_ylabel("resident memory, MiB")
-        ax.set_title("Memory of a process reading the whole log")
-        ax.legend(fontsize=8)
-        save(fig, "rss", "rss.png")
+        save(rss_figure(plt, rss), "rss", "rss.png")
 
     scaling = sections.get("scaling", {}).get("report", {}).get("data")
     if scaling:

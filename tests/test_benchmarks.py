@@ -8,6 +8,7 @@ not measured; any eventlog benchmark that fails makes run_all.py exit 1.
 from __future__ import annotations
 
 import importlib.util
+import re
 import subprocess
 import sys
 
@@ -49,3 +50,67 @@ def test_run_all_smoke_writes_results_and_plots(tmp_path):
     for name in PLOTS:
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert f"![{name}]({name})" in text
+
+
+# -- the plots that need care to read (benchmarks/_plots.py), on made-up data ----------
+
+def _plots_module():
+    pytest.importorskip("matplotlib")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    spec = importlib.util.spec_from_file_location("_plots", ROOT / "benchmarks" / "_plots.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_latency_plot_has_plain_ticks_and_a_value_on_every_bar():
+    plots = _plots_module()
+    import matplotlib.pyplot as plt
+
+    rows = [("same process", [240.0, 290.0, 358.0, 2475.0]),
+            ("across processes", [249.0, 313.0, 401.0, 4091.0])]
+    fig = plots.latency_figure(plt, ["p50", "p90", "p99", "max"], rows)
+    fig.canvas.draw()
+    ax = fig.axes[0]
+    low, high = ax.get_ylim()
+    ticks = [t.get_text() for t, v in zip(ax.get_yticklabels(), ax.get_yticks(),
+                                           strict=True) if low <= v <= high]
+    assert len(ticks) >= 3, ticks
+    assert all(re.fullmatch(r"[0-9][0-9,]*", t) for t in ticks), ticks  # not 3x10^2
+    assert not [t for t in ax.get_yticklabels(minor=True) if t.get_text()]
+    values = sorted(t.get_text() for t in ax.texts)
+    assert values == sorted(f"{v:,.0f}" for _, row in rows for v in row)
+    plt.close(fig)
+
+
+def test_the_memory_plot_tells_every_runs_rssanon_line_apart():
+    plots = _plots_module()
+    import matplotlib.pyplot as plt
+
+    runs = [{"log_bytes": size << 20, "records": size * 1000,
+             "samples": [{"records": n * size * 100, "VmRSS": 20_000 + n * size * 100,
+                          "RssAnon": 20_000} for n in range(11)]}
+            for size in (256, 1024, 3072)]
+    fig = plots.rss_figure(plt, runs)
+    anon = [line for ax in fig.axes for line in ax.get_lines()
+            if line.get_label().endswith("RssAnon")]
+    assert len(anon) == 3
+    styles = {(str(line.get_linestyle()), line.get_marker()) for line in anon}
+    assert len(styles) == 3, styles                        # each run its own look
+    assert len({line.get_marker() for line in anon}) == 3
+    vmrss_axes = {line.axes for ax in fig.axes for line in ax.get_lines()
+                  if line.get_label().endswith("VmRSS")}
+    assert not vmrss_axes & {line.axes for line in anon}   # RssAnon on its own scale
+    anon_low, anon_high = anon[0].axes.get_ylim()
+    [vmrss_ax] = vmrss_axes
+    assert anon_high - anon_low < 0.2 * (vmrss_ax.get_ylim()[1] - vmrss_ax.get_ylim()[0])
+    plt.close(fig)
+
+
+def test_nice_ticks_follow_one_two_five():
+    plots = _plots_module()
+    assert plots.nice_ticks(150, 6000) == [200, 500, 1000, 2000, 5000]
+    with pytest.raises(ValueError):
+        plots.nice_ticks(0, 10)

@@ -19,7 +19,7 @@ A short tour (the storage layer; producers and consumers build on it):
 
 from __future__ import annotations
 
-from ._types import Record, RecordMetadata, TopicPartition
+from ._types import Record, RecordMetadata, TimestampType, TopicPartition
 from .config import LogOptions, TopicConfig
 from .consumer import Consumer, RebalanceListener
 from .errors import (
@@ -88,6 +88,7 @@ __all__ = [
     "RecordTooLargeError",
     "RebalanceListener",
     "SerializationError",
+    "TimestampType",
     "Topic",
     "TopicConfig",
     "TopicExistsError",

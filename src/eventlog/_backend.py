@@ -92,6 +92,9 @@ class Backend(Protocol):
         ``UnknownTopicError`` (or creates the topic, with ``auto_create_topics``) and
         ``InvalidTopicError``."""
 
+    def topics(self) -> list[str]:
+        """The names of the topics, sorted (what a pattern subscription matches)."""
+
     def partition(self, topic: str, partition: int) -> PartitionBackend:
         """Partition ``partition`` of ``topic`` (``UnknownPartitionError`` if none)."""
 
@@ -101,8 +104,8 @@ class Backend(Protocol):
 
     def group_member(self, group_id: str, *, strategy: str, session_timeout_ms: int,
                      max_poll_interval_ms: int, heartbeat_interval_ms: int,
-                     instance_id: str | None, partition_count: Callable[[str], int]
-                     ) -> GroupMember:
+                     instance_id: str | None, partition_count: Callable[[str], int],
+                     client_id: str | None = None) -> GroupMember:
         """A new (not yet joined) member of ``group_id`` (``ReadOnlyError`` on a log
         opened ``read_only``: membership writes files)."""
 
@@ -163,6 +166,9 @@ class LocalBackend:
     def metadata(self, topic: str, refresh: bool = False) -> TopicMetadata:
         return self._store.topic(topic, refresh=refresh).metadata()
 
+    def topics(self) -> list[str]:
+        return self._store.names()
+
     def partition(self, topic: str, partition: int) -> PartitionLog:
         return self._store.topic(topic).partition_log(partition)
 
@@ -174,8 +180,8 @@ class LocalBackend:
 
     def group_member(self, group_id: str, *, strategy: str, session_timeout_ms: int,
                      max_poll_interval_ms: int, heartbeat_interval_ms: int,
-                     instance_id: str | None, partition_count: Callable[[str], int]
-                     ) -> GroupMember:
+                     instance_id: str | None, partition_count: Callable[[str], int],
+                     client_id: str | None = None) -> GroupMember:
         self._context.check_not_read_only(f"joining consumer group {group_id!r} (consume "
                                           "without a group_id to read only)")
         return GroupMember(self.path, group_id, strategy=strategy,
@@ -183,7 +189,7 @@ class LocalBackend:
                            max_poll_interval_ms=max_poll_interval_ms,
                            heartbeat_interval_ms=heartbeat_interval_ms,
                            instance_id=instance_id, partition_count=partition_count,
-                           clock=self.clock)
+                           clock=self.clock, client_id=client_id)
 
     def producer_id_lock_path(self, producer_id: int) -> str:
         return os.path.join(self.path, PRODUCERS_DIR, f"{producer_id}.lock")

@@ -30,6 +30,7 @@ from __future__ import annotations
 import concurrent.futures
 import logging
 import queue
+import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -39,7 +40,7 @@ from . import _fileutil
 from ._fetcher import DEFAULT_FETCH_MAX_BYTES, Fetcher
 from ._group import STRATEGIES, GroupMember, validate_group_id
 from ._types import TopicPartition
-from .config import check_int
+from .config import check_client_id, check_int
 from .errors import (
     CommitFailedError,
     InvalidConfigError,
@@ -51,7 +52,7 @@ from .serde import Deserializer
 if TYPE_CHECKING:
     from ._backend import Backend
 
-__all__ = ["Coordinator", "RebalanceListener"]
+__all__ = ["Coordinator", "RebalanceListener", "resolve_listener"]
 
 _logger = logging.getLogger("eventlog")
 SLICE_IDLE_S = 0.25       # longest sleep between looks at the group
@@ -83,6 +84,83 @@ class RebalanceListener:
         self.on_revoked(partitions)
 
 
+# Which methods of a listener object answer each call: eventlog's names first, then
+# kafka-python's (``ConsumerRebalanceListener``) and the Java client's ``onPartitionsLost``.
+_LISTENER_METHODS = {
+    "on_revoked": ("on_revoked", "on_partitions_revoked"),
+    "on_assigned": ("on_assigned", "on_partitions_assigned"),
+    "on_lost": ("on_lost", "on_partitions_lost"),
+}
+
+
+def resolve_listener(listener: object) -> RebalanceListener | None:
+    """The ``RebalanceListener`` that calls ``listener``'s methods: a subclass of
+    ``RebalanceListener`` as it is, any other object by its methods, with eventlog's
+    names (``on_revoked``, ``on_assigned``, ``on_lost``) or kafka-python's
+    (``on_partitions_revoked``, ``on_partitions_assigned``, ``on_partitions_lost``).
+    A method the listener lacks does nothing (``on_lost`` falls back to revoked).
+
+    Raises ``InvalidConfigError`` for an object with none of these methods, so a
+    listener that would never be called fails at ``subscribe``, not silently."""
+    if listener is None:
+        return None
+    base = {name: getattr(RebalanceListener, name) for name in _LISTENER_METHODS}
+    found: dict[str, Callable[[set[TopicPartition]], Any]] = {}
+    for call, names in _LISTENER_METHODS.items():
+        for name in names:
+            method = getattr(type(listener), name, None)
+            if callable(method) and method is not base.get(name):
+                found[call] = getattr(listener, name)
+                break
+    kafka_python = {names[1] for names in _LISTENER_METHODS.values()}
+    if isinstance(listener, RebalanceListener) and not kafka_python & set(dir(listener)):
+        return listener
+    if not found.keys() & {"on_revoked", "on_assigned"}:
+        raise InvalidConfigError(
+            f"a rebalance listener needs on_revoked(partitions) and/or "
+            f"on_assigned(partitions) (kafka-python's on_partitions_revoked and "
+            f"on_partitions_assigned work too); {type(listener).__name__} has none of them")
+    return _MethodListener(found)
+
+
+class _MethodListener(RebalanceListener):
+    """A listener object whose methods were looked up by name (``resolve_listener``)."""
+
+    def __init__(self, methods: Mapping[str, Callable[[set[TopicPartition]], Any]]) -> None:
+        self._methods = dict(methods)
+
+    def on_revoked(self, partitions: set[TopicPartition]) -> None:
+        method = self._methods.get("on_revoked")
+        if method is not None:
+            method(partitions)
+
+    def on_assigned(self, partitions: set[TopicPartition]) -> None:
+        method = self._methods.get("on_assigned")
+        if method is not None:
+            method(partitions)
+
+    def on_lost(self, partitions: set[TopicPartition]) -> None:
+        method = self._methods.get("on_lost")
+        if method is None:
+            self.on_revoked(partitions)
+        else:
+            method(partitions)
+
+
+def compile_pattern(pattern: str | re.Pattern[str]) -> re.Pattern[str]:
+    """A subscription pattern as a compiled regex (``InvalidConfigError`` if it is not
+    one). It must match a topic's whole name, as in Kafka's Java client."""
+    if isinstance(pattern, re.Pattern):
+        return pattern
+    if not isinstance(pattern, str):
+        raise InvalidConfigError(f"pattern must be a str or re.Pattern, not "
+                                 f"{type(pattern).__name__}")
+    try:
+        return re.compile(pattern)
+    except re.error as exc:
+        raise InvalidConfigError(f"invalid subscription pattern {pattern!r}: {exc}") from exc
+
+
 class Coordinator:
     """The assignment, group membership and commits of one consumer; owns its
     ``fetcher``. The options are those of ``Consumer`` (validated here, so both
@@ -102,7 +180,7 @@ class Coordinator:
                  partition_assignment_strategy: str = "range",
                  session_timeout_ms: int = 10_000, heartbeat_interval_ms: int = 1_000,
                  max_poll_interval_ms: int = 300_000, group_instance_id: str | None = None,
-                 listener: RebalanceListener | None = None,
+                 listener: object | None = None, client_id: str | None = None,
                  positions: Callable[[], dict[TopicPartition, int]] | None = None,
                  isolation_level: str = "read_uncommitted") -> None:
         for name, value in (("auto_commit_interval_ms", auto_commit_interval_ms),
@@ -114,6 +192,7 @@ class Coordinator:
             raise InvalidConfigError(f"partition_assignment_strategy must be one of "
                                      f"{', '.join(STRATEGIES)}")
         self.group_id = validate_group_id(group_id) if group_id is not None else None
+        self.client_id = check_client_id(client_id)
         if group_instance_id is not None and group_id is None:
             raise InvalidConfigError("group_instance_id needs a group_id")
         self._store = backend.offset_store(group_id) if group_id is not None else None
@@ -124,7 +203,7 @@ class Coordinator:
                                isolation_level=isolation_level, group_id=group_id)
         self._backend = backend
         self._clock = backend.clock
-        self._listener = listener
+        self._listener = resolve_listener(listener)
         self._positions = positions if positions is not None else self.fetcher.positions
         self._auto_commit = enable_auto_commit and group_id is not None
         self._auto_commit_s = auto_commit_interval_ms / 1000
@@ -135,10 +214,13 @@ class Coordinator:
             "max_poll_interval_ms": max_poll_interval_ms,
             "heartbeat_interval_ms": heartbeat_interval_ms,
             "instance_id": group_instance_id}
+        if self.client_id is not None:  # (a backend without client ids still works)
+            self._group_options["client_id"] = self.client_id
         self._heartbeat_s = heartbeat_interval_ms / 1000
         self._member: GroupMember | None = None
         self._mode: str | None = None                 # None, "subscribe" or "assign"
         self._subscription: list[str] = []
+        self._pattern: re.Pattern[str] | None = None
         self._next_refresh = 0.0
         self._commit_queue: queue.Queue[Any] | None = None
         self._commit_thread: threading.Thread | None = None
@@ -149,21 +231,36 @@ class Coordinator:
 
     # -- assignment ---------------------------------------------------------------------
 
-    def subscribe(self, topics: Iterable[str], listener: RebalanceListener | None = None
-                  ) -> None:
-        """Read ``topics`` (raises ``UnknownTopicError``/``InvalidTopicError`` now); in a
-        group, join it (or change the subscription). Cost: a metadata read per topic,
-        and for a member the group lock and a rebalance."""
-        names = sorted(set(topics))
-        if not names or any(not isinstance(t, str) for t in names):
-            raise InvalidConfigError("subscribe needs a list of topic names")
-        for name in names:
-            self._backend.metadata(name)
+    def subscribe(self, topics: Iterable[str] = (), listener: object | None = None,
+                  pattern: str | re.Pattern[str] | None = None) -> None:
+        """Read ``topics`` (raises ``UnknownTopicError``/``InvalidTopicError`` now), or
+        every topic whose whole name matches ``pattern`` (a regex), now and later: the
+        topic list is re-read every second and a change of the matching set changes the
+        subscription (a rebalance, in a group). In a group, join it (or change the
+        subscription). Cost: a metadata read per topic, for a pattern a ``listdir`` of
+        the topics each second, and for a member the group lock and a rebalance."""
+        if pattern is not None:
+            if isinstance(topics, str) or list(topics):
+                raise InvalidConfigError("subscribe takes topics or a pattern, not both")
+            regex = compile_pattern(pattern)
+            names = self._matching(regex)
+        else:
+            regex = None
+            if isinstance(topics, str):
+                raise InvalidConfigError(f"subscribe needs a list of topic names, not the "
+                                         f"str {topics!r} (write [{topics!r}])")
+            names = sorted(set(topics))
+            if not names or any(not isinstance(t, str) for t in names):
+                raise InvalidConfigError("subscribe needs a list of topic names or a "
+                                         "pattern=")
+            for name in names:
+                self._backend.metadata(name)
         if listener is not None:
-            self._listener = listener
+            self._listener = resolve_listener(listener)
         if self._mode == "assign":
             self._drop(self.fetcher.assigned())
         self._mode = "subscribe"
+        self._pattern = regex
         self._subscription = names
         if self.group_id is None:
             self._refresh_standalone()
@@ -172,7 +269,27 @@ class Coordinator:
             self._member = self._backend.group_member(
                 self.group_id, partition_count=self._partition_count, **self._group_options)
         self._member.join(names)
+        self._next_refresh = time.monotonic() + _STANDALONE_REFRESH_S
         self._maintain()
+
+    def _matching(self, regex: re.Pattern[str]) -> list[str]:
+        return [name for name in self._backend.topics() if regex.fullmatch(name)]
+
+    def _refresh_subscription(self) -> None:
+        """A second has passed: pick up topics that now match the pattern (or no longer
+        do) and, without a group, partitions added to the subscribed topics."""
+        if self._pattern is not None:
+            names = self._matching(self._pattern)
+            if names != self._subscription:
+                _logger.info("pattern %r now matches %s", self._pattern.pattern,
+                             ", ".join(names) or "no topic")
+                self._subscription = names
+                if self._member is not None:
+                    self._member.join(names)  # a rebalance, picked up by _maintain
+        if self._member is None:
+            self._refresh_standalone()
+        else:
+            self._next_refresh = time.monotonic() + _STANDALONE_REFRESH_S
 
     def assign(self, partitions: Iterable[TopicPartition]) -> None:
         """Read exactly ``partitions`` (leaving the group, if subscribed in one)."""
@@ -191,10 +308,17 @@ class Coordinator:
         self._leave()
         self._drop(self.fetcher.assigned())
         self._mode = None
+        self._pattern = None
         self._subscription = []
 
     def subscription(self) -> set[str]:
+        """The subscribed topics (for a pattern, the topics it matches now)."""
         return set(self._subscription)
+
+    @property
+    def pattern(self) -> re.Pattern[str] | None:
+        """The regex of a pattern subscription, else None."""
+        return self._pattern
 
     def _partition_count(self, topic: str) -> int:
         try:
@@ -230,12 +354,12 @@ class Coordinator:
         the other members under the group lock.
         """
         slice_s = SLICE_IDLE_S
+        if self._mode == "subscribe" and time.monotonic() >= self._next_refresh:
+            self._refresh_subscription()
         if self._member is not None:
             if self._maintain():
                 slice_s = SLICE_WAITING_S
             slice_s = min(slice_s, self._heartbeat_s)
-        elif self._mode == "subscribe" and time.monotonic() >= self._next_refresh:
-            self._refresh_standalone()
         if self._auto_commit and time.monotonic() >= self._next_auto_commit:
             self._commit_quietly(None)
         return slice_s
@@ -413,13 +537,15 @@ class Coordinator:
         assert (self._store is None) == (self.group_id is None)
         assert not self._auto_commit or self._store is not None
         assert self._mode in (None, "subscribe", "assign"), self._mode
+        if self._mode != "subscribe":
+            assert self._pattern is None
         if self._mode is None:
             assert not assigned and not self._subscription and self._member is None
         elif self._mode == "assign":
             assert self._member is None and not self._subscription
             assert owned == assigned, assigned - owned
         else:
-            assert self._subscription, "subscribed to nothing"
+            assert self._subscription or self._pattern is not None, "subscribed to nothing"
             assert self._subscription == sorted(set(self._subscription)), self._subscription
             assert {tp.topic for tp in assigned} <= set(self._subscription), assigned
         member = self._member

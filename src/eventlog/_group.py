@@ -309,12 +309,14 @@ class GroupMember:
     def __init__(self, log_path: str, group_id: str, *, strategy: str,
                  session_timeout_ms: int, max_poll_interval_ms: int,
                  heartbeat_interval_ms: int, instance_id: str | None,
-                 partition_count: Callable[[str], int], clock: Callable[[], int]) -> None:
+                 partition_count: Callable[[str], int], clock: Callable[[], int],
+                 client_id: str | None = None) -> None:
         if strategy not in ASSIGNORS:
             raise InvalidConfigError(f"partition_assignment_strategy must be one of "
                                      f"{', '.join(STRATEGIES)}, not {strategy!r}")
         self.files = GroupFiles(log_path, group_id)
         self.group_id = group_id
+        self.client_id = client_id
         self.strategy = strategy
         self.session_timeout_ms = session_timeout_ms
         self.max_poll_interval_ms = max_poll_interval_ms
@@ -366,7 +368,8 @@ class GroupMember:
             rejoin_static = (entry is not None and self.instance_id is not None
                              and entry.get("topics") == self.topics)
             members[self.member_id] = {"instance": self.instance_id, "topics": self.topics,
-                                       "client": _client(), "joined_ms": self._clock(),
+                                       "client": _client(), "client_id": self.client_id,
+                                       "joined_ms": self._clock(),
                                        "gone_ms": None,
                                        "session_timeout_ms": self.session_timeout_ms,
                                        "max_poll_interval_ms": self.max_poll_interval_ms}

@@ -43,6 +43,7 @@ class MemberDescription:
     topics: list[str]
     assignment: list[TopicPartition]
     alive: bool
+    client_id: str | None = None   # the consumer's client_id (Kafka's client.id)
 
 
 @dataclass(frozen=True)
@@ -116,7 +117,7 @@ class GroupAdmin:
                 member_id, entry.get("instance"), entry.get("client", ""),
                 list(entry.get("topics", [])),
                 [TopicPartition(*tp) for tp in state["assignment"].get(member_id, [])],
-                files.member_alive(member_id)))
+                files.member_alive(member_id), entry.get("client_id")))
         offsets = self.offsets(group_id)
         alive = any(m.alive for m in members)
         return GroupDescription(group_id, "Stable" if alive else ("Empty" if offsets

@@ -1,4 +1,4 @@
-"""Value types of the public API: TopicPartition, Record, RecordMetadata.
+"""Value types of the public API: TopicPartition, Record, TimestampType, RecordMetadata.
 
 ``Record`` is a named tuple (as kafka-python's ``ConsumerRecord``), so records compare,
 unpack and print like tuples and are cheap to build in bulk.
@@ -9,11 +9,12 @@ from __future__ import annotations
 import gc
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from enum import IntEnum
 from functools import partial
 from itertools import repeat
 from typing import Any, NamedTuple
 
-from ._format import ATTR_CONTROL, DecodedBatch
+from ._format import ATTR_CONTROL, ATTR_LOG_APPEND_TIME, DecodedBatch
 
 
 class TopicPartition(NamedTuple):
@@ -23,10 +24,34 @@ class TopicPartition(NamedTuple):
     partition: int
 
 
+class TimestampType(IntEnum):
+    """Who set a record's ``timestamp_ms``: its producer (``CREATE_TIME``) or the log
+    when it appended the record (``LOG_APPEND_TIME``, for topics created with
+    ``timestamp_type="log_append_time"``, Kafka's ``message.timestamp.type``).
+
+    The numbers are those of Kafka's Java client, kafka-python and aiokafka (0 and 1),
+    so ``record.timestamp_type == 0`` works as there; ``str()`` gives Kafka's names,
+    ``"CreateTime"`` and ``"LogAppendTime"``. (confluent-kafka numbers them 1 and 2:
+    compare with the names, not the numbers, in code ported from it.)
+    """
+
+    CREATE_TIME = 0
+    LOG_APPEND_TIME = 1
+
+    def __str__(self) -> str:
+        return _TIMESTAMP_TYPE_NAMES[self]
+
+
+_TIMESTAMP_TYPE_NAMES = {TimestampType.CREATE_TIME: "CreateTime",
+                         TimestampType.LOG_APPEND_TIME: "LogAppendTime"}
+
+
 class Record(NamedTuple):
     """One record as a consumer or ``Partition.read`` returns it.
 
     ``headers`` is a list of ``(str, bytes)`` pairs (empty when there are none).
+    ``timestamp_type`` says who set ``timestamp_ms`` (a ``TimestampType``: the
+    producer, or the log at append time).
     """
 
     topic: str
@@ -36,6 +61,7 @@ class Record(NamedTuple):
     key: Any
     value: Any
     headers: list[tuple[str, bytes]]
+    timestamp_type: TimestampType = TimestampType.CREATE_TIME
 
 
 class RecordMetadata(NamedTuple):
@@ -49,6 +75,8 @@ class RecordMetadata(NamedTuple):
 
 # tuple.__new__ bound to Record builds a record without a Python-level frame.
 _make_record: Callable[[Any], Record] = partial(tuple.__new__, Record)
+
+_CREATE, _LOG_APPEND = TimestampType.CREATE_TIME, TimestampType.LOG_APPEND_TIME
 
 # Below this many records, pausing the collector is not worth the calls.
 _GC_PAUSE_MIN_RECORDS = 256
@@ -124,8 +152,9 @@ def _build(out: list[Record], batches: Sequence[DecodedBatch], offset: int, topi
             headers = map(list, repeat((), stop - start))
         else:
             headers = batch.header_column()[start:stop]
+        kind = _LOG_APPEND if batch.header.attributes & ATTR_LOG_APPEND_TIME else _CREATE
         out.extend(map(_make_record, zip(repeat(topic), repeat(partition), offsets, timestamps,
-                                         keys, values, headers)))
+                                         keys, values, headers, repeat(kind))))
         if remaining is not None:
             remaining -= stop - start
             if remaining <= 0:

@@ -38,6 +38,7 @@ import collections
 import concurrent.futures
 import logging
 import mmap
+import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -45,10 +46,11 @@ from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from . import _fileutil, _notify
-from ._coordinator import Coordinator, RebalanceListener
+from ._coordinator import Coordinator, RebalanceListener, resolve_listener
 from ._fetcher import Fetcher, Wait
 from ._types import Record, RecordMetadata, TopicPartition
-from .config import check_int
+from .config import check_client_id, check_int
+from .consumer import poll_timeout
 from .errors import ClosedError, InvalidConfigError, ProducerFencedError, TransactionError
 from .log import Log
 from .producer import BatchMetadata, Producer
@@ -286,6 +288,17 @@ class AIOProducer:
         outcomes += [(request, None, flush_error) for request in flushes]
         return outcomes
 
+    async def start(self) -> None:
+        """aiokafka's ``start``: nothing needs starting (the producer is ready once
+        built, its worker thread starts with the first send), so this only checks that
+        it is open (``ClosedError`` otherwise). Idempotent."""
+        if self._closing:
+            raise ClosedError("the producer is closed")
+
+    async def stop(self) -> None:
+        """aiokafka's name for ``close()``: store everything queued, then close."""
+        await self.close()
+
     async def close(self) -> None:
         """Store everything queued, then close the producer (later sends raise
         ``ClosedError``). Idempotent; safe to call from several tasks."""
@@ -371,18 +384,20 @@ class AIOConsumer:
     def __init__(self, log: Log, *topics: str, group_id: str | None = None,
                  enable_auto_commit: bool = True, auto_commit_interval_ms: int = 5000,
                  max_poll_records: int = 500, consumer_timeout_ms: int | None = None,
-                 listener: RebalanceListener | None = None, **options: Any) -> None:
+                 listener: RebalanceListener | object | None = None, **options: Any) -> None:
         check_int("auto_commit_interval_ms", auto_commit_interval_ms, 1)
         check_int("max_poll_records", max_poll_records, 1)
         check_int("consumer_timeout_ms", consumer_timeout_ms, 0, optional=True)
         self._log = log
         self._topics = topics
         self.group_id = group_id
+        self.client_id = check_client_id(options.get("client_id"))
         # The coordinator commits what _returned_positions says: never read-ahead records.
         self._options = dict(options, group_id=group_id,
                              enable_auto_commit=enable_auto_commit,
                              auto_commit_interval_ms=auto_commit_interval_ms,
-                             listener=_Listener(self._drop_buffered, listener),
+                             listener=_Listener(self._drop_buffered,
+                                                resolve_listener(listener)),
                              positions=self._returned_positions)
         self._max_poll_records = max_poll_records
         self._consumer_timeout_ms = consumer_timeout_ms
@@ -548,23 +563,25 @@ class AIOConsumer:
 
     # -- polling ---------------------------------------------------------------------------
 
-    async def poll(self, timeout: float | None = 0.0, max_records: int | None = None
-                   ) -> list[Record]:
+    async def poll(self, timeout: float | None = 1.0, max_records: int | None = None, *,
+                   timeout_ms: int | None = None) -> list[Record]:
         """Records from the assigned partitions, as ``Consumer.poll`` returns them: in
         offset order within a partition, at most ``max_records`` (default
-        ``max_poll_records``); ``[]`` if none came within ``timeout`` seconds (None:
-        wait until some do).
+        ``max_poll_records``); as soon as some are ready, else ``[]`` if none came
+        within ``timeout`` **seconds** (default 1.0; None: wait until some do), or
+        ``timeout_ms`` milliseconds if that is given instead.
 
         Waiting does not block the event loop, and wakes within microseconds of an
         append in any process. Cancelling the awaiting task at any moment loses no
         record: what was fetched for it is returned by the next poll. Raises
         ``ClosedError`` if the consumer is closed meanwhile.
         """
+        timeout = poll_timeout(timeout, timeout_ms)
         if max_records is None:
             max_records = self._max_poll_records
         elif type(max_records) is not int or max_records < 1:
             raise InvalidConfigError(f"max_records must be a positive int, not {max_records!r}")
-        deadline = None if timeout is None else time.monotonic() + max(0.0, timeout)
+        deadline = None if timeout is None else time.monotonic() + timeout
         await self._ready()
         async with self._poll_lock:
             while True:
@@ -623,6 +640,19 @@ class AIOConsumer:
         except asyncio.CancelledError:
             self._wake()  # the wait thread must not sleep on for a task that is gone
             raise
+
+    async def getmany(self, timeout_ms: int = 1000, max_records: int | None = None
+                      ) -> dict[TopicPartition, list[Record]]:
+        """aiokafka's ``getmany``: the records of one ``poll``, grouped by partition
+        (each list in offset order); ``{}`` if none came within ``timeout_ms``
+        milliseconds (default 1000, where aiokafka's is 0: a loop of ``getmany()``
+        does not spin). Cancellation-safe as ``poll``."""
+        check_int("timeout_ms", timeout_ms, 0)
+        records = await self.poll(timeout_ms / 1000, max_records)
+        out: dict[TopicPartition, list[Record]] = {}
+        for record in records:
+            out.setdefault(TopicPartition(record.topic, record.partition), []).append(record)
+        return out
 
     async def getone(self) -> Record:
         """The next record, waiting as long as it takes."""
@@ -697,6 +727,7 @@ class AIOConsumer:
                          None)
 
     async def resume(self, *partitions: TopicPartition) -> None:
+        """Return records of these paused partitions again, from their positions."""
         await self._call(self._moved, "resume", [TopicPartition(*tp) for tp in partitions],
                          None)
 
@@ -717,15 +748,25 @@ class AIOConsumer:
             getattr(fetcher, what)(*partitions)
         self._wake()
 
-    async def subscribe(self, topics: Iterable[str]) -> None:
-        """Read ``topics`` instead (as ``Consumer.subscribe``)."""
-        await self._call(self._reassign, "subscribe", list(topics))
+    async def subscribe(self, topics: Iterable[str] = (),
+                        pattern: str | re.Pattern[str] | None = None,
+                        listener: RebalanceListener | object | None = None) -> None:
+        """Read ``topics``, or every topic matching ``pattern`` now and later, instead
+        (as ``Consumer.subscribe``; the arguments in aiokafka's order). A ``listener``
+        replaces the one given to the constructor."""
+        if isinstance(topics, str):
+            raise InvalidConfigError(f"subscribe needs a list of topic names, not the "
+                                     f"str {topics!r} (write [{topics!r}])")
+        wrapped = None if listener is None else \
+            _Listener(self._drop_buffered, resolve_listener(listener))
+        await self._call(self._reassign, "subscribe", [list(topics), wrapped, pattern])
 
     async def assign(self, partitions: Iterable[TopicPartition]) -> None:
         """Read exactly ``partitions`` (as ``Consumer.assign``)."""
         await self._call(self._reassign, "assign", [TopicPartition(*tp) for tp in partitions])
 
     async def unsubscribe(self) -> None:
+        """Stop reading everything (leaving the group, if in one)."""
         await self._call(self._reassign, "unsubscribe", None)
 
     def _reassign(self, what: str, argument: list[Any] | None) -> None:
@@ -734,6 +775,8 @@ class AIOConsumer:
         self._unbuffer(self._fetcher.assigned(), rewind=True)
         if argument is None:
             getattr(self._coordinator, what)()
+        elif what == "subscribe":
+            self._coordinator.subscribe(*argument)
         else:
             getattr(self._coordinator, what)(argument)
         self._wake()
@@ -756,11 +799,13 @@ class AIOConsumer:
 
     async def beginning_offsets(self, partitions: Iterable[TopicPartition]
                                 ) -> dict[TopicPartition, int]:
+        """The start offset of each partition (as ``Consumer.beginning_offsets``)."""
         coordinator = await self._ready()
         return await self._in_thread(coordinator.fetcher.beginning_offsets, list(partitions))
 
     async def end_offsets(self, partitions: Iterable[TopicPartition]
                           ) -> dict[TopicPartition, int]:
+        """The end offset of each partition (as ``Consumer.end_offsets``)."""
         coordinator = await self._ready()
         return await self._in_thread(coordinator.fetcher.end_offsets, list(partitions))
 
@@ -771,6 +816,11 @@ class AIOConsumer:
         return await self._in_thread(coordinator.fetcher.offsets_for_times, dict(timestamps))
 
     # -- closing ---------------------------------------------------------------------------
+
+    async def stop(self) -> None:
+        """aiokafka's name for ``close()``: commit what was returned (with auto-commit
+        on), leave the group, stop the worker threads. Idempotent."""
+        await self.close()
 
     async def close(self, autocommit: bool = True) -> None:
         """Commit what was returned (with auto-commit on and ``autocommit``), leave the

@@ -41,6 +41,78 @@ def check_int(name: str, value: Any, lo: int, hi: int | None = None,
         raise InvalidConfigError(f"{name} must be at least {lo}{upper}, not {value}")
 
 
+# Kafka's topic-level config names (kafka-topics --config, AdminClient) and the
+# TopicConfig field each one is: the one table the library and the CLI both use.
+KAFKA_TOPIC_SETTINGS = {
+    "cleanup.policy": "cleanup_policy",
+    "delete.retention.ms": "delete_retention_ms",
+    "index.interval.bytes": "index_interval_bytes",
+    "max.message.bytes": "max_message_bytes",
+    "message.timestamp.type": "timestamp_type",
+    "min.cleanable.dirty.ratio": "min_cleanable_dirty_ratio",
+    "min.compaction.lag.ms": "min_compaction_lag_ms",
+    "retention.bytes": "retention_bytes",
+    "retention.ms": "retention_ms",
+    "segment.bytes": "segment_bytes",
+    "segment.ms": "segment_ms",
+}
+# Kafka's spellings of values: message.timestamp.type's, and -1 ("no limit") for the
+# retention limits given by their Kafka names.
+_KAFKA_TIMESTAMP_TYPES = {"CreateTime": "create_time", "LogAppendTime": "log_append_time"}
+_KAFKA_UNLIMITED = ("retention.ms", "retention.bytes")
+
+
+def setting_name(name: str) -> str:
+    """The ``TopicConfig`` field a setting names: its own name, or Kafka's dotted
+    name (``retention.ms`` is ``retention_ms``, ``message.timestamp.type`` is
+    ``timestamp_type``; see ``KAFKA_TOPIC_SETTINGS``). Raises ``InvalidConfigError``
+    for an unknown name, listing the known ones."""
+    if name in TopicConfig.names():
+        return name
+    key = name.strip().lower() if isinstance(name, str) else name
+    if key in KAFKA_TOPIC_SETTINGS:
+        return KAFKA_TOPIC_SETTINGS[key]
+    if key in TopicConfig.names():
+        return str(key)
+    known = ", ".join(sorted(TopicConfig.names()))
+    raise InvalidConfigError(f"unknown topic setting {name!r} (known: {known}, or Kafka's "
+                             f"dotted names: {', '.join(sorted(KAFKA_TOPIC_SETTINGS))})")
+
+
+def topic_settings(values: Mapping[str, Any]) -> dict[str, Any]:
+    """``values`` with Kafka's names and value spellings (``retention.ms=-1``,
+    ``message.timestamp.type="LogAppendTime"``) turned into ``TopicConfig``'s.
+    Raises ``InvalidConfigError`` for an unknown name or a setting given twice."""
+    out: dict[str, Any] = {}
+    for name, value in values.items():
+        key = setting_name(name)
+        if key in out:
+            raise InvalidConfigError(f"topic setting {key} is given twice (as {name!r} "
+                                     "and under its other name)")
+        if isinstance(name, str) and name.strip().lower() in _KAFKA_UNLIMITED \
+                and value == -1 and type(value) is int:
+            value = None
+        if key == "timestamp_type" and value in _KAFKA_TIMESTAMP_TYPES:
+            value = _KAFKA_TIMESTAMP_TYPES[value]
+        out[key] = value
+    return out
+
+
+MAX_CLIENT_ID_CHARS = 255
+
+
+def check_client_id(client_id: object) -> str | None:
+    """A ``client_id`` (Kafka's ``client.id``): None, or a str of 1 to 255 printable
+    characters naming the application in ``groups describe`` and in metrics."""
+    if client_id is None:
+        return None
+    if not isinstance(client_id, str) or not client_id \
+            or len(client_id) > MAX_CLIENT_ID_CHARS or not client_id.isprintable():
+        raise InvalidConfigError(f"client_id must be a str of 1 to {MAX_CLIENT_ID_CHARS} "
+                                 f"printable characters, not {client_id!r}")
+    return client_id
+
+
 def _check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
     if value not in choices:
         raise InvalidConfigError(f"{name} must be one of {', '.join(map(repr, choices))}, "
@@ -84,22 +156,23 @@ class TopicConfig:
 
     @classmethod
     def names(cls) -> frozenset[str]:
+        """The names of every setting (the dataclass's fields)."""
         return frozenset(f.name for f in dataclasses.fields(cls))
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any], base: TopicConfig | None = None
                      ) -> TopicConfig:
-        """Build a config from ``values`` over ``base``; unknown names are an error."""
-        unknown = set(values) - cls.names()
-        if unknown:
-            raise InvalidConfigError(f"unknown topic setting(s): {', '.join(sorted(unknown))}")
-        return dataclasses.replace(base or cls(), **dict(values))
+        """Build a config from ``values`` over ``base``; the names are ``TopicConfig``'s
+        or Kafka's dotted ones (``topic_settings``); unknown names are an error."""
+        return dataclasses.replace(base or cls(), **topic_settings(values))
 
     def to_dict(self) -> dict[str, Any]:
+        """Every setting by name, as stored in ``topic.json``."""
         return dataclasses.asdict(self)
 
     @property
     def compacted(self) -> bool:
+        """True when the cleanup policy includes key compaction."""
         return "compact" in self.cleanup_policy
 
 
@@ -187,7 +260,8 @@ class LogOptions:
         partitions = rest.pop("partitions", 1)
         if log_kwargs.get("clock") is None:
             log_kwargs.pop("clock", None)
-        unknown = set(rest) - TopicConfig.names()
+        unknown = [k for k in rest
+                   if k not in TopicConfig.names() and k not in KAFKA_TOPIC_SETTINGS]
         if unknown:
             raise InvalidConfigError(f"unknown option(s) for eventlog.open: "
                                      f"{', '.join(sorted(unknown))}")

@@ -24,12 +24,14 @@ Both talk to the log only through its backend (``Log.backend``, see ``_backend``
 from __future__ import annotations
 
 import concurrent.futures
+import math
+import re
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import Any
 
 from . import _fileutil
 from ._coordinator import CommitCallback, Coordinator, RebalanceListener
-from ._fetcher import DEFAULT_FETCH_MAX_BYTES
 from ._types import Record, TopicPartition
 from .config import check_int
 from .errors import ClosedError, InvalidConfigError
@@ -37,6 +39,52 @@ from .log import Log
 from .serde import Deserializer
 
 __all__ = ["Consumer", "RebalanceListener"]
+
+
+def poll_timeout(timeout: float | None, timeout_ms: int | None) -> float | None:
+    """The seconds a poll may wait, from ``timeout`` (seconds) or ``timeout_ms``
+    (milliseconds, given instead of it); ``InvalidConfigError`` for a bad value."""
+    if timeout_ms is not None:
+        if timeout not in (None, 1.0):
+            raise InvalidConfigError("give poll either timeout (seconds) or timeout_ms, "
+                                     "not both")
+        check_int("timeout_ms", timeout_ms, 0)
+        return timeout_ms / 1000
+    if timeout is None:
+        return None
+    if type(timeout) not in (int, float) or math.isnan(timeout):
+        raise InvalidConfigError(f"timeout must be a number of seconds or None, not "
+                                 f"{timeout!r}")
+    return max(0.0, float(timeout))
+
+
+PartitionsCallback = Callable[["Consumer", list[TopicPartition]], Any]
+
+
+class _CallbackListener(RebalanceListener):
+    """confluent-kafka's ``on_assign`` / ``on_revoke`` / ``on_lost`` callbacks, each
+    called as ``fn(consumer, partitions)``; a lost partition without ``on_lost`` goes
+    to ``on_revoke``, as confluent-kafka does."""
+
+    def __init__(self, consumer: Consumer,
+                 callbacks: Mapping[str, PartitionsCallback | None]) -> None:
+        self._consumer = consumer
+        self._callbacks = dict(callbacks)
+
+    def _call(self, name: str, partitions: set[TopicPartition]) -> None:
+        fn = self._callbacks.get(name)
+        if fn is not None:
+            fn(self._consumer, sorted(partitions))
+
+    def on_assigned(self, partitions: set[TopicPartition]) -> None:
+        self._call("on_assigned", partitions)
+
+    def on_revoked(self, partitions: set[TopicPartition]) -> None:
+        self._call("on_revoked", partitions)
+
+    def on_lost(self, partitions: set[TopicPartition]) -> None:
+        self._call("on_lost" if self._callbacks.get("on_lost") else "on_revoked",
+                    partitions)
 
 
 class Consumer:
@@ -56,6 +104,8 @@ class Consumer:
     ``isolation_level`` ("read_uncommitted" default, as Kafka's; "read_committed" returns
     only committed transactions' records, up to the last stable offset: see
     docs/transactions.md).
+    ``client_id`` (Kafka's ``client.id``: names this consumer in ``groups describe``,
+    ``Log.describe_group`` and ``metrics()``).
     """
 
     def __init__(self, log: Log, *topics: str, group_id: str | None = None,
@@ -63,12 +113,13 @@ class Consumer:
                  auto_commit_interval_ms: int = 5000,
                  key_deserializer: str | Deserializer | None = None,
                  value_deserializer: str | Deserializer | None = None,
-                 max_poll_records: int = 500, fetch_max_bytes: int = DEFAULT_FETCH_MAX_BYTES,
+                 max_poll_records: int = 500, fetch_max_bytes: int = 4 << 20,
                  partition_assignment_strategy: str = "range",
                  session_timeout_ms: int = 10_000, heartbeat_interval_ms: int = 1_000,
                  max_poll_interval_ms: int = 300_000, group_instance_id: str | None = None,
-                 listener: RebalanceListener | None = None,
+                 listener: RebalanceListener | object | None = None,
                  consumer_timeout_ms: int | None = None,
+                 client_id: str | None = None,
                  isolation_level: str = "read_uncommitted") -> None:
         if not isinstance(log, Log):
             raise TypeError(f"Consumer needs an eventlog.Log, not {type(log).__name__}")
@@ -87,9 +138,10 @@ class Consumer:
             session_timeout_ms=session_timeout_ms,
             heartbeat_interval_ms=heartbeat_interval_ms,
             max_poll_interval_ms=max_poll_interval_ms, group_instance_id=group_instance_id,
-            listener=listener, isolation_level=isolation_level)
+            listener=listener, client_id=client_id, isolation_level=isolation_level)
         self._fetcher = self._coordinator.fetcher
         self.group_id = self._coordinator.group_id
+        self.client_id = self._coordinator.client_id
         self._max_poll_records = max_poll_records
         self._consumer_timeout_ms = consumer_timeout_ms
         self._closed = False
@@ -114,12 +166,36 @@ class Consumer:
     # -- assignment ---------------------------------------------------------------------
 
     @_fileutil.translate_errors("consumer")
-    def subscribe(self, topics: Iterable[str], listener: RebalanceListener | None = None
-                  ) -> None:
-        """Read ``topics``: with a ``group_id`` as a member of the group (partitions are
-        shared with the other members), without one every partition of them."""
+    def subscribe(self, topics: Iterable[str] = (),
+                  listener: RebalanceListener | object | None = None, *,
+                  pattern: str | re.Pattern[str] | None = None,
+                  on_assign: PartitionsCallback | None = None,
+                  on_revoke: PartitionsCallback | None = None,
+                  on_lost: PartitionsCallback | None = None) -> None:
+        """Read ``topics``, or with ``pattern=`` (a regex that must match a topic's
+        whole name, as in Kafka's Java client) every matching topic, now and later:
+        topics created or deleted afterwards join or leave the subscription within a
+        second (a rebalance, in a group). With a ``group_id`` as a member of the group
+        (partitions are shared with the other members), without one every partition.
+
+        ``listener`` is a ``RebalanceListener``, or any object with kafka-python's
+        ``on_partitions_revoked`` / ``on_partitions_assigned`` methods; one with
+        neither naming raises ``InvalidConfigError``. confluent-kafka's callbacks work
+        too: ``on_assign``, ``on_revoke`` and ``on_lost`` are called as
+        ``fn(consumer, partitions)`` (a sorted list), instead of a listener. Replaces an
+        earlier subscription or assignment."""
         self._check_open()
-        self._coordinator.subscribe(topics, listener)
+        given = {"on_assign": on_assign, "on_revoke": on_revoke, "on_lost": on_lost}
+        if any(fn is not None for fn in given.values()):
+            if listener is not None:
+                raise InvalidConfigError("subscribe takes a listener or confluent-kafka's "
+                                         "on_assign/on_revoke/on_lost callbacks, not both")
+            for name, fn in given.items():
+                if fn is not None and not callable(fn):
+                    raise InvalidConfigError(f"{name} must be callable, not {fn!r}")
+            listener = _CallbackListener(self, {"on_assigned": on_assign,
+                                                "on_revoked": on_revoke, "on_lost": on_lost})
+        self._coordinator.subscribe(topics, listener, pattern)
 
     @_fileutil.translate_errors("consumer")
     def assign(self, partitions: Iterable[TopicPartition]) -> None:
@@ -139,6 +215,8 @@ class Consumer:
         return self._fetcher.assigned()
 
     def subscription(self) -> set[str]:
+        """The subscribed topics (for a pattern subscription, those it matches now;
+        empty after ``assign``)."""
         return self._coordinator.subscription()
 
     # -- positions -----------------------------------------------------------------------
@@ -173,19 +251,25 @@ class Consumer:
         self._fetcher.pause(*partitions)
 
     def resume(self, *partitions: TopicPartition) -> None:
+        """Return records of these paused partitions again, from their positions."""
         self._fetcher.resume(*partitions)
 
     def paused(self) -> set[TopicPartition]:
+        """The partitions paused by ``pause`` (and not resumed)."""
         return self._fetcher.paused()
 
     @_fileutil.translate_errors("consumer")
     def beginning_offsets(self, partitions: Iterable[TopicPartition]
                           ) -> dict[TopicPartition, int]:
+        """The start offset (the first offset still stored) of each partition, any
+        partition of the log, assigned or not. Cost: a head read each."""
         self._check_open()
         return self._fetcher.beginning_offsets(partitions)
 
     @_fileutil.translate_errors("consumer")
     def end_offsets(self, partitions: Iterable[TopicPartition]) -> dict[TopicPartition, int]:
+        """The end offset (the offset the next record appended will get, Kafka's high
+        watermark) of each partition, assigned or not. Cost: a head read each."""
         self._check_open()
         return self._fetcher.end_offsets(partitions)
 
@@ -214,24 +298,40 @@ class Consumer:
         self._check_open()
         return self._fetcher.last_stable_offsets(partitions)
 
+    def metrics(self) -> dict[str, Any]:
+        """This consumer now, with Kafka's metric names where they exist: its
+        ``client_id`` and ``group_id``, the partitions assigned and paused, and
+        ``records_lag`` / ``records_lag_max`` (the sum and the largest of ``lag()``).
+        Cost: a head read per assigned partition."""
+        self._check_open()
+        lag = self._fetcher.lag()
+        return {"client_id": self.client_id, "group_id": self.group_id,
+                "assigned_partitions": len(self._fetcher.assigned()),
+                "paused_partitions": len(self._fetcher.paused()),
+                "records_lag": sum(lag.values()),
+                "records_lag_max": max(lag.values(), default=0)}
+
     # -- polling -------------------------------------------------------------------------
 
     @_fileutil.translate_errors("consumer")
-    def poll(self, timeout: float | None = 0.0, max_records: int | None = None
-             ) -> list[Record]:
+    def poll(self, timeout: float | None = 1.0, max_records: int | None = None, *,
+             timeout_ms: int | None = None) -> list[Record]:
         """Records from the assigned partitions: in offset order within a partition and
         fair across partitions; at most ``max_records`` (default ``max_poll_records``).
 
-        Waits up to ``timeout`` seconds (None: until records arrive) and returns ``[]``
-        if none came. The wait sleeps in the kernel and wakes within microseconds of an
-        append in any process.
+        Returns as soon as records are ready; else waits up to ``timeout`` **seconds**
+        (default 1.0; None: until records arrive) and returns ``[]`` if none came. The
+        wait sleeps in the kernel (an idle loop of polls costs no CPU) and wakes within
+        microseconds of an append in any process. ``timeout_ms=`` (milliseconds, as
+        kafka-python's ``poll(timeout_ms=)``) may be given instead of ``timeout``.
         """
         self._check_open()
+        timeout = poll_timeout(timeout, timeout_ms)
         if max_records is None:
             max_records = self._max_poll_records
         elif type(max_records) is not int or max_records < 1:
             raise InvalidConfigError(f"max_records must be a positive int, not {max_records!r}")
-        deadline = None if timeout is None else time.monotonic() + max(0.0, timeout)
+        deadline = None if timeout is None else time.monotonic() + timeout
         coordinator, fetcher = self._coordinator, self._fetcher
         while True:
             got = fetcher.fetch(max_records, coordinator.poll())

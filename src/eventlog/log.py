@@ -41,7 +41,6 @@ from . import _disk, _fileutil, _maintenance, _txn_admin
 from ._backend import LocalBackend
 from ._group_admin import GroupAdmin, GroupDescription, MemberDescription
 from ._partition import PartitionLog, StorageContext
-from ._status import DEFAULT_WINDOW
 from ._topics import META_LOCK_FILE, STAGING_DIR, TOPICS_DIR, TopicFiles, TopicStore
 from ._txn_admin import TransactionDescription
 from ._types import TopicPartition
@@ -275,6 +274,7 @@ class Log:
 
     @property
     def closed(self) -> bool:
+        """True once ``close()`` was called (every later call raises ``ClosedError``)."""
         return self._closed
 
     @property
@@ -487,7 +487,7 @@ class Log:
         return self._groups.lag(group_id)
 
     @_fileutil.translate_errors("log directory")
-    def group_status(self, group_id: str, *, window: int = DEFAULT_WINDOW) -> GroupStatus:
+    def group_status(self, group_id: str, *, window: int = 10) -> GroupStatus:
         """The group's status by LinkedIn Burrow's rules, on the log's clock: each
         partition of the topics it committed or subscribes to is judged over its last
         ``window`` commits (2..``eventlog.monitoring.HISTORY_MAX``) as OK, WARN, STALL or

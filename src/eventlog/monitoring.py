@@ -47,9 +47,11 @@ class TopicDescription:
 
     @property
     def size_bytes(self) -> int:
+        """Bytes of stored batches, all partitions together."""
         return sum(p.size_bytes for p in self.partitions)
 
     def to_dict(self) -> dict[str, Any]:
+        """This snapshot as plain JSON-ready values (what the CLI's ``--json`` prints)."""
         return {"name": self.name, "config": self.config.to_dict(),
                 "size_bytes": self.size_bytes,
                 "partitions": [{**asdict(p), "records": p.records} for p in self.partitions]}
@@ -87,6 +89,7 @@ class GroupMetrics:
     status: GroupStatus                       # Burrow's rules, default window
 
     def to_dict(self) -> dict[str, Any]:
+        """This snapshot as plain JSON-ready values (what the CLI's ``--json`` prints)."""
         return {"group_id": self.group_id, "members": self.members,
                 "offsets": {_tp_key(tp): v for tp, v in self.offsets.items()},
                 "lag": {_tp_key(tp): v for tp, v in self.lag.items()},
@@ -121,24 +124,28 @@ class LogMetrics:
         return [TopicMetrics(name, *total) for name, total in sums.items()]
 
     def topic(self, name: str) -> TopicMetrics:
+        """The sums of topic ``name`` (``KeyError`` if it has none). Cost: O(topics)."""
         for t in self.topics:
             if t.topic == name:
                 return t
         raise KeyError(name)
 
     def partition(self, topic: str, partition: int) -> PartitionMetrics:
+        """The metrics of one partition (``KeyError`` if absent). Cost: O(partitions)."""
         for p in self.partitions:
             if (p.topic, p.partition) == (topic, partition):
                 return p
         raise KeyError((topic, partition))
 
     def group(self, group_id: str) -> GroupMetrics:
+        """The metrics of one consumer group (``KeyError`` if absent). Cost: O(groups)."""
         for g in self.groups:
             if g.group_id == group_id:
                 return g
         raise KeyError(group_id)
 
     def to_dict(self) -> dict[str, Any]:
+        """This snapshot as plain JSON-ready values (what the CLI's ``--json`` prints)."""
         return {"timestamp_ms": self.timestamp_ms, "disk_bytes": self.disk_bytes,
                 "fs_free_bytes": self.fs_free_bytes, "fs_total_bytes": self.fs_total_bytes,
                 "fs_used_ratio": self.fs_used_ratio,
@@ -170,6 +177,7 @@ class PartitionStatus:
     commits: int               # commits in the window it was judged on
 
     def to_dict(self) -> dict[str, Any]:
+        """This snapshot as plain JSON-ready values (what the CLI's ``--json`` prints)."""
         return asdict(self)
 
 
@@ -185,6 +193,7 @@ class GroupStatus:
     window: int
 
     def to_dict(self) -> dict[str, Any]:
+        """This snapshot as plain JSON-ready values (what the CLI's ``--json`` prints)."""
         return {"group_id": self.group_id, "status": self.status,
                 "evaluated_ms": self.evaluated_ms, "window": self.window,
                 "partitions": {_tp_key(tp): p.to_dict() for tp, p in self.partitions.items()}}
@@ -214,6 +223,7 @@ class CheckReport:
         return all(p.fixed for p in self.problems)
 
     def to_dict(self) -> dict[str, Any]:
+        """This snapshot as plain JSON-ready values (what the CLI's ``--json`` prints)."""
         return {"ok": self.ok, "segments": self.segments, "batches": self.batches,
                 "records": self.records, "bytes": self.bytes,
                 "problems": [asdict(p) for p in self.problems]}

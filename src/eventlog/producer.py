@@ -77,7 +77,7 @@ from ._records import (
 )
 from ._transactions import TransactionManager
 from ._types import TopicPartition
-from .config import _wall_clock_ms, check_int
+from .config import _wall_clock_ms, check_client_id, check_int
 from .errors import (
     ClosedError,
     InvalidConfigError,
@@ -92,9 +92,6 @@ from .serde import BUILTINS, Serializer, column_packer, is_builtin, serializer
 
 __all__ = ["BatchMetadata", "Producer", "RecordFuture", "murmur2"]
 
-DEFAULT_LINGER_MS = 5
-DEFAULT_BATCH_BYTES = 128 * 1024
-DEFAULT_TRANSACTION_TIMEOUT_MS = 60_000
 _REFRESH_EVERY = 256  # sends between checks for topic changes by other processes
 
 _time_ns = time.time_ns
@@ -183,15 +180,17 @@ class Producer:
       (``init_transactions``, ``begin_transaction``, ``commit_transaction``, ...), whose
       records become visible to ``read_committed`` consumers together at commit, or
       never; see docs/transactions.md.
+    - ``client_id`` (Kafka's ``client.id``): a name for this producer, in ``metrics()``.
     """
 
     def __init__(self, log: Log, *, key_serializer: str | Serializer | None = None,
                  value_serializer: str | Serializer | None = None,
                  partitioner: str | Partitioner = "xxhash",
-                 linger_ms: int = DEFAULT_LINGER_MS, batch_bytes: int = DEFAULT_BATCH_BYTES,
+                 linger_ms: int = 5, batch_bytes: int = 128 * 1024,
                  enable_idempotence: bool = False, producer_id: int | None = None,
                  transactional_id: str | None = None,
-                 transaction_timeout_ms: int = DEFAULT_TRANSACTION_TIMEOUT_MS) -> None:
+                 transaction_timeout_ms: int = 60_000,
+                 client_id: str | None = None) -> None:
         if not isinstance(log, Log):
             raise TypeError(f"Producer needs an eventlog.Log, not {type(log).__name__}")
         backend = log.backend
@@ -205,6 +204,7 @@ class Producer:
         if transactional_id is not None and producer_id is not None:
             raise InvalidConfigError("a transactional producer gets its producer id from "
                                      "init_transactions(): do not pass producer_id")
+        self.client_id = check_client_id(client_id)
         self._backend = backend
         self._key_ser = serializer(key_serializer)
         self._value_ser = serializer(value_serializer)
@@ -568,11 +568,13 @@ class Producer:
         every half second)."""
         return list(range(self._backend.metadata(topic).partitions))
 
-    def metrics(self) -> dict[str, float]:
+    def metrics(self) -> dict[str, Any]:
         """Counters since the producer was created: records and bytes appended,
-        batches, average batch size, records that failed, and duplicates skipped.
+        batches, average batch size, records that failed, and duplicates skipped; and
+        the ``client_id`` they belong to (None if none was given).
         Cost: O(partitions with pending records)."""
-        m: dict[str, float] = dict(self._accumulator.sender.metrics())
+        m: dict[str, Any] = dict(self._accumulator.sender.metrics())
+        m["client_id"] = self.client_id
         m["records_pending"] = self._accumulator.pending_records()
         batches = m["batches_sent"]
         m["records_per_batch"] = (m["records_sent"] + m["duplicates"]) / batches if batches \

@@ -69,6 +69,8 @@ class EventLogCollector(Collector):
         self._log = log
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
+        """The metric families of one ``Log.metrics()`` snapshot (prometheus_client
+        calls this at every scrape)."""
         m = self._log.metrics()
         yield from self._partitions(m)
         yield from self._groups(m)

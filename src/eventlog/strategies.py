@@ -89,9 +89,10 @@ def headers(*, max_headers: int = 4, max_size: int = 32
     return st.lists(pair, max_size=max_headers)
 
 
-def timestamps(*, min_ms: int = 0, max_ms: int = _MAX_TIMESTAMP_MS
+def timestamps(*, min_ms: int = 0, max_ms: int = 253_402_300_799_999
                ) -> st.SearchStrategy[int]:
-    """Timestamps in epoch milliseconds, ``min_ms <= t <= max_ms``."""
+    """Timestamps in epoch milliseconds, ``min_ms <= t <= max_ms`` (by default up to
+    9999-12-31T23:59:59.999Z)."""
     return st.integers(min_ms, max_ms)
 
 

@@ -48,6 +48,7 @@ class Partition:
 
     @property
     def topic_partition(self) -> TopicPartition:
+        """This partition as a ``TopicPartition(topic, partition)``."""
         return TopicPartition(self.topic.name, self.id)
 
     @property
@@ -131,6 +132,8 @@ class Partition:
 
     @_fileutil.translate_errors("partition")
     def append_encoded(self, batch: EncodedBatch) -> int:
+        """Append a batch made by ``encode`` (records encoded once, appended perhaps
+        many times); returns the offset of its first record. Cost: as ``append``."""
         return self._log.append(batch).base_offset
 
     @_fileutil.translate_errors("partition")
@@ -184,6 +187,7 @@ class Topic:
 
     @property
     def num_partitions(self) -> int:
+        """The partition count (re-read within half a second of a change by another process)."""
         return self._files.metadata().partitions
 
     @property

@@ -133,7 +133,8 @@ def _group_dict(log: Log, desc: GroupDescription) -> dict[str, Any]:
     return {"group_id": desc.group_id, "state": desc.state, "generation": desc.generation,
             "strategy": desc.strategy, "status": desc.status.status,
             "members": [{"member_id": m.member_id, "instance_id": m.instance_id,
-                         "client": m.client, "topics": m.topics, "alive": m.alive,
+                         "client": m.client, "client_id": m.client_id,
+                         "topics": m.topics, "alive": m.alive,
                          "assignment": [{"topic": tp.topic, "partition": tp.partition}
                                         for tp in m.assignment]}
                         for m in desc.members],
@@ -176,8 +177,8 @@ def describe_groups(args: argparse.Namespace) -> int:
                   f"member{'s' if live != 1 else ''}, status {doc['status']}\n")
         if doc["members"]:
             out.write("\n")
-            table(["MEMBER", "INSTANCE", "CLIENT", "ALIVE", "PARTITIONS"],
-                  [[m["member_id"], m["instance_id"], m["client"],
+            table(["MEMBER", "INSTANCE", "CLIENT-ID", "CLIENT", "ALIVE", "PARTITIONS"],
+                  [[m["member_id"], m["instance_id"], m["client_id"], m["client"],
                     "yes" if m["alive"] else "no",
                     ", ".join(_tp(TopicPartition(a["topic"], a["partition"]))
                               for a in m["assignment"]) or "-"]
