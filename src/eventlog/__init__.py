@@ -38,6 +38,7 @@ from .errors import (
     OffsetOutOfRangeError,
     OutOfOrderSequenceError,
     ProducerFencedError,
+    ProtocolError,
     ReadOnlyError,
     RecordTooLargeError,
     SerializationError,
@@ -49,6 +50,7 @@ from .errors import (
 from .log import GroupDescription, Log, MemberDescription, open
 from .monitoring import GroupStatus, PartitionStatus
 from .producer import BatchMetadata, Producer, RecordFuture
+from .serve import KafkaServer, serve
 from .topic import Partition, Topic
 
 __version__ = "0.1.0"
@@ -67,6 +69,7 @@ __all__ = [
     "InvalidGroupError",
     "InvalidRecordError",
     "InvalidTopicError",
+    "KafkaServer",
     "Log",
     "LogDirectoryError",
     "LogFailedError",
@@ -79,6 +82,7 @@ __all__ = [
     "PartitionStatus",
     "Producer",
     "ProducerFencedError",
+    "ProtocolError",
     "ReadOnlyError",
     "Record",
     "RecordFuture",
@@ -95,4 +99,5 @@ __all__ = [
     "UnknownTopicError",
     "__version__",
     "open",
+    "serve",
 ]

@@ -140,10 +140,10 @@ class AdminHandlers:
             if t["count"] <= current:
                 return (E.INVALID_PARTITIONS, f"topic currently has {current} partitions, "
                                               f"which is not less than {t['count']}")
-            if t["assignments"] is not None:
-                if len(t["assignments"]) != t["count"] - current or any(
-                        a["broker_ids"] != [NODE_ID] for a in t["assignments"]):
-                    return E.INVALID_REPLICA_ASSIGNMENT, "invalid replica assignment"
+            if t["assignments"] is not None and (
+                    len(t["assignments"]) != t["count"] - current
+                    or any(a["broker_ids"] != [NODE_ID] for a in t["assignments"])):
+                return E.INVALID_REPLICA_ASSIGNMENT, "invalid replica assignment"
             if not validate_only:
                 topic.add_partitions(t["count"] - current)
         except EventLogError as exc:

@@ -26,13 +26,13 @@ for a bad CRC or structure, ``INVALID_RECORD`` for records Kafka refuses,
 from __future__ import annotations
 
 import struct
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 from .._format import ATTR_LOG_APPEND_TIME, DecodedBatch
 from ..errors import ProtocolError
 from . import _errors
-from ._codec import encode_uvarint, encode_varint, read_uvarint, read_varint
+from ._codec import encode_varint, read_varint
 from ._compression import decompress
 
 __all__ = ["BatchError", "ProducedBatch", "decode_produced", "encode_fetched",
@@ -49,6 +49,7 @@ ATTR_TIMESTAMP_TYPE = 0x08
 ATTR_TRANSACTIONAL = 0x10
 ATTR_CONTROL = 0x20
 
+_crc32c: Callable[[bytes | memoryview], int] | None
 try:
     from crc32c import crc32c as _crc32c
 except ImportError:  # pragma: no cover - the serve extra is missing
@@ -267,5 +268,3 @@ def encode_fetched(batch: DecodedBatch) -> bytes:
                        producer_id=h.producer_id, producer_epoch=epoch,
                        base_sequence=h.base_sequence)
 
-
-_unused = (encode_uvarint, read_uvarint)

@@ -171,7 +171,7 @@ class Array(Type):
             write(w, item, version, flexible)
 
 
-def ARRAY(*fields: Field, nullable: bool = False) -> Array:  # noqa: N802 (reads as a type)
+def ARRAY(*fields: Field, nullable: bool = False) -> Array:
     """An array of structs with ``fields``."""
     return Array(Struct(*fields), nullable)
 
