@@ -33,7 +33,7 @@ from .._format import ATTR_LOG_APPEND_TIME, DecodedBatch
 from ..errors import ProtocolError
 from . import _errors
 from ._codec import encode_varint, read_varint
-from ._compression import decompress
+from ._compression import CompressionError, decompress
 
 __all__ = ["BatchError", "ProducedBatch", "decode_produced", "encode_fetched",
            "encode_records"]
@@ -124,7 +124,10 @@ def decode_produced(data: bytes, max_bytes: int) -> list[ProducedBatch]:
         codec = attributes & ATTR_CODEC
         body: bytes | memoryview = view[pos + HEAD_BYTES:batch_end]
         if codec:
-            body = decompress(codec, bytes(body), max_bytes)
+            try:
+                body = decompress(codec, bytes(body), max_bytes)
+            except CompressionError as exc:
+                raise _corrupt(str(exc)) from exc
         out.append(_records(codec, producer_id, producer_epoch, base_sequence, base_ts,
                             max_ts, count, body))
         pos = batch_end
