@@ -352,6 +352,12 @@ class GroupCoordinator:
         return {"error_code": 0, "generation_id": g.generation, "protocol_name": g.protocol,
                 "leader": g.leader, "member_id": m.member_id, "members": members}
 
+    def expire(self) -> None:
+        """Remove members whose session expired and end rebalances whose timeout
+        passed, now (the reaper thread does it every 0.1 s)."""
+        with self._cond:
+            self._reap(self._clock())
+
     def _reap_loop(self) -> None:
         while not self._stopping.is_set():
             with self._cond:
