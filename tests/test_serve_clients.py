@@ -223,8 +223,8 @@ def test_admin_topics_configs_partitions(eventlog_kafka, eventlog_log):
     assert eventlog_log.topic("x").num_partitions == 5
     md = admin.list_topics(timeout=10)
     assert len(md.topics["x"].partitions) == 5
-    assert [(b.host, b.port) for b in md.brokers.values()] \
-        == [tuple(eventlog_kafka.rsplit(":", 1))[:1] + (int(eventlog_kafka.rsplit(":")[1]),)]
+    host, port = eventlog_kafka.rsplit(":", 1)
+    assert [(b.host, b.port) for b in md.brokers.values()] == [(host, int(port))]
 
     admin.delete_topics(["x"])["x"].result(10)
     assert "x" not in eventlog_log

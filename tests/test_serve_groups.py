@@ -167,7 +167,7 @@ def _assignments(paths):
 def test_three_consumer_processes_split_partitions_and_survive_a_kill(eventlog_log, tmp_path):
     pytest.importorskip("confluent_kafka")
     eventlog_log.create_topic("jobs", partitions=6)
-    with eventlog.Producer(eventlog_log, value_serializer=None) as p:
+    with eventlog.Producer(eventlog_log, value_serializer="bytes") as p:
         for i in range(120):
             p.send("jobs", b"%d" % i, partition=i % 6)
     with eventlog.serve(eventlog_log, group_min_session_timeout_ms=1000) as server:
@@ -178,7 +178,7 @@ def test_three_consumer_processes_split_partitions_and_survive_a_kill(eventlog_l
             def split(alive):
                 a = [x for i, x in enumerate(_assignments(paths)) if i in alive]
                 return (all(x is not None and x for x in a)
-                        and sorted(sum(a, [])) == list(range(6)))
+                        and sorted(p for x in a for p in x) == list(range(6)))
             wait_until(lambda: split({0, 1, 2}), 60, "three workers sharing six partitions")
             assert sorted(map(len, _assignments(paths))) == [2, 2, 2]
             os.kill(procs[0].pid, signal.SIGKILL)
