@@ -38,6 +38,7 @@ def coordinator():
     c = GroupCoordinator(stopping, clock=clock, min_session_timeout_ms=1000)
     c.clock = clock  # type: ignore[attr-defined]
     yield c
+    c._check()
     stopping.set()
     c.stop()
 
@@ -62,6 +63,7 @@ def test_first_join_needs_a_member_id_then_forms_generation_one(coordinator):
     assert (r["error_code"], r["generation_id"], r["leader"], r["protocol_name"]) \
         == (0, 1, m1, "range")
     assert [m["member_id"] for m in r["members"]] == [m1]
+    coordinator._check()
     assert coordinator.sync("g", 1, m1, [(m1, b"assignment")]) \
         == {"error_code": 0, "assignment": b"assignment"}
     assert coordinator.heartbeat("g", 1, m1) == 0
@@ -102,6 +104,7 @@ def test_a_second_member_triggers_a_rebalance(coordinator):
     assert coordinator.sync("g", 2, m1, [(m1, b"a"), (m2, b"b")])["assignment"] == b"a"
     t.join(10)
     assert out["r"] == {"error_code": 0, "assignment": b"b"}
+    coordinator._check()
     snap = coordinator.snapshot("g")
     assert snap is not None and snap.state == "Stable"
     assert sorted(m["member_assignment"] for m in snap.members) == [b"a", b"b"]
@@ -112,6 +115,7 @@ def test_session_expiry_and_leave_rebalance(coordinator):
     coordinator.sync("g", 1, m1, [(m1, b"x")])
     coordinator.clock.now += 11  # past the 10 s session, no heartbeat
     coordinator.expire()
+    coordinator._check()
     snap = coordinator.snapshot("g")
     assert snap is not None and (snap.state, snap.members) == ("Empty", [])
     assert coordinator.heartbeat("g", 1, m1) == E.UNKNOWN_MEMBER_ID

@@ -281,6 +281,25 @@ class GroupCoordinator:
             return [(g.group_id, g.protocol_type) for g in self._groups.values()
                     if g.state != DEAD]
 
+    def _check(self) -> None:
+        """Assert the invariants of every group: a known state; Empty has no members;
+        a formed generation (CompletingRebalance, Stable) has its leader among the
+        members and nobody waiting to join; only a rebalance has members waiting."""
+        with self._cond:
+            for g in self._groups.values():
+                assert g.state in (EMPTY, PREPARING, COMPLETING, STABLE, DEAD), g.state
+                assert g.generation >= 0
+                if g.state == EMPTY:
+                    assert not g.members, g
+                if g.state in (COMPLETING, STABLE):
+                    assert g.leader in g.members, (g.leader, list(g.members))
+                    assert not any(m.awaiting_join for m in g.members.values())
+                    assert g.protocol and all(
+                        g.protocol in {n for n, _ in m.protocols} for m in g.members.values())
+                if g.state == STABLE:
+                    assert not any(m.awaiting_sync for m in g.members.values())
+                assert not set(g.pending) & set(g.members)
+
     # -- the state machine (lock held) ------------------------------------------------------
 
     @staticmethod
