@@ -166,3 +166,42 @@ def test_serve_on_a_busy_port_is_a_one_line_error(tmp_path):
                               capture_output=True, text=True, timeout=60)
     assert proc.returncode == 1
     assert proc.stderr.startswith("eventlog: error: cannot listen on")
+
+
+def test_many_clients_at_once(eventlog_kafka, eventlog_log):
+    import threading
+
+    eventlog_log.create_topic("busy", partitions=4)
+    errors = []
+
+    def kafka_producer(n: int) -> None:
+        p = CKProducer({"bootstrap.servers": eventlog_kafka, "linger.ms": 1})
+        for i in range(200):
+            p.produce("busy", value=b"c%d-%d" % (n, i), key=b"%d" % i,
+                      on_delivery=lambda err, msg: err and errors.append(err))
+        if p.flush(30):
+            errors.append("unflushed")
+
+    def native_producer(n: int) -> None:
+        with eventlog.Producer(eventlog_log, value_serializer="bytes") as p:
+            for i in range(200):
+                p.send("busy", b"e%d-%d" % (n, i), partition=i % 4)
+
+    threads = [threading.Thread(target=kafka_producer, args=(n,)) for n in range(6)]
+    threads += [threading.Thread(target=native_producer, args=(n,)) for n in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert errors == []
+    stored = [(p.id, r.offset, r.value) for p in eventlog_log.topic("busy").partitions
+              for r in p.read(0)]
+    assert sorted(v for _, _, v in stored) == sorted(
+        [b"c%d-%d" % (n, i) for n in range(6) for i in range(200)]
+        + [b"e%d-%d" % (n, i) for n in range(2) for i in range(200)])
+    for part in range(4):
+        offsets = [o for p, o, _ in stored if p == part]
+        assert offsets == list(range(len(offsets)))
+    for part in eventlog_log.topic("busy").partitions:
+        got = _ck_messages(eventlog_kafka, "busy", part.end_offset, partition=part.id)
+        assert [m.value() for m in got] == [v for p, _, v in stored if p == part.id]
