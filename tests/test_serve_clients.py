@@ -234,7 +234,7 @@ def test_admin_topics_configs_partitions(eventlog_kafka, eventlog_log):
 
 
 def test_auto_create_on_metadata(eventlog_kafka, eventlog_log):
-    p = CKProducer({"bootstrap.servers": eventlog_kafka})
+    p = CKProducer({"bootstrap.servers": eventlog_kafka, "acks": 1})
     p.produce("fresh", value=b"first")
     assert p.flush(20) == 0
     assert "fresh" in eventlog_log

@@ -156,6 +156,10 @@ def _records(codec: int, producer_id: int, producer_epoch: int, base_sequence: i
             if b < 0x80:
                 length = (b >> 1) ^ -(b & 1)
                 pos += 1
+            elif body[pos + 1] < 0x80:
+                b = (b & 0x7F) | (body[pos + 1] << 7)
+                length = (b >> 1) ^ -(b & 1)
+                pos += 2
             else:
                 length, pos = rv(body, pos, limit)
             rec_end = pos + length
@@ -166,12 +170,20 @@ def _records(codec: int, producer_id: int, producer_epoch: int, base_sequence: i
             if b < 0x80:
                 ts_delta = (b >> 1) ^ -(b & 1)
                 pos += 1
+            elif body[pos + 1] < 0x80:
+                b = (b & 0x7F) | (body[pos + 1] << 7)
+                ts_delta = (b >> 1) ^ -(b & 1)
+                pos += 2
             else:
                 ts_delta, pos = rv(body, pos, rec_end)
             b = body[pos]
             if b < 0x80:
                 offset_delta = (b >> 1) ^ -(b & 1)
                 pos += 1
+            elif body[pos + 1] < 0x80:
+                b = (b & 0x7F) | (body[pos + 1] << 7)
+                offset_delta = (b >> 1) ^ -(b & 1)
+                pos += 2
             else:
                 offset_delta, pos = rv(body, pos, rec_end)
             if offset_delta != i:
@@ -181,6 +193,10 @@ def _records(codec: int, producer_id: int, producer_epoch: int, base_sequence: i
             if b < 0x80:
                 n = (b >> 1) ^ -(b & 1)
                 pos += 1
+            elif body[pos + 1] < 0x80:
+                b = (b & 0x7F) | (body[pos + 1] << 7)
+                n = (b >> 1) ^ -(b & 1)
+                pos += 2
             else:
                 n, pos = rv(body, pos, rec_end)
             if n < 0:
@@ -194,6 +210,10 @@ def _records(codec: int, producer_id: int, producer_epoch: int, base_sequence: i
             if b < 0x80:
                 n = (b >> 1) ^ -(b & 1)
                 pos += 1
+            elif body[pos + 1] < 0x80:
+                b = (b & 0x7F) | (body[pos + 1] << 7)
+                n = (b >> 1) ^ -(b & 1)
+                pos += 2
             else:
                 n, pos = rv(body, pos, rec_end)
             if n < 0:

@@ -26,7 +26,8 @@ _I64 = struct.Struct(">q")
 _F64 = struct.Struct(">d")
 
 
-def read_uvarint(buf: bytes | memoryview, pos: int, limit: int) -> tuple[int, int]:
+def read_uvarint(buf: bytes | bytearray | memoryview, pos: int, limit: int
+                 ) -> tuple[int, int]:
     """An unsigned varint (at most 10 bytes) at ``pos``: ``(value, next position)``."""
     result = 0
     shift = 0
@@ -43,7 +44,8 @@ def read_uvarint(buf: bytes | memoryview, pos: int, limit: int) -> tuple[int, in
             raise ProtocolError("varint longer than 10 bytes")
 
 
-def read_varint(buf: bytes | memoryview, pos: int, limit: int) -> tuple[int, int]:
+def read_varint(buf: bytes | bytearray | memoryview, pos: int, limit: int
+                ) -> tuple[int, int]:
     """A zigzag-encoded signed varint/varlong: ``(value, next position)``."""
     if pos < limit:  # the one-byte case, by far the most common in records
         b = buf[pos]
@@ -75,7 +77,8 @@ class Reader:
 
     __slots__ = ("buf", "limit", "pos")
 
-    def __init__(self, buf: bytes | memoryview, pos: int = 0, limit: int | None = None) -> None:
+    def __init__(self, buf: bytes | bytearray | memoryview, pos: int = 0,
+                 limit: int | None = None) -> None:
         self.buf = buf
         self.pos = pos
         self.limit = len(buf) if limit is None else limit

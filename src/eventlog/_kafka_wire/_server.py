@@ -188,7 +188,7 @@ class Server:
 
     def _answer(self, frame: bytearray, local: tuple[str, int], peer: str) -> bytes | None:
         """The response frame to one request frame (None: no response)."""
-        r = Reader(bytes(frame))
+        r = Reader(frame)  # no copy: fields are sliced out of the frame as they are read
         api_key = r.int16()
         version = r.int16()
         correlation_id = r.int32()
