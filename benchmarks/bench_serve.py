@@ -9,17 +9,22 @@
 - latency: one record at a time (produce, then flush), carrying the time it was sent; a
   consumer long-polling in another thread notes when it arrives; median, p90, p99.
 
-The server runs in this process (threads), as ``eventlog.serve`` does in a test; the
-broker is a real Apache Kafka node (tests/kafka_broker.py; skipped with ``--no-kafka``
-or when no Java/Maven is available, and the report says so).
+The server runs twice: in this process (threads), as ``eventlog.serve`` does in a test,
+where it shares the GIL with the client's Python; and as ``eventlog serve`` in a
+process of its own, as the broker runs. The broker is a real Apache Kafka node
+(tests/kafka_broker.py; skipped with ``--no-kafka`` or when no Java/Maven is available,
+and the report says so).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import re
+import signal
 import statistics
 import struct
+import subprocess
 import sys
 import tempfile
 import threading
@@ -43,6 +48,23 @@ def eventlog_target() -> Iterator[str]:
     with tempfile.TemporaryDirectory(prefix="eventlog-bench-serve-") as tmp, \
             eventlog.open(tmp) as log, eventlog.serve(log) as server:
         yield server.bootstrap_servers
+
+
+@contextmanager
+def eventlog_process_target() -> Iterator[str]:
+    """``eventlog serve`` in a process of its own, as a deployment (or a CI job) runs it:
+    the server's Python and the client's do not share a GIL."""
+    with tempfile.TemporaryDirectory(prefix="eventlog-bench-serve-") as tmp:
+        proc = subprocess.Popen([sys.executable, "-m", "eventlog", "--log", tmp, "serve",
+                                 "--port", "0"], stderr=subprocess.PIPE, text=True)
+        try:
+            assert proc.stderr is not None
+            match = re.search(r"listening on (\S+)", proc.stderr.readline())
+            assert match, "eventlog serve did not start"
+            yield match.group(1)
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(30)
 
 
 @contextmanager
@@ -153,6 +175,8 @@ def main() -> int:
     results: dict[str, dict[str, float]] = {}
     notes = []
     with eventlog_target() as bootstrap:
+        results["eventlog serve, in the client's process"] = run("eventlog", bootstrap, args)
+    with eventlog_process_target() as bootstrap:
         results["eventlog serve"] = run("eventlog", bootstrap, args)
     if args.no_kafka:
         notes.append("Kafka broker: not measured (--no-kafka)")
@@ -167,7 +191,7 @@ def main() -> int:
             for name, r in results.items()]
     body = table(rows, ("target", "produce records/s", "consume records/s",
                         "latency p50 ms", "p90 ms", "p99 ms"))
-    if len(results) == 2:
+    if "Apache Kafka" in results:
         e, k = results["eventlog serve"], results["Apache Kafka"]
         body += (f"\n\neventlog serve / Kafka: produce {e['produce_rps'] / k['produce_rps']:.2f}"
                  f"x, consume {e['consume_rps'] / k['consume_rps']:.2f}x, p50 latency "

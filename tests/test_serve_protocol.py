@@ -130,6 +130,9 @@ def test_bad_batches_get_kafkas_error_codes_and_leave_the_log_intact(eventlog_ka
     assert _produce_code(eventlog_kafka, batch([b"z"], codec=1)[:-3]) == E.CORRUPT_MESSAGE
     assert _produce_code(eventlog_kafka, batch([b"t"], timestamps=[-5])) == E.INVALID_TIMESTAMP
     assert _produce_code(eventlog_kafka, good, topic="nope") == E.UNKNOWN_TOPIC_OR_PARTITION
+    eventlog_log.create_topic("compacted", cleanup_policy="compact")
+    assert _produce_code(eventlog_kafka, good, topic="compacted") == E.INVALID_RECORD
+    assert _produce_code(eventlog_kafka, batch([b"v"], keys=[b"k"]), topic="compacted") == 0
     # a gzip bomb: refused, never inflated past the server's limit
     bomb = batch([b"\x00" * (2 * 2**20)], codec=1)
     with eventlog.serve(eventlog_log, max_frame_bytes=2**20) as small:

@@ -79,6 +79,9 @@ class ProduceHandlers:
             b = batches[0]
             if min(b.timestamps) < 0:
                 raise BatchError(E.INVALID_TIMESTAMP, "negative record timestamp")
+            if config.compacted and None in b.keys:
+                raise BatchError(E.INVALID_RECORD, "a compacted topic cannot accept a record "
+                                                   "without a key")
             idempotent = b.producer_id >= 0 and b.base_sequence >= 0
             encoded = encode_batch(
                 b.values, b.keys, b.timestamps, b.headers,
