@@ -7,7 +7,11 @@
   lz4 off: uncompressed) to one partition and flushes; records/s;
 - consume: a Consumer assigned that partition from offset 0 reads them all back;
 - latency: one record at a time (produce, then flush), carrying the time it was sent; a
-  consumer long-polling in another thread notes when it arrives; median, p90, p99.
+  consumer long-polling in another thread notes when it arrives; median, p90, p99
+  (``--latency`` records in all, spread over the repeats).
+
+Each repeat runs every target in turn (the load of a shared machine then falls on all
+alike); the figures are medians over the repeats.
 
 The server runs twice: in this process (threads), as ``eventlog.serve`` does in a test,
 where it shares the GIL with the client's Python; and as ``eventlog serve`` in a
@@ -31,7 +35,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 
 from _harness import command_line, report, table
 from confluent_kafka import Consumer, Producer, TopicPartition
@@ -150,18 +154,27 @@ def latency(bootstrap: str, topic: str, n: int) -> list[float]:
     return lat
 
 
-def run(target: str, bootstrap: str, args: argparse.Namespace) -> dict[str, float]:
-    produce_s, consume_s = [], []
+def run(targets: dict[str, str], args: argparse.Namespace) -> dict[str, dict[str, float]]:
+    """Every repeat runs each target in turn, so that the load of a shared machine falls
+    on all of them alike; medians over the repeats."""
+    produce_s: dict[str, list[float]] = {name: [] for name in targets}
+    consume_s: dict[str, list[float]] = {name: [] for name in targets}
+    lat: dict[str, list[float]] = {name: [] for name in targets}
     for _ in range(args.repeat):
-        topic = create(bootstrap)
-        produce_s.append(produce(bootstrap, topic, args.records))
-        consume_s.append(consume(bootstrap, topic, args.records))
-    lat = sorted(latency(bootstrap, create(bootstrap), args.latency))
-    q = statistics.quantiles(lat, n=100) if len(lat) > 1 else lat * 99
-    return {"produce_rps": args.records / statistics.median(produce_s),
-            "consume_rps": args.records / statistics.median(consume_s),
-            "lat_p50_ms": statistics.median(lat) * 1e3, "lat_p90_ms": q[89] * 1e3,
-            "lat_p99_ms": q[98] * 1e3}
+        for name, bootstrap in targets.items():
+            topic = create(bootstrap)
+            produce_s[name].append(produce(bootstrap, topic, args.records))
+            consume_s[name].append(consume(bootstrap, topic, args.records))
+            lat[name] += latency(bootstrap, create(bootstrap), args.latency // args.repeat)
+    out = {}
+    for name in targets:
+        ls = sorted(lat[name])
+        q = statistics.quantiles(ls, n=100) if len(ls) > 1 else ls * 99
+        out[name] = {"produce_rps": args.records / statistics.median(produce_s[name]),
+                     "consume_rps": args.records / statistics.median(consume_s[name]),
+                     "lat_p50_ms": statistics.median(ls) * 1e3, "lat_p90_ms": q[89] * 1e3,
+                     "lat_p99_ms": q[98] * 1e3}
+    return out
 
 
 def main() -> int:
@@ -172,20 +185,20 @@ def main() -> int:
     parser.add_argument("--no-kafka", action="store_true")
     parser.add_argument("--out")
     args = parser.parse_args()
-    results: dict[str, dict[str, float]] = {}
     notes = []
-    with eventlog_target() as bootstrap:
-        results["eventlog serve, in the client's process"] = run("eventlog", bootstrap, args)
-    with eventlog_process_target() as bootstrap:
-        results["eventlog serve"] = run("eventlog", bootstrap, args)
-    if args.no_kafka:
-        notes.append("Kafka broker: not measured (--no-kafka)")
-    else:
-        try:
-            with kafka_target() as bootstrap:
-                results["Apache Kafka"] = run("kafka", bootstrap, args)
-        except RuntimeError as exc:
-            notes.append(f"Kafka broker: not measured ({exc})")
+    with ExitStack() as stack:
+        targets = {
+            "eventlog serve": stack.enter_context(eventlog_process_target()),
+            "eventlog serve, in the client's process": stack.enter_context(eventlog_target()),
+        }
+        if args.no_kafka:
+            notes.append("Kafka broker: not measured (--no-kafka)")
+        else:
+            try:
+                targets["Apache Kafka"] = stack.enter_context(kafka_target())
+            except RuntimeError as exc:
+                notes.append(f"Kafka broker: not measured ({exc})")
+        results = run(targets, args)
     rows = [(name, f"{r['produce_rps']:,.0f}", f"{r['consume_rps']:,.0f}",
              f"{r['lat_p50_ms']:.2f}", f"{r['lat_p90_ms']:.2f}", f"{r['lat_p99_ms']:.2f}")
             for name, r in results.items()]
