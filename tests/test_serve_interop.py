@@ -205,3 +205,25 @@ def test_many_clients_at_once(eventlog_kafka, eventlog_log):
     for part in eventlog_log.topic("busy").partitions:
         got = _ck_messages(eventlog_kafka, "busy", part.end_offset, partition=part.id)
         assert [m.value() for m in got] == [v for p, _, v in stored if p == part.id]
+
+
+def test_long_poll_wakes_on_an_append_by_another_process(eventlog_kafka, eventlog_log):
+    eventlog_log.create_topic("remote")
+    c = CKConsumer({"bootstrap.servers": eventlog_kafka, "group.id": "remote",
+                    "fetch.wait.max.ms": 20000, "enable.auto.commit": False})
+    c.assign([CKTopicPartition("remote", 0, 0)])
+    try:
+        assert c.poll(1.0) is None  # long-polling the empty partition
+        subprocess.run([sys.executable, "-c", (
+            "import eventlog, sys\n"
+            "with eventlog.open(sys.argv[1]) as log, eventlog.Producer(log, "
+            "value_serializer='bytes') as p:\n"
+            "    p.send('remote', b'from afar', partition=0).result()\n"),
+            str(eventlog_log.backend.path)], check=True, timeout=60)
+        m = None
+        deadline = time.monotonic() + 15  # less than fetch.wait.max.ms
+        while m is None and time.monotonic() < deadline:
+            m = c.poll(0.5)
+        assert m is not None and m.value() == b"from afar"
+    finally:
+        c.close()
