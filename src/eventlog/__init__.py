@@ -38,6 +38,7 @@ from .errors import (
     OffsetOutOfRangeError,
     OutOfOrderSequenceError,
     ProducerFencedError,
+    ProtocolError,
     ReadOnlyError,
     RecordTooLargeError,
     SerializationError,
@@ -51,6 +52,7 @@ from .errors import (
 from .log import GroupDescription, Log, MemberDescription, open
 from .monitoring import GroupStatus, PartitionStatus
 from .producer import BatchMetadata, Producer, RecordFuture
+from .serve import KafkaServer, serve
 from .topic import Partition, Topic
 
 __version__ = "0.1.0"
@@ -69,6 +71,7 @@ __all__ = [
     "InvalidGroupError",
     "InvalidRecordError",
     "InvalidTopicError",
+    "KafkaServer",
     "Log",
     "LogDirectoryError",
     "LogFailedError",
@@ -81,6 +84,7 @@ __all__ = [
     "PartitionStatus",
     "Producer",
     "ProducerFencedError",
+    "ProtocolError",
     "ReadOnlyError",
     "Record",
     "RecordFuture",
@@ -100,4 +104,5 @@ __all__ = [
     "UnknownTransactionalIdError",
     "__version__",
     "open",
+    "serve",
 ]

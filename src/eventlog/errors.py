@@ -32,8 +32,10 @@ so ``except ValueError`` keeps working for bad input:
      ├── LogDirectoryError (OSError)      the directory is unusable: not a log,
      │                                    not writable, or an I/O error hit it
      ├── LogFailedError                   an fsync failed: the log refuses writes until reopened
-     └── ReadOnlyError                    the log was opened with read_only=True: producing,
-                                          committing or changing anything is refused
+     ├── ReadOnlyError                    the log was opened with read_only=True: producing,
+     │                                    committing or changing anything is refused
+     └── ProtocolError (ValueError)       bytes from a Kafka client break the wire protocol
+                                          (``eventlog serve`` closes that connection)
 
 Lower-layer errors (``struct.error``, msgpack exceptions, ``KeyError``) are
 translated once, at the boundary where they occur, with ``raise ... from exc``.
@@ -56,6 +58,7 @@ __all__ = [
     "NotAssignedError",
     "OffsetOutOfRangeError",
     "OutOfOrderSequenceError",
+    "ProtocolError",
     "ProducerFencedError",
     "ReadOnlyError",
     "RecordTooLargeError",
@@ -216,3 +219,8 @@ class UnknownGroupError(EventLogError, LookupError):
 
 class GroupNotEmptyError(EventLogError):
     """The group has live members; resetting its offsets or deleting it needs none."""
+
+
+class ProtocolError(EventLogError, ValueError):
+    """Bytes received by ``eventlog serve`` break Kafka's wire protocol (a truncated or
+    oversized frame, a bad length, an unknown API); the server closes that connection."""

@@ -13,6 +13,7 @@ eventlog_consumer    a factory: ``eventlog_consumer(*topics, **options) -> Consu
 eventlog_open        a factory: ``eventlog_open(path=None, **options) -> Log``
 eventlog_harness     the ``Harness`` behind the fixtures above
 eventlog_options     options for the logs the fixtures open (``{}``; override it)
+eventlog_kafka       a Kafka bootstrap address serving ``eventlog_log`` (``eventlog.serve``)
 ===================  ==================================================================
 
 Everything a factory made is closed at teardown: consumers first (so they leave their
@@ -463,3 +464,17 @@ def eventlog_consumer(eventlog_harness: Harness) -> Callable[..., Consumer]:
     """``eventlog_consumer(*topics, log=None, **options) -> Consumer`` (on
     ``eventlog_log`` by default); every consumer made is closed at teardown."""
     return eventlog_harness.consumer
+
+
+# -- Kafka clients: eventlog serve --------------------------------------------------------
+
+@pytest.fixture
+def eventlog_kafka(eventlog_log: Log) -> Iterator[str]:
+    """A bootstrap address (``"127.0.0.1:PORT"``) where Kafka clients (confluent-kafka,
+    kafka-python, aiokafka, ...) reach ``eventlog_log`` through ``eventlog.serve``; the
+    test's ``eventlog_log`` is that same log, so it can check what the clients did.
+    Needs the ``serve`` extra. The server stops before the log closes."""
+    from .serve import serve  # noqa: PLC0415 (only tests that use the fixture need it)
+
+    with serve(eventlog_log) as server:
+        yield server.bootstrap_servers

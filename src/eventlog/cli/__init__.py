@@ -15,6 +15,7 @@ give for a Kafka cluster::
     eventlog --log DIR disk                   disk space, free space, time until full
     eventlog demo                             a producer and two workers, in processes
     eventlog bench                            throughput on this machine
+    eventlog serve --port 9092                Kafka clients on the log (Kafka's protocol)
 
 Design:
 
@@ -60,6 +61,7 @@ from ._disk import register as _register_disk
 from ._groups import register as _register_groups
 from ._inspect import register as _register_inspect
 from ._records import register as _register_records
+from ._serve import register as _register_serve
 from ._topics import register as _register_topics
 from ._transactions import register as _register_transactions
 
@@ -134,7 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     for register in (_register_topics, _register_records, _register_groups,
                      _register_inspect, _register_disk, _register_demo, _register_bench,
-                     _register_transactions):
+                     _register_transactions, _register_serve):
         register(add)
     return parser
 
