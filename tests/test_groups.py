@@ -103,6 +103,8 @@ with eventlog.open(path) as log:
 def test_kill_during_commit_leaves_old_or_new_value(log_dir):
     with eventlog.open(log_dir) as log:
         log.create_topic("t")
+        with eventlog.Producer(log) as producer:   # room for every commit (at most the end)
+            producer.send_batch("t", [None] * soak(1_000_000))
     rng = random.Random(11)
     last_seen = 0
     for _ in range(soak(15)):

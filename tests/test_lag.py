@@ -8,12 +8,16 @@ Real log directories, real consumers; the CLI as a real subprocess.
 from __future__ import annotations
 
 import json
+import logging
+import time
 
+import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
 import eventlog
 from eventlog import Consumer, Producer, TopicPartition
 from eventlog._group_admin import partition_lag
+from eventlog.errors import OffsetOutOfRangeError
 from eventlog.prometheus import EventLogCollector
 from tests.test_cli import cli, ok
 
@@ -75,3 +79,74 @@ def test_a_commit_outside_the_stored_range_counts_from_the_start():
     assert partition_lag(15, 10, 15) == 0
     assert partition_lag(3, 10, 15) == 5      # records deleted under it by retention
     assert partition_lag(99, 10, 15) == 5     # beyond the end: a recreated topic
+
+
+# -- commits beyond the end, and committed offsets out of range at read time ------------
+
+def test_a_commit_beyond_the_end_offset_is_refused_and_changes_nothing(log):
+    log.create_topic("orders")
+    with Producer(log) as producer:
+        producer.send_batch("orders", ["a", "b", "c"])
+    tp = TP("orders", 0)
+    with Consumer(log, group_id="g", enable_auto_commit=False) as consumer:
+        consumer.assign([tp])
+        consumer.commit({tp: 2})
+        with pytest.raises(OffsetOutOfRangeError, match="beyond its end offset 3") as info:
+            consumer.commit({tp: 999})
+        assert (info.value.offset, info.value.end_offset) == (999, 3)
+        assert consumer.committed(tp) == 2
+        consumer.commit({tp: 3})          # the end itself: caught up
+        assert consumer.committed(tp) == 3
+    assert log.group_lag("g") == {tp: 0}
+
+
+def test_auto_commit_leaves_out_a_position_sought_past_the_end(log):
+    log.create_topic("orders", partitions=2)
+    with Producer(log) as producer:
+        producer.send_batch("orders", ["a", "b"], partition=0)
+        producer.send_batch("orders", ["c"], partition=1)
+    with Consumer(log, group_id="g", auto_commit_interval_ms=1) as consumer:
+        consumer.assign([TP("orders", 0), TP("orders", 1)])
+        consumer.seek(TP("orders", 0), 50)
+        consumer.seek(TP("orders", 1), 1)
+        time.sleep(0.01)                   # the auto-commit is due
+        consumer.poll(timeout=0)           # auto-commits first: must not raise
+        assert consumer.committed(TP("orders", 1)) == 1
+        assert consumer.committed(TP("orders", 0)) is None   # 50 was left out
+
+
+def test_a_committed_offset_out_of_range_resets_visibly(log, caplog):
+    log.create_topic("orders")
+    tp = TP("orders", 0)
+    with Producer(log) as producer:
+        producer.send_batch("orders", list(range(6)))
+    with Consumer(log, group_id="g", enable_auto_commit=False) as consumer:
+        consumer.assign([tp])
+        consumer.commit({tp: 1})
+    log.delete_records(tp, 4)            # retention took the records under the commit
+    with caplog.at_level(logging.WARNING, logger="eventlog"), \
+            Consumer(log, group_id="g", enable_auto_commit=False) as consumer:
+        consumer.assign([tp])
+        assert consumer.metrics()["offset_resets"] == 0
+        assert [r.value for r in consumer.poll(timeout=1)] == [4, 5]
+        m = consumer.metrics()
+        assert (m["offset_resets"], m["records_consumed"], m["records_lag_max"]) == (1, 2, 0)
+    assert any("committed offset 1 of orders[0] is out of range [4, 6]; reset to 4"
+               in r.getMessage() for r in caplog.records)
+
+
+def test_a_position_that_retention_overtakes_resets_visibly(log, caplog):
+    log.create_topic("orders")
+    tp = TP("orders", 0)
+    with Producer(log) as producer:
+        producer.send_batch("orders", list(range(6)))
+    with Consumer(log, enable_auto_commit=False, auto_offset_reset="latest") as consumer:
+        consumer.assign([tp])
+        consumer.seek(tp, 1)
+        log.delete_records(tp, 3)
+        with caplog.at_level(logging.WARNING, logger="eventlog"):
+            assert consumer.poll(timeout=0) == []      # "latest": to the end
+        assert consumer.position(tp) == 6 and consumer.metrics()["offset_resets"] == 1
+    assert any("position 1 of orders[0] is out of range" in r.getMessage()
+               for r in caplog.records)
+

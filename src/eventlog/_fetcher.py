@@ -20,7 +20,9 @@ Positions not known yet resolve to the group's committed offset when it lies in 
 partition, else to ``auto_offset_reset``, and so does a position that the partition no
 longer holds (records deleted under it by retention or ``delete_records``, in any
 process): the fetch resets it and reads from there, never raising
-``OffsetOutOfRangeError`` unless ``auto_offset_reset`` is ``"none"``. Decoded batches
+``OffsetOutOfRangeError`` unless ``auto_offset_reset`` is ``"none"``. Such a reset of
+a committed offset or a position skips or rereads records, so it is never silent: a
+warning on the ``eventlog`` logger and a count (``metrics()["offset_resets"]``). Decoded batches
 become ``Record`` tuples with the deserializers applied a column at a time
 (``_types.records_from_batches``); a record that fails to deserialize ends the fetch:
 the records before it are returned, its position stays at it, and the next fetch
@@ -34,6 +36,7 @@ consumer's); a ``Wait`` may be slept on in any thread.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -56,6 +59,8 @@ if TYPE_CHECKING:
 
 __all__ = ["DEFAULT_FETCH_MAX_BYTES", "MIN_SHARE", "RESETS", "Fetcher", "PartitionFetch",
            "Wait", "check_tp"]
+
+_logger = logging.getLogger("eventlog")
 
 RESETS = ("earliest", "latest", "none")
 DEFAULT_FETCH_MAX_BYTES = 4 << 20   # per partition and fetch
@@ -149,6 +154,8 @@ class Fetcher:
         self._parts: dict[TopicPartition, PartitionFetch] = {}
         self._rr = 0                    # where the next fetch starts its round
         self._pending: SerializationError | None = None
+        self.records_fetched = 0        # records returned by fetch, since creation
+        self.offset_resets = 0          # positions reset for being out of range
 
     def __repr__(self) -> str:
         return f"<Fetcher partitions={len(self._parts)}>"
@@ -248,15 +255,43 @@ class Fetcher:
             out[tp] = max(0, part.partition.end_offset - position)
         return out
 
+    def metrics(self) -> dict[str, int]:
+        """Counters since creation, ``records_fetched`` and ``offset_resets`` (out of
+        range positions and committed offsets reset), and now ``assigned_partitions``
+        and ``records_lag_max`` (largest end offset minus position, over partitions
+        whose position is known: Kafka's ``records-lag-max``). Cost: a head read per
+        assigned partition; it resolves no position."""
+        lags = [max(0, p.partition.end_offset - p.position) for p in self._parts.values()
+                if p.position is not None]
+        return {"records_fetched": self.records_fetched, "offset_resets": self.offset_resets,
+                "assigned_partitions": len(self._parts), "records_lag_max": max(lags, default=0)}
+
     def _resolve(self, part: PartitionFetch) -> int:
-        """The committed offset if it lies in the partition, else ``auto_offset_reset``."""
+        """The committed offset if it lies in the partition, else ``auto_offset_reset``
+        (visibly, for a committed offset out of range: see ``_out_of_range``)."""
         start, end = part.partition.bounds()
         if self._offsets is not None:
             committed = self._offsets.read().get(part.tp)
-            if committed is not None and start <= committed <= end:
-                part.position = committed
-                return committed
+            if committed is not None:
+                if start <= committed <= end:
+                    part.position = committed
+                    return committed
+                return self._out_of_range(part, "committed offset", committed, start, end)
         return self._apply_reset(part, start, end)
+
+    def _out_of_range(self, part: PartitionFetch, what: str, offset: int, start: int,
+                      end: int) -> int:
+        """``offset`` is not in ``[start, end]``: records were deleted under it
+        (retention, ``delete_records``), or it lies beyond the end (a ``seek`` past it,
+        a topic created again). Reset it by ``auto_offset_reset``, with a warning and a
+        count in ``offset_resets``: records are skipped or read again, so it must not
+        pass unseen."""
+        self.offset_resets += 1
+        position = self._apply_reset(part, start, end)
+        _logger.warning("%s %d of %s[%d] is out of range [%d, %d]; reset to %d "
+                        "(auto_offset_reset=%r)", what, offset, part.tp.topic,
+                        part.tp.partition, start, end, position, self._reset)
+        return position
 
     def _apply_reset(self, part: PartitionFetch, start: int, end: int) -> int:
         if self._reset == "none":
@@ -304,6 +339,7 @@ class Fetcher:
         expected = [p.counter.load() for p in ready]
         records = self._fetch(ready, max_records)
         if records:
+            self.records_fetched += len(records)
             return records
         if self._pending is not None:
             error, self._pending = self._pending, None
@@ -345,7 +381,8 @@ class Fetcher:
                 # Outside the partition (records deleted under the position, by any
                 # process, or a seek): auto_offset_reset. The start may move again
                 # before the fetch from there, so look again, a few times.
-                position = self._apply_reset(part, exc.start_offset, exc.end_offset)
+                position = self._out_of_range(part, "position", position,
+                                              exc.start_offset, exc.end_offset)
                 if attempt == _RESET_ATTEMPTS - 1:
                     return []  # still moving: the next fetch goes on from the reset
         if not batches:
@@ -411,6 +448,8 @@ class Fetcher:
         assert self._reset in RESETS, self._reset
         assert type(self._fetch_max_bytes) is int and self._fetch_max_bytes >= 1
         assert type(self._rr) is int and self._rr >= 0, self._rr
+        assert type(self.records_fetched) is int and self.records_fetched >= 0
+        assert type(self.offset_resets) is int and self.offset_resets >= 0
         for tp, part in self._parts.items():
             assert type(tp) is TopicPartition and part.tp == tp, (tp, part.tp)
             assert type(tp.partition) is int and tp.partition >= 0, tp

@@ -199,6 +199,20 @@ class Consumer:
         self._check_open()
         return self._fetcher.lag()
 
+    @_fileutil.translate_errors("consumer")
+    def metrics(self) -> dict[str, float]:
+        """Counters since the consumer was created: ``records_consumed`` (records
+        ``poll`` returned) and ``offset_resets`` (committed offsets or positions found
+        outside their partition and moved by ``auto_offset_reset``, each also logged as
+        a warning); and now: ``assigned_partitions`` and ``records_lag_max`` (the
+        largest lag over the assigned partitions read so far, Kafka's
+        ``records-lag-max``). Cost: a head read per assigned partition."""
+        self._check_open()
+        m = self._fetcher.metrics()
+        return {"records_consumed": m["records_fetched"], "offset_resets": m["offset_resets"],
+                "assigned_partitions": m["assigned_partitions"],
+                "records_lag_max": m["records_lag_max"]}
+
     # -- polling -------------------------------------------------------------------------
 
     @_fileutil.translate_errors("consumer")
