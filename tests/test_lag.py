@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 
 import pytest
@@ -19,6 +20,7 @@ from eventlog import Consumer, Producer, TopicPartition
 from eventlog._group_admin import partition_lag
 from eventlog.errors import OffsetOutOfRangeError
 from eventlog.prometheus import EventLogCollector
+from eventlog.testing import wait_for_lag
 from tests.test_cli import cli, ok
 
 TP = TopicPartition
@@ -150,3 +152,46 @@ def test_a_position_that_retention_overtakes_resets_visibly(log, caplog):
     assert any("position 1 of orders[0] is out of range" in r.getMessage()
                for r in caplog.records)
 
+
+# -- eventlog.testing.wait_for_lag --------------------------------------------------------
+
+def test_wait_for_lag_waits_for_a_group_that_does_not_exist_yet(log):
+    log.create_topic("orders", partitions=2)
+    with Producer(log) as producer:
+        producer.send_batch("orders", list(range(40)), partition=0)
+        producer.send_batch("orders", list(range(10)), partition=1)
+
+    def worker() -> None:
+        time.sleep(0.05)                              # the group appears later
+        with Consumer(log, "orders", group_id="workers",
+                      enable_auto_commit=False) as consumer:
+            while sum(consumer.lag().values()):
+                consumer.poll(timeout=1, max_records=7)
+                consumer.commit()
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    try:
+        assert wait_for_lag(log, "workers", timeout=30) == \
+            {TP("orders", 0): 0, TP("orders", 1): 0}
+    finally:
+        thread.join()
+
+
+def test_wait_for_lag_fails_with_the_lag_per_partition(log):
+    log.create_topic("orders", partitions=2)
+    with Producer(log) as producer:
+        producer.send_batch("orders", list(range(5)), partition=1)
+    with pytest.raises(AssertionError, match=r"group 'ghost' .* does not exist"):
+        wait_for_lag(log, "ghost", timeout=0.05)
+    with Consumer(log, group_id="slow", enable_auto_commit=False) as consumer:
+        consumer.assign([TP("orders", 1)])
+        consumer.commit({TP("orders", 1): 2})
+    with pytest.raises(AssertionError, match=r"its lag is 3 \(orders\[0\]: 0, "
+                                             r"orders\[1\]: 3\)"):
+        wait_for_lag(log, "slow", timeout=0.05)
+    assert wait_for_lag(log, "slow", 3) == {TP("orders", 0): 0, TP("orders", 1): 3}
+    with pytest.raises(AssertionError, match="has no partitions on topic 'audit'"):
+        wait_for_lag(log, "slow", 0, topic="audit", timeout=0.05)
+    with pytest.raises(eventlog.InvalidConfigError):
+        wait_for_lag(log, "slow", -1)
