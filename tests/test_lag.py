@@ -20,7 +20,7 @@ from eventlog import Consumer, Producer, TopicPartition
 from eventlog._group_admin import partition_lag
 from eventlog.errors import OffsetOutOfRangeError
 from eventlog.prometheus import EventLogCollector
-from eventlog.testing import wait_for_lag
+from eventlog.testing import ManualClock, wait_for_lag
 from tests.test_cli import cli, ok
 
 TP = TopicPartition
@@ -195,3 +195,80 @@ def test_wait_for_lag_fails_with_the_lag_per_partition(log):
         wait_for_lag(log, "slow", 0, topic="audit", timeout=0.05)
     with pytest.raises(eventlog.InvalidConfigError):
         wait_for_lag(log, "slow", -1)
+
+
+# -- Prometheus: kafka-exporter's names, sums, time lag, client counters ------------------
+
+def _samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
+
+
+def test_prometheus_offers_kafka_exporters_names_sums_and_time_lag(log_dir):
+    clock = ManualClock()
+    with eventlog.open(log_dir, clock=clock) as log:
+        _scenario(log)
+        log.delete_records(TP("orders", 0), 1)
+        clock.advance(90_000)
+        registry = CollectorRegistry()
+        registry.register(EventLogCollector(log))
+        got = _samples(generate_latest(registry).decode())
+
+        def value(name: str, **labels: str) -> float:
+            return got[(name, tuple(sorted(labels.items())))]
+
+        g0 = {"consumergroup": "g", "topic": "orders", "partition": "0"}
+        g1 = {**g0, "partition": "1"}
+        assert value("kafka_consumergroup_lag", **g0) == 1      # never committed
+        assert value("kafka_consumergroup_lag", **g1) == 1
+        assert value("kafka_consumergroup_lag_sum", consumergroup="g", topic="orders") == 3
+        assert value("kafka_consumergroup_current_offset", **g1) == 1
+        assert ("kafka_consumergroup_current_offset", tuple(sorted(g0.items()))) not in got
+        assert value("kafka_consumergroup_current_offset_sum", consumergroup="g",
+                     topic="orders") == 1
+        assert value("kafka_consumergroup_members", consumergroup="g") == 0
+        assert value("kafka_topic_partitions", topic="orders") == 3
+        assert value("kafka_topic_partition_current_offset", topic="orders",
+                     partition="0") == 2
+        assert value("kafka_topic_partition_oldest_offset", topic="orders",
+                     partition="0") == 1
+        assert value("eventlog_group_total_lag", group="g") == 3
+        assert value("eventlog_group_max_lag_seconds", group="g") == 90.0
+        plain = CollectorRegistry()
+        plain.register(EventLogCollector(log, kafka_names=False))
+        assert "kafka_" not in generate_latest(plain).decode()
+
+
+def test_prometheus_exports_the_counters_of_producers_and_consumers(log):
+    log.create_topic("orders", partitions=2)
+    collector = EventLogCollector(log, kafka_names=False)
+    registry = CollectorRegistry()
+    registry.register(collector)
+    producer = Producer(log)
+    consumer = Consumer(log, "orders", group_id="billing", enable_auto_commit=False)
+    collector.add_client(producer, "orders-api")
+    collector.add_client(consumer, "billing-1")
+    try:
+        producer.send_batch("orders", list(range(30)), partition=0)
+        assert len(consumer.poll(timeout=1, max_records=20)) == 20
+        got = _samples(generate_latest(registry).decode())
+        assert got[("eventlog_producer_records_sent_total",
+                    (("client", "orders-api"),))] == 30
+        assert got[("eventlog_producer_batches_sent_total", (("client", "orders-api"),))] >= 1
+        assert got[("eventlog_producer_records_pending", (("client", "orders-api"),))] == 0
+        assert got[("eventlog_consumer_records_consumed_total",
+                    (("client", "billing-1"),))] == 20
+        assert got[("eventlog_consumer_offset_resets_total", (("client", "billing-1"),))] == 0
+        assert got[("eventlog_consumer_assigned_partitions", (("client", "billing-1"),))] == 2
+        assert got[("eventlog_consumer_records_lag_max", (("client", "billing-1"),))] == 10
+    finally:
+        consumer.close()
+        producer.close()
+    text = generate_latest(registry).decode()
+    assert 'client="billing-1"' not in text          # closed: no longer exported
+    collector.remove_client("orders-api")
+    assert 'client="orders-api"' not in generate_latest(registry).decode()
+    with pytest.raises(TypeError):
+        collector.add_client(log, "log")

@@ -260,9 +260,13 @@ class Fetcher:
         range positions and committed offsets reset), and now ``assigned_partitions``
         and ``records_lag_max`` (largest end offset minus position, over partitions
         whose position is known: Kafka's ``records-lag-max``). Cost: a head read per
-        assigned partition; it resolves no position."""
-        lags = [max(0, p.partition.end_offset - p.position) for p in self._parts.values()
-                if p.position is not None]
+        assigned partition; it resolves no position. Safe to call from another thread
+        than the one that fetches (it only reads)."""
+        # a tuple first: a scrape may call this from another thread while polls change
+        # the assignment
+        lags = [max(0, p.partition.end_offset - position)
+                for p in tuple(self._parts.values())
+                if (position := p.position) is not None]
         return {"records_fetched": self.records_fetched, "offset_resets": self.offset_resets,
                 "assigned_partitions": len(self._parts), "records_lag_max": max(lags, default=0)}
 
