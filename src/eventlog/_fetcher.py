@@ -75,6 +75,8 @@ _SLICE_NOTHING_READY_S = 0.02
 # Fetches of a partition at one visit when each finds its position outside the
 # partition (records being deleted faster than the reset position can be read).
 _RESET_ATTEMPTS = 4
+# At most one warning per partition this often about positions reset out of range.
+_WARN_EVERY_S = 10.0
 
 
 def check_tp(tp: Any) -> TopicPartition:
@@ -156,6 +158,8 @@ class Fetcher:
         self._pending: SerializationError | None = None
         self.records_fetched = 0        # records returned by fetch, since creation
         self.offset_resets = 0          # positions reset for being out of range
+        self._warned_resets = 0         # offset_resets when the last warning was logged
+        self._warn_after: dict[TopicPartition, float] = {}   # monotonic s, per partition
 
     def __repr__(self) -> str:
         return f"<Fetcher partitions={len(self._parts)}>"
@@ -292,9 +296,19 @@ class Fetcher:
         pass unseen."""
         self.offset_resets += 1
         position = self._apply_reset(part, start, end)
-        _logger.warning("%s %d of %s[%d] is out of range [%d, %d]; reset to %d "
-                        "(auto_offset_reset=%r)", what, offset, part.tp.topic,
-                        part.tp.partition, start, end, position, self._reset)
+        # Retention deleting under a slow consumer may reset it at every fetch: one line
+        # per partition per _WARN_EVERY_S, with the count of the resets in between.
+        now = time.monotonic()
+        if now >= self._warn_after.get(part.tp, 0.0):
+            self._warn_after[part.tp] = now + _WARN_EVERY_S
+            unlogged = self.offset_resets - self._warned_resets - 1
+            self._warned_resets = self.offset_resets
+            _logger.warning("%s %d of %s[%d] is out of range [%d, %d]; reset to %d "
+                            "(auto_offset_reset=%r)%s", what, offset, part.tp.topic,
+                            part.tp.partition, start, end, position, self._reset,
+                            f"; {unlogged} other resets by this consumer since its "
+                            "last warning"
+                            if unlogged else "")
         return position
 
     def _apply_reset(self, part: PartitionFetch, start: int, end: int) -> int:
