@@ -61,6 +61,8 @@ __all__ = ["DEFAULT_FETCH_MAX_BYTES", "MIN_SHARE", "RESETS", "Fetcher", "Partiti
            "Wait", "check_tp"]
 
 _logger = logging.getLogger("eventlog")
+# At most one warning per partition this often about positions reset out of range.
+_WARN_EVERY_S = 10.0
 
 RESETS = ("earliest", "latest", "none")
 DEFAULT_FETCH_MAX_BYTES = 4 << 20   # per partition and fetch
@@ -75,8 +77,6 @@ _SLICE_NOTHING_READY_S = 0.02
 # Fetches of a partition at one visit when each finds its position outside the
 # partition (records being deleted faster than the reset position can be read).
 _RESET_ATTEMPTS = 4
-# At most one warning per partition this often about positions reset out of range.
-_WARN_EVERY_S = 10.0
 
 
 def check_tp(tp: Any) -> TopicPartition:
@@ -153,13 +153,13 @@ class Fetcher:
         self._key_des = deserializer(key_deserializer)
         self._value_des = deserializer(value_deserializer)
         self._fetch_max_bytes = fetch_max_bytes
-        self._parts: dict[TopicPartition, PartitionFetch] = {}
-        self._rr = 0                    # where the next fetch starts its round
-        self._pending: SerializationError | None = None
         self.records_fetched = 0        # records returned by fetch, since creation
         self.offset_resets = 0          # positions reset for being out of range
         self._warned_resets = 0         # offset_resets when the last warning was logged
         self._warn_after: dict[TopicPartition, float] = {}   # monotonic s, per partition
+        self._parts: dict[TopicPartition, PartitionFetch] = {}
+        self._rr = 0                    # where the next fetch starts its round
+        self._pending: SerializationError | None = None
 
     def __repr__(self) -> str:
         return f"<Fetcher partitions={len(self._parts)}>"
