@@ -130,6 +130,8 @@ class EventLogCollector(Collector):
             self._clients.pop(name, None)
 
     def collect(self) -> Iterator[Metric]:
+        """The metric families of one ``Log.metrics()`` snapshot and of the clients
+        added (prometheus_client calls this at every scrape)."""
         m = self._log.metrics()
         yield from self._partitions(m)
         yield from self._groups(m)
