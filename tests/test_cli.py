@@ -284,8 +284,8 @@ def test_produce_msgpack_lines_with_key_field_and_headers_reach_a_python_consume
 def test_produce_text_and_json_formats_store_what_they_say(tmp_path):
     log_dir = tmp_path / "log"
     make_topic(log_dir, "raw")
-    ok(cli("produce", "raw", "--format", "text", "-K", ":", input="k1:hello: world\r\n"
-           "k2:\n", log=log_dir))
+    ok(cli("produce", "raw", "--format", "text", "-K", ":", "--key-format", "bytes",
+           input="k1:hello: world\r\n" "k2:\n", log=log_dir))
     ok(cli("produce", "raw", "--format", "json", input='{"a":  [1, 2]}\n', log=log_dir))
     got = records(log_dir, "raw", key_deserializer="bytes", value_deserializer="bytes")
     assert [(r.key, r.value) for r in got] == [(b"k1", b"hello: world"), (b"k2", b""),

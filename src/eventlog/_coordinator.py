@@ -44,6 +44,7 @@ from .config import check_client_id, check_int
 from .errors import (
     CommitFailedError,
     InvalidConfigError,
+    OffsetOutOfRangeError,
     UnknownPartitionError,
     UnknownTopicError,
 )
@@ -423,12 +424,16 @@ class Coordinator:
     def commit(self, offsets: Mapping[TopicPartition, int] | None = None) -> None:
         """Commit ``offsets`` (default: the positions). Atomic and crash-safe; raises
         ``CommitFailedError`` without a group, or for partitions this member does not
-        own. Cost: one append to the group's offsets file (and its fsync with
-        ``fsync="always"``), under the group lock for a member."""
+        own, and ``OffsetOutOfRangeError`` (committing nothing) for an offset beyond
+        its partition's end offset. Cost: one append to the group's offsets file (and
+        its fsync with ``fsync="always"``), under the group lock for a member."""
         self._commit(dict(self._positions() if offsets is None else offsets))
 
     @_fileutil.translate_errors("consumer")
-    def _commit(self, offsets: dict[TopicPartition, int]) -> None:
+    def _commit(self, offsets: dict[TopicPartition, int], quiet: bool = False) -> None:
+        """With ``quiet`` (auto-commits), a position beyond its partition's end (a
+        ``seek`` past it, not read yet) is left out, with a log line, instead of failing
+        the commit of the others."""
         if self._store is None:
             raise CommitFailedError("this consumer has no group_id: there is nowhere to "
                                     "commit offsets")
@@ -440,6 +445,21 @@ class Coordinator:
         if not clean:
             return
         ends = self._end_offsets(clean)
+        for tp, offset in list(clean.items()):
+            if offset > ends.get(tp, offset):
+                if quiet:
+                    _logger.info("auto-commit leaves out %s[%d]: position %d is beyond the "
+                                 "end offset %d", tp.topic, tp.partition, offset, ends[tp])
+                    del clean[tp]
+                    continue
+                # Kafka's brokers store such a commit; the consumer that resumes from it
+                # then resets, silently rereading or skipping. The end is known here.
+                raise OffsetOutOfRangeError(
+                    f"cannot commit offset {offset} for {tp.topic}[{tp.partition}]: beyond "
+                    f"its end offset {ends[tp]} (a committed offset is the next record to "
+                    "read, at most the end)", offset=offset, end_offset=ends[tp])
+        if not clean:
+            return
         member = self._member
         if member is None:  # manual assignment: not fenced
             self._store.commit(clean, self._clock(), ends=ends)
@@ -463,7 +483,7 @@ class Coordinator:
         """Auto-commit: positions of records already returned; failures are logged."""
         self._next_auto_commit = time.monotonic() + self._auto_commit_s
         try:
-            self._commit(self._positions() if offsets is None else offsets)
+            self._commit(self._positions() if offsets is None else offsets, quiet=True)
         except CommitFailedError as exc:
             _logger.info("auto-commit skipped: %s", exc)
 

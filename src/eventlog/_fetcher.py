@@ -20,7 +20,9 @@ Positions not known yet resolve to the group's committed offset when it lies in 
 partition, else to ``auto_offset_reset``, and so does a position that the partition no
 longer holds (records deleted under it by retention or ``delete_records``, in any
 process): the fetch resets it and reads from there, never raising
-``OffsetOutOfRangeError`` unless ``auto_offset_reset`` is ``"none"``. Decoded batches
+``OffsetOutOfRangeError`` unless ``auto_offset_reset`` is ``"none"``. Such a reset of
+a committed offset or a position skips or rereads records, so it is never silent: a
+warning on the ``eventlog`` logger and a count (``metrics()["offset_resets"]``). Decoded batches
 become ``Record`` tuples with the deserializers applied a column at a time
 (``_types.records_from_batches``); a record that fails to deserialize ends the fetch:
 the records before it are returned, its position stays at it, and the next fetch
@@ -62,6 +64,10 @@ _logger = logging.getLogger("eventlog")
 
 __all__ = ["DEFAULT_FETCH_MAX_BYTES", "MIN_SHARE", "RESETS", "Fetcher", "PartitionFetch",
            "Wait", "check_tp"]
+
+_logger = logging.getLogger("eventlog")
+# At most one warning per partition this often about positions reset out of range.
+_WARN_EVERY_S = 10.0
 
 RESETS = ("earliest", "latest", "none")
 DEFAULT_FETCH_MAX_BYTES = 4 << 20   # per partition and fetch
@@ -167,6 +173,10 @@ class Fetcher:
         self._key_des = deserializer(key_deserializer)
         self._value_des = deserializer(value_deserializer)
         self._fetch_max_bytes = fetch_max_bytes
+        self.records_fetched = 0        # records returned by fetch, since creation
+        self.offset_resets = 0          # positions reset for being out of range
+        self._warned_resets = 0         # offset_resets when the last warning was logged
+        self._warn_after: dict[TopicPartition, float] = {}   # monotonic s, per partition
         self._parts: dict[TopicPartition, PartitionFetch] = {}
         self._rr = 0                    # where the next fetch starts its round
         self._pending: SerializationError | None = None
@@ -296,18 +306,60 @@ class Fetcher:
             out[tp] = view.last_stable_offset(position)
         return out
 
+    def metrics(self) -> dict[str, int]:
+        """Counters since creation, ``records_fetched`` and ``offset_resets`` (out of
+        range positions and committed offsets reset), and now ``assigned_partitions``
+        and ``records_lag_max`` (largest end offset minus position, over partitions
+        whose position is known: Kafka's ``records-lag-max``). Cost: a head read per
+        assigned partition; it resolves no position. Safe to call from another thread
+        than the one that fetches (it only reads)."""
+        # a tuple first: a scrape may call this from another thread while polls change
+        # the assignment
+        lags = [max(0, p.partition.end_offset - position)
+                for p in tuple(self._parts.values())
+                if (position := p.position) is not None]
+        return {"records_fetched": self.records_fetched, "offset_resets": self.offset_resets,
+                "assigned_partitions": len(self._parts), "records_lag_max": max(lags, default=0)}
+
     def _resolve(self, part: PartitionFetch) -> int:
-        """The committed offset if it lies in the partition, else ``auto_offset_reset``."""
+        """The committed offset if it lies in the partition, else ``auto_offset_reset``
+        (visibly, for a committed offset out of range: see ``_out_of_range``)."""
         start, end = part.partition.bounds()
         if self._offsets is not None:
             if self._group_id is not None and not self._backend.read_only:
                 # Offsets a transaction decided to commit are committed first.
                 self._backend.transactions().settle(self._group_id)
             committed = self._offsets.read().get(part.tp)
-            if committed is not None and start <= committed <= end:
-                part.position = committed
-                return committed
+            if committed is not None:
+                if start <= committed <= end:
+                    part.position = committed
+                    return committed
+                return self._out_of_range(part, "committed offset", committed, start, end)
         return self._apply_reset(part, start, end)
+
+    def _out_of_range(self, part: PartitionFetch, what: str, offset: int, start: int,
+                      end: int) -> int:
+        """``offset`` is not in ``[start, end]``: records were deleted under it
+        (retention, ``delete_records``), or it lies beyond the end (a ``seek`` past it,
+        a topic created again). Reset it by ``auto_offset_reset``, with a warning and a
+        count in ``offset_resets``: records are skipped or read again, so it must not
+        pass unseen."""
+        self.offset_resets += 1
+        position = self._apply_reset(part, start, end)
+        # Retention deleting under a slow consumer may reset it at every fetch: one line
+        # per partition per _WARN_EVERY_S, with the count of the resets in between.
+        now = time.monotonic()
+        if now >= self._warn_after.get(part.tp, 0.0):
+            self._warn_after[part.tp] = now + _WARN_EVERY_S
+            unlogged = self.offset_resets - self._warned_resets - 1
+            self._warned_resets = self.offset_resets
+            _logger.warning("%s %d of %s[%d] is out of range [%d, %d]; reset to %d "
+                            "(auto_offset_reset=%r)%s", what, offset, part.tp.topic,
+                            part.tp.partition, start, end, position, self._reset,
+                            f"; {unlogged} other resets by this consumer since its "
+                            "last warning"
+                            if unlogged else "")
+        return position
 
     def _apply_reset(self, part: PartitionFetch, start: int, end: int) -> int:
         if self._reset == "none":
@@ -356,6 +408,7 @@ class Fetcher:
         self._blocked = False
         records = self._fetch(ready, max_records)
         if records:
+            self.records_fetched += len(records)
             return records
         if self._pending is not None:
             error, self._pending = self._pending, None
@@ -399,7 +452,8 @@ class Fetcher:
                 # Outside the partition (records deleted under the position, by any
                 # process, or a seek): auto_offset_reset. The start may move again
                 # before the fetch from there, so look again, a few times.
-                position = self._apply_reset(part, exc.start_offset, exc.end_offset)
+                position = self._out_of_range(part, "position", position,
+                                              exc.start_offset, exc.end_offset)
                 if attempt == _RESET_ATTEMPTS - 1:
                     return []  # still moving: the next fetch goes on from the reset
         if not batches:
@@ -514,6 +568,8 @@ class Fetcher:
         assert self._reset in RESETS, self._reset
         assert type(self._fetch_max_bytes) is int and self._fetch_max_bytes >= 1
         assert type(self._rr) is int and self._rr >= 0, self._rr
+        assert type(self.records_fetched) is int and self.records_fetched >= 0
+        assert type(self.offset_resets) is int and self.offset_resets >= 0
         for tp, part in self._parts.items():
             assert type(tp) is TopicPartition and part.tp == tp, (tp, part.tp)
             assert type(tp.partition) is int and tp.partition >= 0, tp

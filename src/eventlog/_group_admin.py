@@ -7,6 +7,14 @@ offsets-file part of ``Log.check``. It reads and writes the files of ``_group``
 (membership) and ``_offsets`` (committed offsets and their history) and the partitions'
 bounds through the ``TopicStore``; it never joins a group itself. The status rules are
 ``_status``'s; this module gathers their inputs.
+
+Lag has one rule, ``partition_lag``, and one scope, ``_group_partitions``, used by
+every report (``group_lag``, ``describe_group``, ``group_status``, ``metrics``, the CLI
+and the Prometheus exporter): every partition of the group's topics, where the group's
+topics are those it has committed offsets for (what Kafka's tools report) and those
+its members subscribe to. A partition never committed, or committed outside the range
+the partition stores, counts from the partition's start offset: where a consumer of
+the group with the default ``auto_offset_reset="earliest"`` would begin reading it.
 """
 
 from __future__ import annotations
@@ -30,7 +38,7 @@ from .errors import (
 )
 from .monitoring import GroupStatus, PartitionStatus, Problem
 
-__all__ = ["GroupAdmin", "GroupDescription", "MemberDescription"]
+__all__ = ["GroupAdmin", "GroupDescription", "MemberDescription", "partition_lag"]
 
 
 @dataclass(frozen=True)
@@ -99,13 +107,29 @@ class GroupAdmin:
         return self._store(self._files(group_id)).read()
 
     def lag(self, group_id: str) -> dict[TopicPartition, int]:
-        out = {}
-        for tp, committed in self.offsets(group_id).items():
+        """Records behind (``partition_lag``) on every partition of the group's topics.
+        Cost: the offsets file's new records, the group state, a head read per
+        partition."""
+        files = self._files(group_id)
+        offsets = self._store(files).read()
+        return {tp: partition_lag(offsets.get(tp), *plog.bounds())
+                for tp, plog in self._group_partitions(files, offsets)}
+
+    def _group_partitions(self, files: GroupFiles, offsets: dict[TopicPartition, int]
+                          ) -> list[tuple[TopicPartition, PartitionLog]]:
+        """Every partition of the group's topics, in order: the topics it committed
+        offsets for and those its members subscribe to. A topic deleted since is left
+        out (its offsets are moot)."""
+        topics = {tp.topic for tp in offsets}
+        for entry in files.read_state()["members"].values():
+            topics.update(t for t in entry.get("topics", []) if isinstance(t, str))
+        out = []
+        for topic in sorted(topics):
             try:
-                end = self._topics.topic(tp.topic).partition_log(tp.partition).end_offset
-            except (UnknownTopicError, IndexError):
+                plogs = self._topics.topic(topic).partition_logs()
+            except UnknownTopicError:
                 continue
-            out[tp] = max(0, end - committed)
+            out += [(TopicPartition(topic, p), plog) for p, plog in enumerate(plogs)]
         return out
 
     def describe(self, group_id: str) -> GroupDescription:
@@ -134,21 +158,12 @@ class GroupAdmin:
         files = self._files(group_id)
         offsets, history = self._store(files).read_history()
         now = self._context.clock()
-        topics = {tp.topic for tp in offsets}
-        for entry in files.read_state()["members"].values():
-            topics.update(t for t in entry.get("topics", []) if isinstance(t, str))
         windows = {tp: commits[-window:] for tp, commits in history.items()}
         span = _status.group_span_ms(windows.values())
         partitions: dict[TopicPartition, PartitionStatus] = {}
-        for topic in sorted(topics):
-            try:
-                plogs = self._topics.topic(topic).partition_logs()
-            except UnknownTopicError:
-                continue   # deleted since: its offsets are moot (as in ``lag``)
-            for p, plog in enumerate(plogs):
-                tp = TopicPartition(topic, p)
-                partitions[tp] = self._partition_status(tp, plog, offsets.get(tp),
-                                                        windows.get(tp, []), span, now)
+        for tp, plog in self._group_partitions(files, offsets):
+            partitions[tp] = self._partition_status(tp, plog, offsets.get(tp),
+                                                    windows.get(tp, []), span, now)
         return GroupStatus(group_id,
                            _status.group_status(ps.status for ps in partitions.values()),
                            partitions, now, window)
@@ -158,9 +173,8 @@ class GroupAdmin:
                           commits: list[Commit], span_ms: int | None, now: int
                           ) -> PartitionStatus:
         start, end = plog.bounds()
-        position = start if committed is None else committed
-        lag = max(0, end - position)
-        lag_ms = _record_age_ms(plog, max(position, start), now) if lag else 0
+        lag = partition_lag(committed, start, end)
+        lag_ms = _record_age_ms(plog, end - lag, now) if lag else 0
         if commits:
             status = _status.partition_status(commits, lag, now)
         else:
@@ -247,6 +261,20 @@ class GroupAdmin:
                                         "(reads use the last good commit of each "
                                         "partition)", fix))
         return problems
+
+
+def partition_lag(committed: int | None, start: int, end: int) -> int:
+    """Records a group is behind on a partition storing ``[start, end)``: ``end`` minus
+    where the group would read next. That is the committed offset if it lies in
+    ``[start, end]``; otherwise (never committed, records deleted under it by retention,
+    or beyond the end, as after the topic was recreated) the start offset, where
+    ``auto_offset_reset="earliest"`` resumes. O(1).
+
+    >>> partition_lag(None, 0, 5), partition_lag(2, 0, 5), partition_lag(9, 0, 5)
+    (5, 3, 5)
+    """
+    position = committed if committed is not None and start <= committed <= end else start
+    return max(0, end - position)
 
 
 def _record_age_ms(plog: PartitionLog, offset: int, now: int) -> int:

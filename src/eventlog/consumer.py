@@ -298,14 +298,21 @@ class Consumer:
         self._check_open()
         return self._fetcher.last_stable_offsets(partitions)
 
+    @_fileutil.translate_errors("consumer")
     def metrics(self) -> dict[str, Any]:
         """This consumer now, with Kafka's metric names where they exist: its
-        ``client_id`` and ``group_id``, the partitions assigned and paused, and
-        ``records_lag`` / ``records_lag_max`` (the sum and the largest of ``lag()``).
-        Cost: a head read per assigned partition."""
+        ``client_id`` and ``group_id``; counters since it was created:
+        ``records_consumed`` (records ``poll`` returned) and ``offset_resets``
+        (committed offsets or positions found outside their partition and moved by
+        ``auto_offset_reset``, each also logged as a warning); and now: the partitions
+        assigned and paused, ``records_lag`` / ``records_lag_max`` (the sum and the
+        largest of ``lag()``, Kafka's ``records-lag-max``). Cost: a head read per
+        assigned partition."""
         self._check_open()
+        m = self._fetcher.metrics()
         lag = self._fetcher.lag()
         return {"client_id": self.client_id, "group_id": self.group_id,
+                "records_consumed": m["records_fetched"], "offset_resets": m["offset_resets"],
                 "assigned_partitions": len(self._fetcher.assigned()),
                 "paused_partitions": len(self._fetcher.paused()),
                 "records_lag": sum(lag.values()),

@@ -482,7 +482,10 @@ class Log:
 
     @_fileutil.translate_errors("log directory")
     def group_lag(self, group_id: str) -> dict[TopicPartition, int]:
-        """End offset minus committed offset, for every partition the group committed."""
+        """End offset minus committed offset, for every partition of the group's topics
+        (those it committed offsets for or its members subscribe to); a partition never
+        committed, or committed outside what it stores, counts from its start offset
+        (docs/monitoring.md, "Which partitions count"). Raises ``UnknownGroupError``."""
         self._check_open()
         return self._groups.lag(group_id)
 

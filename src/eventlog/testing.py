@@ -29,15 +29,21 @@ deserializers unless told otherwise:
   holds for the records of the topic, and fail with a message that shows what the
   topic does contain;
 - ``drain(consumer)``: poll until the consumer has caught up with the end of every
-  partition it is assigned.
+  partition it is assigned;
+- ``wait_for_lag(log, group_id, lag=0, timeout=5.0)``: wait until a consumer group
+  (perhaps in another thread or process, perhaps not started yet) has at most ``lag``
+  records left, and fail with its lag per partition.
 
 Time: every timestamp the log assigns, retention, and the consumer-group bookkeeping
 (heartbeats, ``session_timeout_ms``, ``max_poll_interval_ms``) read the clock of the
 ``Log`` (``eventlog.open(path, clock=...)``). A ``ManualClock`` moves only when a test
 moves it, so none of that needs ``time.sleep``. Poll and flush *timeouts* are real time.
 
-This module imports pytest, and nothing that a test environment lacks: the Hypothesis
-strategies live apart, in ``eventlog.strategies``.
+This module does not need pytest: ``Harness``, ``ManualClock`` and the helpers work
+after a plain ``pip install eventlog`` (in ``unittest``, a script, a notebook). The
+fixtures are defined in ``eventlog._fixtures``, the one module that imports pytest, and
+re-exported here when pytest is importable (``pip install 'eventlog[pytest]'`` brings
+it, with Hypothesis for ``eventlog.strategies``, which lives apart).
 """
 
 from __future__ import annotations
@@ -47,16 +53,14 @@ import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, cast
-
-import pytest
 
 from ._types import Record, TopicPartition
 from .config import check_int
 from .consumer import Consumer
-from .errors import ClosedError
+from .errors import ClosedError, UnknownGroupError
 from .log import Log
 from .producer import Producer
 from .serde import Deserializer
@@ -68,6 +72,7 @@ __all__ = [
     "drain",
     "read_all",
     "wait_for",
+    "wait_for_lag",
 ]
 
 # 2023-11-14T22:13:20Z: a fixed, recognisable start, so timestamps in tests are stable.
@@ -82,6 +87,8 @@ _READ_CHUNK = 10_000
 # How often wait_for looks whether a missing topic has been created: creating a topic
 # bumps no notify word, so this one wait polls (it ends as soon as the topic exists).
 _TOPIC_POLL_S = 0.01
+# How often wait_for_lag reads the group's lag: a commit bumps no notify word either.
+_LAG_POLL_S = 0.01
 
 
 class ManualClock:
@@ -357,6 +364,48 @@ def drain(consumer: Consumer, *, timeout: float = 5.0, max_records: int | None =
         out.extend(consumer.poll(timeout=left, max_records=want))
 
 
+def wait_for_lag(log: Log, group_id: str, lag: int = 0, *, timeout: float = 5.0,
+                 topic: str | None = None) -> dict[TopicPartition, int]:
+    """Wait until consumer group ``group_id`` has at most ``lag`` records left to read
+    (its total ``log.group_lag``, over the partitions of ``topic`` alone if given);
+    return the group's lag per partition at that moment.
+
+    The group need not exist yet: until a member subscribes or commits (until it has
+    partitions to count), it is waited for too. ``lag=0`` (the default) waits until
+    the group has processed everything stored, and committed it: lag counts from
+    committed offsets, so a consumer that does not commit never gets there. The
+    group's lag is read every few milliseconds (a commit wakes no one). After
+    ``timeout`` seconds it raises ``AssertionError`` naming the group and showing its
+    lag per partition, or saying it does not exist. Thread-safe;
+    cost per look: a read of the group's offsets and a head read per partition.
+    """
+    check_int("lag", lag, 0)
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            current = log.group_lag(group_id)
+        except UnknownGroupError:
+            current = None
+        if current is not None:
+            if topic is not None:
+                current = {tp: n for tp, n in current.items() if tp.topic == topic}
+            if current and sum(current.values()) <= lag:
+                return current
+        if time.monotonic() >= deadline:
+            where = "" if topic is None else f" on topic {topic!r}"
+            if not current:
+                reason = "does not exist" if current is None else "has no partitions"
+                raise AssertionError(f"timed out after {timeout} s waiting for group "
+                                     f"{group_id!r} to reach lag {lag}{where}: the group "
+                                     f"{reason}{where}")
+            lags = ", ".join(f"{tp.topic}[{tp.partition}]: {n}"
+                             for tp, n in sorted(current.items()))
+            raise AssertionError(f"timed out after {timeout} s waiting for group "
+                                 f"{group_id!r} to reach lag {lag}{where}; its lag is "
+                                 f"{sum(current.values())} ({lags})")
+        time.sleep(_LAG_POLL_S)
+
+
 def _describe(log: Log, topic: str, records: Sequence[Record]) -> str:
     """A short, bounded description of ``topic`` for a failure message: the offsets
     each partition stores, then the first and last of ``records``."""
@@ -413,68 +462,17 @@ def _what(predicate: Callable[..., object], description: str | None) -> str:
 
 # -- the pytest plugin -------------------------------------------------------------------
 
-
-@pytest.fixture
-def eventlog_options() -> dict[str, Any]:
-    """Options for ``eventlog.open`` in the other fixtures (none by default). Override
-    it in a ``conftest.py`` or a test module, e.g. to return ``{"partitions": 3}``."""
-    return {}
-
-
-@pytest.fixture
-def eventlog_clock() -> ManualClock:
-    """A ``ManualClock``. A test that uses this fixture gets its logs (``eventlog_log``,
-    ``eventlog_open``) running on it, unless their options name another clock."""
-    return ManualClock()
-
-
-@pytest.fixture
-def eventlog_harness(request: pytest.FixtureRequest, tmp_path: Path,
-                     eventlog_options: dict[str, Any]) -> Iterator[Harness]:
-    """The test's ``Harness``: logs under ``tmp_path``, closed at teardown."""
-    clock = None
-    if "eventlog_clock" in request.fixturenames and "clock" not in eventlog_options:
-        clock = request.getfixturevalue("eventlog_clock")
-    with Harness(tmp_path, clock=clock, **eventlog_options) as harness:
-        yield harness
-
-
-@pytest.fixture
-def eventlog_log(eventlog_harness: Harness) -> Log:
-    """A fresh ``Log`` in the test's ``tmp_path`` (kept after a failure, for a look)."""
-    return eventlog_harness.log
-
-
-@pytest.fixture
-def eventlog_open(eventlog_harness: Harness) -> Callable[..., Log]:
-    """``eventlog_open(path=None, **options) -> Log``: more logs (or a second ``Log`` on
-    a directory, as a second service would have), closed at teardown."""
-    return eventlog_harness.open
-
-
-@pytest.fixture
-def eventlog_producer(eventlog_harness: Harness) -> Callable[..., Producer]:
-    """``eventlog_producer(log=None, **options) -> Producer`` (on ``eventlog_log`` by
-    default); every producer made is closed, and so flushed, at teardown."""
-    return eventlog_harness.producer
-
-
-@pytest.fixture
-def eventlog_consumer(eventlog_harness: Harness) -> Callable[..., Consumer]:
-    """``eventlog_consumer(*topics, log=None, **options) -> Consumer`` (on
-    ``eventlog_log`` by default); every consumer made is closed at teardown."""
-    return eventlog_harness.consumer
-
-
-# -- Kafka clients: eventlog serve --------------------------------------------------------
-
-@pytest.fixture
-def eventlog_kafka(eventlog_log: Log) -> Iterator[str]:
-    """A bootstrap address (``"127.0.0.1:PORT"``) where Kafka clients (confluent-kafka,
-    kafka-python, aiokafka, ...) reach ``eventlog_log`` through ``eventlog.serve``; the
-    test's ``eventlog_log`` is that same log, so it can check what the clients did.
-    Needs the ``serve`` extra. The server stops before the log closes."""
-    from .serve import serve  # noqa: PLC0415 (only tests that use the fixture need it)
-
-    with serve(eventlog_log) as server:
-        yield server.bootstrap_servers
+try:  # the fixtures, for pytest to find in this module (the entry point names it)
+    from ._fixtures import (  # noqa: F401
+        eventlog_clock,
+        eventlog_consumer,
+        eventlog_harness,
+        eventlog_kafka,
+        eventlog_log,
+        eventlog_open,
+        eventlog_options,
+        eventlog_producer,
+    )
+except ImportError as exc:  # no pytest (a plain install): the helpers above still work
+    if exc.name not in ("pytest", "_pytest"):
+        raise

@@ -113,16 +113,16 @@ def _tp(tp: TopicPartition) -> str:
 
 
 def _partition_rows(log: Log, desc: GroupDescription) -> list[dict[str, Any]]:
+    """Every partition of the group's topics (``desc.lag``'s), and any other it owns or
+    committed, with the lag by the one rule of ``Log.group_lag``."""
     owners = {tp: m.member_id for m in desc.members if m.alive for tp in m.assignment}
     statuses = desc.status.partitions
     rows = []
-    for tp in sorted(set(desc.offsets) | set(owners) | set(statuses)):
-        committed = desc.offsets.get(tp)
-        end = _end_offset(log, tp)
-        lag = max(0, end - committed) if end is not None and committed is not None else None
+    for tp in sorted(set(desc.offsets) | set(owners) | set(statuses) | set(desc.lag)):
         judged = statuses.get(tp)
-        rows.append({"topic": tp.topic, "partition": tp.partition, "committed": committed,
-                     "end_offset": end, "lag": lag,
+        rows.append({"topic": tp.topic, "partition": tp.partition,
+                     "committed": desc.offsets.get(tp), "end_offset": _end_offset(log, tp),
+                     "lag": desc.lag.get(tp),
                      "status": judged.status if judged is not None else None,
                      "lag_ms": judged.lag_ms if judged is not None else None,
                      "member": owners.get(tp)})
@@ -191,17 +191,17 @@ def describe_groups(args: argparse.Namespace) -> int:
 
 
 def lag_groups(args: argparse.Namespace) -> int:
-    """``groups lag``: committed offset, end offset and lag per partition."""
+    """``groups lag``: committed offset, end offset and lag of every partition of the
+    groups' topics (a partition never committed shows no offset and its lag from the
+    start, as ``Log.group_lag`` counts it)."""
     rows: list[dict[str, Any]] = []
     with opened_log(args) as log:
         for group in args.groups or log.groups():
             offsets = log.group_offsets(group)
-            for tp, committed in sorted(offsets.items()):
-                end = _end_offset(log, tp)
+            for tp, lag in sorted(log.group_lag(group).items()):
                 rows.append({"group_id": group, "topic": tp.topic,
-                             "partition": tp.partition, "committed": committed,
-                             "end_offset": end,
-                             "lag": None if end is None else max(0, end - committed)})
+                             "partition": tp.partition, "committed": offsets.get(tp),
+                             "end_offset": _end_offset(log, tp), "lag": lag})
     if args.json:
         write_json(rows, sys.stdout)
         return 0

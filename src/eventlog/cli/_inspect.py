@@ -61,8 +61,9 @@ def register(add: AddParser) -> None:
                       help="also show every record of every batch")
     dump.add_argument("--value-format", choices=FORMATS, default="msgpack",
                       help="how values were stored (default: msgpack)")
-    dump.add_argument("--key-format", choices=FORMATS,
-                      help="how keys were stored (default: as --value-format)")
+    dump.add_argument("--key-format", choices=FORMATS, default="msgpack",
+                      help="how keys were stored, whatever --value-format is (default: "
+                           "msgpack)")
     dump.set_defaults(func=dump_files)
 
     verify = add("verify", help="check the checksums and structure of a whole log",
@@ -135,7 +136,7 @@ class _Dump:
         self.json = bool(args.json)
         self.records = bool(args.records)
         self.value = Decoder(args.value_format, "value", sys.stderr)
-        self.key = Decoder(args.key_format or args.value_format, "key", sys.stderr)
+        self.key = Decoder(args.key_format, "key", sys.stderr)
         self.out = sys.stdout
         self.damaged = 0
 

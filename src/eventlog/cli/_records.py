@@ -4,9 +4,12 @@ stdout (``kafka-console-producer``, ``kafka-console-consumer`` and ``kcat``).
 Formats. A line is stored according to ``produce --format``: ``text`` stores its bytes
 as they are; ``json`` checks it is JSON and stores it as compact JSON; ``msgpack`` (the
 default) reads it as JSON and stores the value msgpack-encoded, which is what a
-default ``eventlog.Consumer`` in Python reads. Keys are stored the same way as values.
-``consume --value-format`` (and ``--key-format``) reads them back; its default,
-``msgpack``, matches ``produce``'s default and the library's.
+default ``eventlog.Consumer`` in Python reads. Keys have their own ``--key-format``
+(``str``, ``bytes``, ``json`` or ``msgpack``: the serializers of ``eventlog.serde``),
+whose default, ``msgpack``, is the Python ``Producer``'s default key serializer, so a
+key goes where ``producer.send(topic, value, key=k)`` puts it, with either
+partitioner. ``consume --value-format`` and ``--key-format`` read them back, each
+independently; their default, ``msgpack``, matches ``produce``'s and the library's.
 
 Producing. stdin is read in chunks of what is available: every line of a chunk is
 sent, then the producer is flushed before waiting for more input. Piped input thus
@@ -16,7 +19,10 @@ reported) as soon as Enter is pressed.
 Consuming in a group commits, as Kafka's console consumer does, but only the offsets
 of records that reached stdout (after a flush), so a record is never committed
 unseen: at-least-once. Ctrl-C or SIGTERM stops a consumer normally (exit code 0),
-after its last commit.
+after its last commit, which covers every partition it owns: those it printed from at
+the offset after the last record printed, the others at the position it started from
+(the end, with ``--from-end``), so that the next member of the group starts where
+this one stopped.
 """
 
 from __future__ import annotations
@@ -62,6 +68,7 @@ from ._output import (
 AddParser = Callable[..., argparse.ArgumentParser]
 
 _SERIALIZERS = {"text": "bytes", "json": "json", "msgpack": "msgpack"}
+_KEY_FORMATS = ("msgpack", "str", "bytes", "json")   # eventlog.serde names
 _CHUNK_BYTES = 1 << 16
 _POLL_RECORDS = 500
 _COMMIT_EVERY_S = 1.0
@@ -82,6 +89,11 @@ def register(add: AddParser) -> None:
                      help="the key is the text before the first SEP on each line")
     key.add_argument("--key-field", metavar="FIELD",
                      help="the key is this field of each JSON object (json, msgpack)")
+    produce.add_argument("--key-format", choices=_KEY_FORMATS, default="msgpack",
+                         help="how keys are stored, whatever --format is: msgpack (as "
+                              "eventlog.Producer does by default), str (UTF-8 text, "
+                              "Kafka's StringSerializer), bytes (the key's text as it is) "
+                              "or json. Default: msgpack")
     produce.add_argument("--header", "-H", type=header_item, action="append", default=[],
                          metavar="NAME=VALUE", help="a header on every record (repeatable)")
     produce.add_argument("--partition", "-p", type=non_negative_int,
@@ -133,8 +145,10 @@ def register(add: AddParser) -> None:
     consume.add_argument("--value-format", choices=FORMATS, default="msgpack",
                          help="how values were stored: msgpack (default), json, str "
                               "(= text) or bytes")
-    consume.add_argument("--key-format", choices=FORMATS,
-                         help="how keys were stored (default: as --value-format)")
+    consume.add_argument("--key-format", choices=FORMATS, default="msgpack",
+                         help="how keys were stored, whatever --value-format is: msgpack "
+                              "(default, as eventlog.Producer stores them), json, str "
+                              "(= text) or bytes")
     consume.set_defaults(func=consume_records)
 
 
@@ -171,12 +185,16 @@ def _stdin_lines(fd: int) -> Iterator[tuple[int, bytes] | None]:
 
 
 class _LineParser:
-    """Turns a line into ``(key, value)`` for the producer, per ``--format``."""
+    """Turns a line into ``(key, value)`` for the producer, per ``--format`` and
+    ``--key-format``: a key before a separator is text (bytes as they are for
+    ``--key-format bytes``), a key field is the JSON value of the field."""
 
-    def __init__(self, fmt: str, separator: str | None, field: str | None) -> None:
+    def __init__(self, fmt: str, separator: str | None, field: str | None,
+                 key_format: str = "msgpack") -> None:
         self.format = fmt
         self.separator = separator.encode("utf-8") if separator is not None else None
         self.field = field
+        self.key_format = key_format
 
     def __call__(self, lineno: int, line: bytes) -> tuple[Any, Any] | None:
         """The key and value of a line, or None for a blank line of JSON input."""
@@ -188,7 +206,7 @@ class _LineParser:
             if not found:
                 raise CliError(f"line {lineno}: no key separator "
                                f"{self.separator.decode('utf-8')!r}")
-            if self.format == "text":
+            if self.key_format == "bytes":
                 key = raw_key
             else:
                 try:
@@ -212,6 +230,8 @@ class _LineParser:
                 raise CliError(f"line {lineno}: no field {self.field!r} for the key "
                                "(--key-field needs a JSON object that has it)")
             key = value[self.field]
+            if self.key_format == "bytes" and isinstance(key, str):
+                key = key.encode("utf-8")
         return key, value
 
 
@@ -262,7 +282,7 @@ def produce_records(args: argparse.Namespace) -> int:
         raise usage_error(args, "--key-field needs --format json or msgpack")
     if args.key_separator == "":
         raise usage_error(args, "--key-separator must not be empty")
-    parse = _LineParser(args.format, args.key_separator, args.key_field)
+    parse = _LineParser(args.format, args.key_separator, args.key_field, args.key_format)
     serializer = _SERIALIZERS[args.format]
     options = {"fsync": args.fsync} if args.fsync else {}
     report = _ProduceReport(args.topic, args.json, args.quiet)
@@ -276,7 +296,7 @@ def produce_records(args: argparse.Namespace) -> int:
         if fd >= 0 and os.isatty(fd) and not args.quiet:
             sys.stderr.write(f"type records for {args.topic}, one per line; end with "
                              f"Ctrl-D\n")
-        with Producer(log, key_serializer=serializer, value_serializer=serializer,
+        with Producer(log, key_serializer=args.key_format, value_serializer=serializer,
                       partitioner=args.partitioner) as producer:
             pending: deque[tuple[int, Any]] = deque()
             try:
@@ -345,7 +365,7 @@ class _Output:
         self.template = template
         value_format = args.value_format
         self.value = Decoder(value_format, "value", sys.stderr)
-        self.key = Decoder(args.key_format or value_format, "key", sys.stderr)
+        self.key = Decoder(args.key_format, "key", sys.stderr)
         self.count = 0
         self.printed: dict[TopicPartition, int] = {}    # next offset, written
         self.delivered: dict[TopicPartition, int] = {}  # next offset, flushed
@@ -401,6 +421,18 @@ class _Committer(RebalanceListener):
         if offsets:
             consumer.commit(offsets)
             self.committed.update(offsets)
+
+    def commit_positions(self) -> None:
+        """At a normal end, when every record polled has reached stdout: commit the
+        position of every partition owned, also of those nothing was printed from (at
+        the position it started from), so the next member of the group resumes there
+        rather than at the group's older offset, or at the start."""
+        consumer = self.consumer
+        if consumer is None:
+            return
+        for tp in consumer.assignment():
+            consumer.position(tp)  # resolve it, for a partition no poll has read yet
+        consumer.commit()
 
     def maybe_commit(self) -> None:
         if time.monotonic() >= self.next_commit:
@@ -510,7 +542,7 @@ def _consume_loop(consumer: Consumer, args: argparse.Namespace, output: _Output,
         except Exception:  # noqa: S110 - the first error is the one to report
             pass
         raise
-    committer.commit()
+    committer.commit_positions()
 
 
 def _poll_until_done(consumer: Consumer, args: argparse.Namespace, output: _Output,
