@@ -34,9 +34,7 @@ import json
 import os
 import re
 import shutil
-import socket
 import time
-import uuid
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -293,6 +291,8 @@ def empty_state() -> dict[str, Any]:
 
 
 def _client() -> str:
+    import socket  # noqa: PLC0415 - when used: `import eventlog` stays lean
+
     return f"pid {os.getpid()} on {socket.gethostname()}"
 
 
@@ -324,7 +324,7 @@ class GroupMember:
         self.instance_id = (validate_group_id(instance_id, "group_instance_id")
                             if instance_id is not None else None)
         self.member_id = (f"static-{instance_id}" if instance_id is not None
-                          else f"m-{uuid.uuid4().hex[:16]}")
+                          else f"m-{os.urandom(8).hex()}")  # as uuid4().hex[:16]
         self._partition_count = partition_count
         self._clock = clock
         self.topics: list[str] = []

@@ -23,9 +23,9 @@ Both talk to the log only through its backend (``Log.backend``, see ``_backend``
 
 from __future__ import annotations
 
-import concurrent.futures
 import time
 from collections.abc import Iterable, Iterator, Mapping
+from typing import TYPE_CHECKING
 
 from . import _fileutil
 from ._coordinator import CommitCallback, Coordinator, RebalanceListener
@@ -35,6 +35,9 @@ from .config import check_int
 from .errors import ClosedError, InvalidConfigError
 from .log import Log
 from .serde import Deserializer
+
+if TYPE_CHECKING:
+    import concurrent.futures
 
 __all__ = ["Consumer", "RebalanceListener"]
 
