@@ -84,7 +84,7 @@ def check_tp(tp: Any) -> TopicPartition:
 class PartitionFetch:
     """Fetch state of one assigned partition."""
 
-    __slots__ = ("counter", "owned", "partition", "paused", "position", "tp", "waiters")
+    __slots__ = ("counter", "idle", "owned", "partition", "paused", "position", "tp", "waiters")
 
     def __init__(self, tp: TopicPartition, partition: PartitionBackend, owned: bool) -> None:
         self.tp = tp
@@ -93,6 +93,10 @@ class PartitionFetch:
         self.paused = False
         self.position: int | None = None   # None: resolve at the next read
         self.counter, self.waiters = partition.wake_words()
+        # (notify count, position) when a fetch last found nothing after the position:
+        # while both stay the same there is nothing new to fetch (every publish, in any
+        # process, bumps the count), so the fetch skips the partition without a look.
+        self.idle: tuple[int, int] | None = None
 
 
 class Wait(NamedTuple):
@@ -304,7 +308,7 @@ class Fetcher:
         if not ready:
             return Wait([], [], [], min(slice_s, _SLICE_NOTHING_READY_S))
         expected = [p.counter.load() for p in ready]
-        records = self._fetch(ready, max_records)
+        records = self._fetch(ready, max_records, expected)
         if records:
             return records
         if self._pending is not None:
@@ -312,16 +316,21 @@ class Fetcher:
             raise error
         return Wait([p.counter for p in ready], [p.waiters for p in ready], expected, slice_s)
 
-    def _fetch(self, ready: list[PartitionFetch], max_records: int) -> list[Record]:
+    def _fetch(self, ready: list[PartitionFetch], max_records: int, counts: list[int]
+               ) -> list[Record]:
         n = len(ready)
         start = self._rr % n
         order = ready[start:] + ready[:start]
+        marks = counts[start:] + counts[:start]
         out: list[Record] = []
         share = max(1, max_records // n, min(MIN_SHARE, max_records // 4))
         hungry = []
         for i, part in enumerate(order):
             self._rr = start + i + 1  # the next fetch starts after the last one visited
-            got = self._fetch_partition(part, min(share, max_records - len(out)))
+            idle = part.idle
+            if idle is not None and idle[0] == marks[i] and idle[1] == part.position:
+                continue  # nothing was published since it was found drained
+            got = self._fetch_partition(part, min(share, max_records - len(out)), marks[i])
             out.extend(got)
             if len(got) == share:
                 hungry.append(part)
@@ -330,12 +339,15 @@ class Fetcher:
         for part in hungry:  # room left: let partitions with more records fill it
             if len(out) >= max_records:
                 break
-            out.extend(self._fetch_partition(part, max_records - len(out)))
+            out.extend(self._fetch_partition(part, max_records - len(out), None))
             if self._pending is not None:
                 break
         return out
 
-    def _fetch_partition(self, part: PartitionFetch, want: int) -> list[Record]:
+    def _fetch_partition(self, part: PartitionFetch, want: int, mark: int | None
+                         ) -> list[Record]:
+        """Up to ``want`` records from the position; ``mark``: the notify count read
+        before this fetch began (None: not known), remembered when nothing is new."""
         if want <= 0:
             return []
         position = part.position if part.position is not None else self._resolve(part)
@@ -351,6 +363,8 @@ class Fetcher:
                 if attempt == _RESET_ATTEMPTS - 1:
                     return []  # still moving: the next fetch goes on from the reset
         if not batches:
+            if mark is not None:
+                part.idle = (mark, position)
             return []
         tp = part.tp
         try:
@@ -421,6 +435,8 @@ class Fetcher:
                                              and part.position >= 0), (tp, part.position)
             assert isinstance(part.counter, _notify.Word), tp
             assert isinstance(part.waiters, _notify.Word), tp
+            assert part.idle is None or (type(part.idle[0]) is int
+                                         and type(part.idle[1]) is int), (tp, part.idle)
         if self._pending is not None:
             error = self._pending
             assert isinstance(error, SerializationError)
