@@ -95,6 +95,40 @@ def fill_disk_error() -> OSError:
     return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
 
+def _kafka(nodes: int) -> Iterator[Any]:
+    from tests import kafka_broker
+
+    reason = kafka_broker.unavailable_reason()
+    if reason is not None:
+        if os.environ.get(kafka_broker.REQUIRE_ENV) == "1":
+            pytest.fail(f"{reason} ({kafka_broker.REQUIRE_ENV}=1)", pytrace=False)
+        pytest.skip(reason)
+    with kafka_broker.KafkaCluster(nodes, heap_mb=384 if nodes == 1 else 320) as cluster:
+        yield cluster
+
+
+@pytest.fixture(scope="session")
+def kafka_broker() -> Iterator[Any]:
+    """A real single-node Kafka broker for the whole run (tests/kafka_broker.py):
+    ``.bootstrap_servers``. Skips without Java/Maven unless EVENTLOG_REQUIRE_KAFKA=1."""
+    yield from _kafka(1)
+
+
+@pytest.fixture(scope="session")
+def kafka_cluster() -> Iterator[Any]:
+    """Three real Kafka brokers (replication factor 3, min.insync.replicas=2) for
+    failover tests; ``.nodes[i].kill()`` / ``.start()``, ``.wait_ready()``. A test
+    that kills a node starts it again before it ends."""
+    yield from _kafka(3)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests that use a Kafka broker carry the ``kafka`` marker (``-m "not kafka"``)."""
+    for item in items:
+        if {"kafka_broker", "kafka_cluster"} & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.kafka)
+
+
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     """Print what the reliability tests exercised (their module-level ``STATS``), so a
     run's figures can be quoted in docs/reliability.md with the command that made them."""
