@@ -283,7 +283,8 @@ def main() -> None:
           f"{idle * 100:.2f}% of one core.\n")
     data = {"latency_us": {"cross_p50": _raw(cross)[0] * 1e6, "pipe_p50": _raw(pipe)[0] * 1e6,
                            "cross_p99": _raw(cross)[2] * 1e6, "pipe_p99": _raw(pipe)[2] * 1e6},
-            "one_record_us": {"send_flush": send_s * 1e6, "poll": poll_s * 1e6}}
+            "one_record_us": {"send_flush": send_s * 1e6, "poll": poll_s * 1e6},
+            "poll_vs_raw": polled.rate / raw.rate}
     report("Consumer: throughput, latency, idle CPU", command_line(), body, args.out,
            data)
     shutil.rmtree(tmp, ignore_errors=True)
