@@ -2,20 +2,26 @@
 
     python benchmarks/bench_consumer.py [--records 200000] [--repeat 5] [--latency 2000]
 
-- poll() throughput: ~100-byte msgpack dicts read back as Python objects, against a raw
-  read loop over the same records in a length-prefixed file (read, unpack the length,
-  msgpack.unpackb), in the same run;
-- latency: a producer sends one record at a time (send().result()) carrying the
-  CLOCK_MONOTONIC time; a consumer blocked in poll() measures when it gets it. Once with
-  both in one process (two threads), once with the producer in another process;
+- poll() throughput: ~100-byte msgpack dicts read back as Python objects by a Consumer
+  with default settings in a group, against the tight raw read loop over the same
+  records in a length-prefixed file (read it, walk the length prefixes, msgpack.unpackb
+  each record from a memoryview slice), in the same run, interleaved;
+- latency: a producer sends one record at a time carrying the CLOCK_MONOTONIC time; a
+  consumer blocked in poll() measures when it gets it. Once with both in one process
+  (two threads, send().result()), once across processes (send() then flush(), the
+  defaults), beside the floor of the machine: an os.pipe between the same two
+  processes, in alternating rounds; and the cost of one record's send() + flush() and
+  poll() in one process;
 - idle CPU: a consumer process blocked in poll() on an empty topic for 3 s.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import shutil
+import statistics
 import struct
 import subprocess
 import sys
@@ -29,28 +35,36 @@ from _harness import Result, command_line, freeze_inputs, measure, report, sampl
 import eventlog
 
 _LEN = struct.Struct("<I")
+_GROUPS = itertools.count()
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def raw_read(path: str, n: int):
+    """The tight raw loop: read the file, walk the length prefixes, ``unpackb`` each
+    record from a memoryview slice (no per-record copy) and hand it on (here: drop it,
+    as a poll loop drops each batch of records once handled)."""
     def run(_: str) -> None:
         with open(path, "rb") as fh:
             data = fh.read()
-        out, pos, end = [], 0, len(data)
-        unpack, unpackb, append = _LEN.unpack_from, msgpack.unpackb, out.append
+        view = memoryview(data)
+        pos, end, count = 0, len(data), 0
+        unpack, unpackb = _LEN.unpack_from, msgpack.unpackb
         while pos < end:
             (size,) = unpack(data, pos)
             pos += 4
-            append(unpackb(data[pos:pos + size]))
+            unpackb(view[pos:pos + size])
             pos += size
-        assert len(out) == n
+            count += 1
+        assert count == n
     return run
 
 
 def consumer_poll(log_path: str, n: int):
+    """``Consumer.poll()`` as a new user writes it: default settings, in a group (a new
+    one each run, so that each reads from the start)."""
     def run(_: str):
         with eventlog.open(log_path) as log:
-            consumer = eventlog.Consumer(log, "t", max_poll_records=10_000)
+            consumer = eventlog.Consumer(log, "t", group_id=f"bench-{next(_GROUPS)}")
             start = time.perf_counter()
             got = 0
             while got < n:
@@ -67,6 +81,13 @@ def percentiles(samples: list[float]) -> tuple[str, ...]:
         return f"{s[min(len(s) - 1, int(q * len(s)))] * 1e6:.0f}"
 
     return (pick(0.5), pick(0.9), pick(0.99), f"{s[-1] * 1e6:.0f}")
+
+
+def _raw(samples: list[float]) -> tuple[float, float, float, float]:
+    """p50, p90, p99 and max of ``samples`` (seconds), as numbers."""
+    s = sorted(samples)
+    return (s[min(len(s) - 1, int(0.5 * len(s)))], s[min(len(s) - 1, int(0.9 * len(s)))],
+            s[min(len(s) - 1, int(0.99 * len(s)))], s[-1])
 
 
 def latency_in_process(path: str, count: int) -> list[float]:
@@ -95,30 +116,94 @@ def latency_in_process(path: str, count: int) -> list[float]:
 
 
 PRODUCER = """
-import sys, time, eventlog
-with eventlog.open(sys.argv[1], fsync="never") as log:
-    with eventlog.Producer(log, linger_ms=0) as producer:
-        time.sleep(0.3)
-        for _ in range(int(sys.argv[2])):
-            producer.send("lat", time.monotonic_ns() / 1e9).result()
-            time.sleep(0.0005)
+import os, struct, sys, time, eventlog
+path, data_fd, ctl_fd, count = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+stamp, now = struct.Struct("<q").pack, time.monotonic_ns
+with eventlog.open(path, fsync="never") as log, eventlog.Producer(log) as producer:
+    while True:
+        what = os.read(ctl_fd, 1)  # the consumer says which round comes next
+        if what == b"p":           # the floor: 8 bytes through a pipe
+            for _ in range(count):
+                time.sleep(0.0005)
+                os.write(data_fd, stamp(now()))
+        elif what == b"e":         # one record, sent alone and flushed
+            for _ in range(count):
+                time.sleep(0.0005)
+                producer.send("lat", now())
+                producer.flush()
+        else:
+            break
 """
 
 
-def latency_cross_process(path: str, count: int) -> list[float]:
+def latency_cross_process(path: str, count: int, rounds: int = 10
+                          ) -> tuple[list[float], list[float]]:
+    """Produce-to-consume latency between two processes, and the floor between the
+    same two processes in the same run: an 8-byte ``os.write`` to a pipe that the
+    consumer process is blocked reading. Rounds of the two alternate (``rounds``
+    each, ``count`` samples per round, 0.5 ms apart), so that a slower moment of the
+    machine hits both alike. The producer takes the defaults (``send()`` then
+    ``flush()``), the consumer too, in a group. Returns (pipe, eventlog) in seconds.
+    """
+    pipe: list[float] = []
     samples: list[float] = []
+    per_round = max(1, count // rounds)
+    unstamp = struct.Struct("<q").unpack
     with eventlog.open(path, fsync="never") as log:
         log.create_topic("lat")
-        with eventlog.Consumer(log, "lat") as consumer:
+        with eventlog.Consumer(log, "lat", group_id="latency") as consumer:
             consumer.poll(timeout=0)
+            data_r, data_w = os.pipe()
+            ctl_r, ctl_w = os.pipe()
             env = dict(os.environ, PYTHONPATH=os.path.join(ROOT, "src"))
-            proc = subprocess.Popen([sys.executable, "-c", PRODUCER, path, str(count)],
-                                    env=env)
-            while len(samples) < count:
-                for record in consumer.poll(timeout=5):
-                    samples.append(time.monotonic_ns() / 1e9 - record.value)
-            proc.wait()
-    return samples
+            proc = subprocess.Popen([sys.executable, "-c", PRODUCER, path, str(data_w),
+                                     str(ctl_r), str(per_round)],
+                                    env=env, pass_fds=(data_w, ctl_r))
+            os.close(data_w)
+            os.close(ctl_r)
+            try:
+                for _ in range(rounds):
+                    os.write(ctl_w, b"p")
+                    for _ in range(per_round):
+                        (sent,) = unstamp(os.read(data_r, 8))
+                        pipe.append((time.monotonic_ns() - sent) / 1e9)
+                    os.write(ctl_w, b"e")
+                    got = 0
+                    while got < per_round:
+                        for record in consumer.poll(timeout=5):
+                            samples.append((time.monotonic_ns() - record.value) / 1e9)
+                            got += 1
+                os.write(ctl_w, b"q")
+            finally:
+                os.close(ctl_w)
+                os.close(data_r)
+                proc.wait()
+    return pipe, samples
+
+
+def one_record_costs(path: str, count: int) -> tuple[float, float]:
+    """In one process, no waiting: the median time of ``send()`` + ``flush()`` of one
+    record, and of the ``poll(timeout=0)`` that returns it (default producer; default
+    consumer in a group). Seconds."""
+    sends: list[float] = []
+    polls: list[float] = []
+    clock = time.perf_counter
+    with eventlog.open(path, fsync="never") as log:
+        log.create_topic("one")
+        with eventlog.Consumer(log, "one", group_id="one") as consumer, \
+                eventlog.Producer(log) as producer:
+            consumer.poll(timeout=0)
+            for i in range(count):
+                t0 = clock()
+                producer.send("one", i)
+                producer.flush()
+                t1 = clock()
+                got = consumer.poll(timeout=0)
+                t2 = clock()
+                assert len(got) == 1
+                sends.append(t1 - t0)
+                polls.append(t2 - t1)
+    return statistics.median(sends), statistics.median(polls)
 
 
 IDLE = """
@@ -172,21 +257,36 @@ def main() -> None:
         measure(raw, raw_read(raw_path, n), 1)
         measure(polled, consumer_poll(log_path, n), 1)
     in_proc = latency_in_process(os.path.join(tmp, "lat1"), args.latency)
-    cross = latency_cross_process(os.path.join(tmp, "lat2"), args.latency)
+    pipe, cross = latency_cross_process(os.path.join(tmp, "lat2"), args.latency)
+    send_s, poll_s = one_record_costs(os.path.join(tmp, "one"), args.latency)
     idle = idle_cpu(os.path.join(tmp, "idle"), 3.0)
     body = (
         f"{n} msgpack dicts of {size:.0f} bytes, deserialized to dicts.\n\n"
         + table([(raw.name, f"{raw.rate / 1e6:.2f}", "1.00x"),
                  (polled.name, f"{polled.rate / 1e6:.2f}", f"{polled.rate / raw.rate:.2f}x")],
                 ("read", "M records/s", "vs raw read loop"))
-        + f"\n\nProduce-to-consume latency, {args.latency} records sent one at a time "
-          "(send().result(), fsync=\"never\"), microseconds:\n\n"
-        + table([("same process (two threads)", *percentiles(in_proc)),
-                 ("across processes", *percentiles(cross))],
+        + f"\n\nProduce-to-consume latency, {args.latency} records sent one at a time, "
+          "0.5 ms apart (fsync=\"never\"), microseconds. Across processes the producer "
+          "calls send() then flush() with its defaults and the consumer polls in a group; "
+          "the os.pipe floor is measured between the same two processes, its rounds "
+          "alternating with eventlog's:\n\n"
+        + table([("same process (two threads, send().result())", *percentiles(in_proc)),
+                 ("across processes", *percentiles(cross)),
+                 ("os.pipe between the same processes (the floor)", *percentiles(pipe))],
                 ("producer and consumer", "p50", "p90", "p99", "max"))
+        + "\n\nAcross processes against the floor: p50 "
+          f"{_raw(cross)[0] / _raw(pipe)[0]:.1f}x, p99 {_raw(cross)[2] / _raw(pipe)[2]:.1f}x.\n"
+        + f"\n\nOne record in one process, no waiting (medians of {args.latency}): "
+          f"send() + flush() {send_s * 1e6:.1f} us, the poll() that returns it "
+          f"{poll_s * 1e6:.1f} us.\n"
         + f"\n\nIdle consumer (8 partitions, blocked in poll for 3 s): "
           f"{idle * 100:.2f}% of one core.\n")
-    report("Consumer: throughput, latency, idle CPU", command_line(), body, args.out)
+    data = {"latency_us": {"cross_p50": _raw(cross)[0] * 1e6, "pipe_p50": _raw(pipe)[0] * 1e6,
+                           "cross_p99": _raw(cross)[2] * 1e6, "pipe_p99": _raw(pipe)[2] * 1e6},
+            "one_record_us": {"send_flush": send_s * 1e6, "poll": poll_s * 1e6},
+            "poll_vs_raw": polled.rate / raw.rate}
+    report("Consumer: throughput, latency, idle CPU", command_line(), body, args.out,
+           data)
     shutil.rmtree(tmp, ignore_errors=True)
 
 

@@ -120,7 +120,8 @@ def main() -> None:
                 [row(name) for name in results],
                 ("workload", "M records/s", "vs raw loop (packb) / (bytes)",
                  "vs raw loop (Packer)")))
-    report("Producer throughput", command_line(), body, args.out)
+    report("Producer throughput", command_line(), body, args.out,
+           {"rates": {name: r.rate for name, r in results.items()}})
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ import shutil
 import subprocess
 import sys
 import time
+from typing import Any
 
 BENCH = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(BENCH)
@@ -65,15 +66,20 @@ SECTIONS: list[tuple[str, str, dict[str, list[str]], str]] = [
         "smoke": ["--sizes-mib", "2,8", "--segment-mib", "1", "--samples", "5"]},
      "RSS while reading a log far larger than a naive loader could hold"),
     ("scaling", "bench_scaling.py", {
-        "full": [], "quick": ["--records", "20000", "--repeat", "2", "--process-repeat", "1"],
+        "full": [], "quick": ["--records", "20000", "--repeat", "2", "--process-repeat", "1",
+                              "--latency", "200", "--idle", "1,64,256"],
         "smoke": ["--records", "2000", "--repeat", "1", "--processes", "1,2",
-                  "--partitions", "1,4"]},
-     "partitions 1-64, producer processes 1-4"),
+                  "--partitions", "1,4", "--latency", "20", "--idle", "1,8"]},
+     "partitions 1-64 (throughput, latency), producer processes 1-4, idle partitions"),
     ("transactions", "bench_transactions.py", {
         "full": [], "quick": ["--records", "10000", "--repeat", "3"],
         "smoke": ["--records", "500", "--repeat", "1"]},
      "transactions of 1, 10, 100 records against plain send; read_committed cost"),
 ]
+SECTIONS.append(
+    ("import", "bench_import.py", {
+        "full": [], "quick": ["--runs", "9"], "smoke": ["--runs", "2"]},
+     "`import eventlog` in a fresh interpreter, with bytecode"))
 TIMEOUT_S = {"full": 3600, "quick": 600, "smoke": 300}
 
 
@@ -166,6 +172,7 @@ def targets(sections: dict[str, dict]) -> list[tuple[str, str, str]]:
               clean[-1] / clean[0], 2.0, "{:.2f}x", higher=False)
     else:
         check("clean open independent of log size", None, 0, "")
+    issue16(sections, check)
     rss = sections.get("rss", {}).get("report", {}).get("data", {}).get("runs")
     if rss:
         small, large = rss[0], rss[-1]
@@ -183,6 +190,37 @@ def targets(sections: dict[str, dict]) -> list[tuple[str, str, str]]:
     else:
         check("RSS independent of log size", None, 0, "")
     return rows
+
+
+def issue16(sections: dict[str, dict], check: Any) -> None:
+    """The targets of issue 16 (latency near the machine's floor, fast defaults, a
+    fast import, keyed bulk sends over many partitions)."""
+    consumer = sections.get("consumer", {}).get("report", {}).get("data", {})
+    lat = consumer.get("latency_us")
+    check("latency across processes, one record sent alone and flushed: p50 ≤ 3x the "
+          "os.pipe floor between the same processes"
+          + (f" ({lat['cross_p50']:.0f} vs {lat['pipe_p50']:.0f} µs)" if lat else ""),
+          lat["cross_p50"] / lat["pipe_p50"] if lat else None, 3.0, "{:.1f}x", higher=False)
+    check("… p99 ≤ 5x the floor's p99"
+          + (f" ({lat['cross_p99']:.0f} vs {lat['pipe_p99']:.0f} µs)" if lat else ""),
+          lat["cross_p99"] / lat["pipe_p99"] if lat else None, 5.0, "{:.1f}x", higher=False)
+    check("Consumer.poll(), defaults and a group, ≥ 0.8x the tight raw read loop",
+          consumer.get("poll_vs_raw"), 0.8, "{:.2f}x")
+    rates = sections.get("producer", {}).get("report", {}).get("data", {}).get("rates", {})
+    send, raw = rates.get("send() + flush()"), rates.get("raw loop (packb)")
+    check("send() + flush(), defaults, ≥ 0.7x the raw write loop (packb + length + write)",
+          send / raw if send and raw else None, 0.7, "{:.2f}x")
+    imported = sections.get("import", {}).get("report", {}).get("data", {}).get("this tree")
+    check("`import eventlog` ≤ 60 ms with bytecode (median of fresh interpreters)",
+          imported["median_s"] * 1e3 if imported else None, 60, "{:.1f} ms", higher=False)
+    scaling = sections.get("scaling", {}).get("report", {}).get("data", {})
+    parts = scaling.get("partitions", [])
+    if 1 in parts and 64 in parts:
+        one, many = scaling["batch"][parts.index(1)], scaling["batch"][parts.index(64)]
+        check("keyed send_batch() over 64 partitions ≤ 1.5x the time of one (steady state)",
+              one / many, 1.5, "{:.2f}x", higher=False)
+    else:
+        check("keyed send_batch() over 64 partitions ≤ 1.5x the time of one", None, 0, "")
 
 
 # -- plots ---------------------------------------------------------------------------
@@ -293,7 +331,7 @@ def write_results(out: str, mode: str, command: str, sections: dict[str, dict],
     if mode == "smoke":
         parts.append("**Smoke mode: tiny inputs, to check the suite runs. These figures "
                      "mean nothing.**\n")
-    parts.append("## Targets (issue 9)\n\n" + table(
+    parts.append("## Targets (issues 9 and 16)\n\n" + table(
         targets(sections), ("target", "measured", "verdict")) + "\n")
     status_rows = []
     for name, _, _, what in SECTIONS:

@@ -18,7 +18,7 @@ from tests.conftest import ROOT
 
 PEERS = {"lmdb": "lmdb", "diskcache": "diskcache", "persist-queue": "persistqueue"}
 SECTIONS = ("Storage layer", "Producer throughput", "Consumer", "against peers",
-            "Open and recovery time", "Memory while reading", "Scaling")
+            "Open and recovery time", "Memory while reading", "Scaling", "Import time")
 PLOTS = ("produce.png", "consume.png", "latency.png", "open.png", "rss.png", "scaling.png")
 
 

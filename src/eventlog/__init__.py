@@ -57,6 +57,18 @@ from .topic import Partition, Topic
 
 __version__ = "0.1.0"
 
+# Submodules a plain produce/consume does not need load on first use, so that
+# `import eventlog` stays fast (issue 16): `eventlog.aio`, `eventlog.testing`, ...
+_LAZY_SUBMODULES = frozenset({"aio", "cli", "prometheus", "strategies", "testing"})
+
+
+def __getattr__(name: str) -> object:
+    if name in _LAZY_SUBMODULES:
+        import importlib  # noqa: PLC0415 - lazy on purpose
+
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 __all__ = [
     "BatchMetadata",
     "ClosedError",

@@ -27,7 +27,6 @@ runs commits alongside it.
 
 from __future__ import annotations
 
-import concurrent.futures
 import logging
 import queue
 import re
@@ -51,6 +50,8 @@ from .errors import (
 from .serde import Deserializer
 
 if TYPE_CHECKING:
+    import concurrent.futures
+
     from ._backend import Backend
 
 __all__ = ["Coordinator", "RebalanceListener", "resolve_listener"]
@@ -492,6 +493,8 @@ class Coordinator:
                      ) -> concurrent.futures.Future[dict[TopicPartition, int]]:
         """Commit in a background thread (commits run in call order); ``callback(offsets,
         error)`` runs in that thread when it is done, and the future resolves likewise."""
+        import concurrent.futures  # noqa: PLC0415 - costs `import eventlog` 4 ms
+
         chosen = dict(self._positions() if offsets is None else offsets)
         future: concurrent.futures.Future[dict[TopicPartition, int]] = \
             concurrent.futures.Future()

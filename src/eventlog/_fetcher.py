@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from . import _notify
@@ -53,7 +53,7 @@ from .errors import (
     OffsetOutOfRangeError,
     SerializationError,
 )
-from .serde import Deserializer, deserializer
+from .serde import Deserializer, column_unpacker, deserializer
 
 if TYPE_CHECKING:
     from ._backend import Backend, PartitionBackend
@@ -101,8 +101,8 @@ def check_tp(tp: Any) -> TopicPartition:
 class PartitionFetch:
     """Fetch state of one assigned partition."""
 
-    __slots__ = ("counter", "next_resolve", "owned", "partition", "paused", "position", "tp",
-                 "view", "waiters")
+    __slots__ = ("counter", "idle", "next_resolve", "owned", "partition", "paused", "position",
+                 "tp", "view", "waiters")
 
     def __init__(self, tp: TopicPartition, partition: PartitionBackend, owned: bool,
                  committed: bool = False) -> None:
@@ -115,6 +115,10 @@ class PartitionFetch:
         # read_committed: the markers seen, and when to look at a blocking transaction
         self.view = CommittedView(partition) if committed else None
         self.next_resolve = 0.0
+        # (notify count, position) when a fetch last found nothing after the position:
+        # while both stay the same there is nothing new to fetch (every publish, in any
+        # process, bumps the count), so the fetch skips the partition without a look.
+        self.idle: tuple[int, int] | None = None
 
 
 class Wait(NamedTuple):
@@ -172,6 +176,8 @@ class Fetcher:
         self._reset = auto_offset_reset
         self._key_des = deserializer(key_deserializer)
         self._value_des = deserializer(value_deserializer)
+        self._key_column = column_unpacker(self._key_des)
+        self._value_column = column_unpacker(self._value_des)
         self._fetch_max_bytes = fetch_max_bytes
         self.records_fetched = 0        # records returned by fetch, since creation
         self.offset_resets = 0          # positions reset for being out of range
@@ -406,7 +412,7 @@ class Fetcher:
             return Wait([], [], [], min(slice_s, _SLICE_NOTHING_READY_S))
         expected = [p.counter.load() for p in ready]
         self._blocked = False
-        records = self._fetch(ready, max_records)
+        records = self._fetch(ready, max_records, expected)
         if records:
             self.records_fetched += len(records)
             return records
@@ -417,16 +423,21 @@ class Fetcher:
             slice_s = min(slice_s, _RESOLVE_EVERY_S)
         return Wait([p.counter for p in ready], [p.waiters for p in ready], expected, slice_s)
 
-    def _fetch(self, ready: list[PartitionFetch], max_records: int) -> list[Record]:
+    def _fetch(self, ready: list[PartitionFetch], max_records: int, counts: list[int]
+               ) -> list[Record]:
         n = len(ready)
         start = self._rr % n
         order = ready[start:] + ready[:start]
+        marks = counts[start:] + counts[:start]
         out: list[Record] = []
         share = max(1, max_records // n, min(MIN_SHARE, max_records // 4))
         hungry = []
         for i, part in enumerate(order):
             self._rr = start + i + 1  # the next fetch starts after the last one visited
-            got = self._fetch_partition(part, min(share, max_records - len(out)))
+            idle = part.idle
+            if idle is not None and idle[0] == marks[i] and idle[1] == part.position:
+                continue  # nothing was published since it was found drained
+            got = self._fetch_partition(part, min(share, max_records - len(out)), marks[i])
             out.extend(got)
             if len(got) == share:
                 hungry.append(part)
@@ -435,12 +446,15 @@ class Fetcher:
         for part in hungry:  # room left: let partitions with more records fill it
             if len(out) >= max_records:
                 break
-            out.extend(self._fetch_partition(part, max_records - len(out)))
+            out.extend(self._fetch_partition(part, max_records - len(out), None))
             if self._pending is not None:
                 break
         return out
 
-    def _fetch_partition(self, part: PartitionFetch, want: int) -> list[Record]:
+    def _fetch_partition(self, part: PartitionFetch, want: int, mark: int | None
+                         ) -> list[Record]:
+        """Up to ``want`` records from the position; ``mark``: the notify count read
+        before this fetch began (None: not known), remembered when nothing is new."""
         if want <= 0:
             return []
         position = part.position if part.position is not None else self._resolve(part)
@@ -457,6 +471,8 @@ class Fetcher:
                 if attempt == _RESET_ATTEMPTS - 1:
                     return []  # still moving: the next fetch goes on from the reset
         if not batches:
+            if mark is not None:
+                part.idle = (mark, position)
             return []
         resume = batches[-1].header.next_offset
         if part.view is not None:
@@ -522,10 +538,10 @@ class Fetcher:
                             part.tp.topic, part.tp.partition, exc)
 
     def _keys(self, column: list[Any]) -> list[Any]:
-        return _deserialize_column(self._key_des, column)
+        return _deserialize_column(self._key_des, column, self._key_column)
 
     def _values(self, column: list[Any]) -> list[Any]:
-        return _deserialize_column(self._value_des, column)
+        return _deserialize_column(self._value_des, column, self._value_column)
 
     def _salvage(self, batches: list[DecodedBatch], position: int, part: PartitionFetch,
                  want: int) -> list[Record]:
@@ -581,6 +597,8 @@ class Fetcher:
             assert (part.view is not None) == self._committed, tp
             if part.view is not None:
                 part.view._check()
+            assert part.idle is None or (type(part.idle[0]) is int
+                                         and type(part.idle[1]) is int), (tp, part.idle)
         if self._pending is not None:
             error = self._pending
             assert isinstance(error, SerializationError)
@@ -591,11 +609,22 @@ class Fetcher:
                 assert pending.position == error.offset, (pending.position, error.offset)
 
 
-def _deserialize_column(fn: Deserializer, column: list[Any]) -> list[Any]:
+# Shortest column decoded in one pass (serde.column_unpacker): below it, setting up
+# the pass costs more than it saves.
+_WHOLE_COLUMN_MIN = 8
+
+
+def _deserialize_column(fn: Deserializer, column: list[Any],
+                        whole: Callable[[list[Any]], list[Any] | None] | None = None
+                        ) -> list[Any]:
     try:
         if None in column:
             return [None if x is None else fn(x) for x in column]
-        return list(map(fn, column))
+        if whole is not None and len(column) >= _WHOLE_COLUMN_MIN:
+            out = whole(column)
+            if out is not None:
+                return out
+        return list(map(fn, column))  # (and a value that failed the pass fails here)
     except Exception as exc:
         raise _DeserializeError() from exc
 

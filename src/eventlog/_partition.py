@@ -33,7 +33,6 @@ public surface (``segments``, ``cleaner_lock``, ``swap_in``): nothing here calls
 
 from __future__ import annotations
 
-import datetime
 import fcntl
 import os
 import threading
@@ -103,6 +102,8 @@ class StorageContext:
         """Mark the log failed by ``exc`` (the first failure is the one reported, with
         what failed and when, by every later write and by ``close``)."""
         if self.failure is None:
+            import datetime  # noqa: PLC0415 - only on failure
+
             when = datetime.datetime.fromtimestamp(self.clock() / 1000, datetime.timezone.utc)
             self._failure_text = (
                 f"{what} failed at {when.isoformat(timespec='milliseconds')} "

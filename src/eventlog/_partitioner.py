@@ -21,7 +21,6 @@ partitioner callable runs outside that lock, it is only called, never stored to)
 from __future__ import annotations
 
 import operator
-import random
 import struct
 from collections.abc import Callable, Sequence
 from itertools import repeat
@@ -219,6 +218,8 @@ class RecordPartitioner:
                                      f"not {partitioner!r}")
         self.batch_bytes = batch_bytes
         # Chooses where keyless records start; not security relevant.
+        import random  # noqa: PLC0415 - only here: it costs `import eventlog` 1 ms
+
         rng = random.Random(producer_id)  # noqa: S311
         self.sticky = StickyPartitioner(
             rng.randrange if producer_id is None else producer_id.__mod__)

@@ -28,7 +28,7 @@ import math
 import re
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import _fileutil
 from ._coordinator import CommitCallback, Coordinator, RebalanceListener
@@ -37,6 +37,9 @@ from .config import check_int
 from .errors import ClosedError, InvalidConfigError
 from .log import Log
 from .serde import Deserializer
+
+if TYPE_CHECKING:
+    import concurrent.futures
 
 __all__ = ["Consumer", "RebalanceListener"]
 

@@ -28,15 +28,17 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import partial
+from itertools import accumulate
 from typing import Any
 
 import msgpack
 
 from .errors import InvalidConfigError
 
-__all__ = ["BUILTINS", "column_packer", "deserializer", "is_builtin", "serializer"]
+__all__ = ["BUILTINS", "column_packer", "column_unpacker", "deserializer", "is_builtin",
+           "serializer"]
 
 Serializer = Callable[[Any], bytes]
 Deserializer = Callable[[bytes], Any]
@@ -105,6 +107,35 @@ class _MsgpackPacker:
 # keys round-trip.
 _msgpack_pack = _MsgpackPacker()
 _msgpack_unpack: Deserializer = partial(msgpack.unpackb, raw=False, strict_map_key=False)
+
+
+def column_unpacker(fn: Deserializer) -> Callable[[Sequence[Any]], list[Any] | None] | None:
+    """For the built-in msgpack deserializer, a function that decodes a whole column
+    of values (none of them None) in one msgpack ``Unpacker`` pass, or returns None
+    when any value is not exactly one msgpack object (the caller then decodes value by
+    value, which names the bad one). None for every other deserializer.
+
+    Why: ``unpackb`` parses its keyword arguments at every call, which cost a third
+    of decoding a small record (1,138 ns a record against 854, 500 ~90-byte dicts)."""
+    return _unpack_column if fn is _msgpack_unpack else None
+
+
+def _unpack_column(column: Sequence[Any]) -> list[Any] | None:
+    data = b"".join(column)
+    unpacker = msgpack.Unpacker(raw=False, strict_map_key=False,
+                                max_buffer_size=max(1, len(data)))
+    unpacker.feed(data)
+    unpack, tell = unpacker.unpack, unpacker.tell
+    out: list[Any] = []
+    append = out.append
+    try:
+        for end in accumulate(map(len, column)):
+            append(unpack())
+            if tell() != end:  # a value held more or less than one object
+                return None
+    except Exception:
+        return None
+    return out
 
 
 def column_packer(fn: Serializer) -> Serializer:
