@@ -26,6 +26,7 @@ from __future__ import annotations
 import concurrent.futures
 import time
 from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
 
 from . import _fileutil
 from ._coordinator import CommitCallback, Coordinator, RebalanceListener
@@ -54,6 +55,13 @@ class Consumer:
     ``group_instance_id`` (static membership), ``listener`` (a ``RebalanceListener``),
     ``consumer_timeout_ms`` (stop iterating after this long without records).
     """
+
+    def __new__(cls, log: Log, *args: Any, **kwargs: Any) -> Consumer:
+        # A log on another backend (a Kafka cluster) brings its own consumer class.
+        klass = cls
+        if cls is Consumer and isinstance(log, Log):
+            klass = log.client_classes.get("consumer", cls)
+        return super().__new__(klass)
 
     def __init__(self, log: Log, *topics: str, group_id: str | None = None,
                  auto_offset_reset: str = "earliest", enable_auto_commit: bool = True,
