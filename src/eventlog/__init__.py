@@ -23,7 +23,9 @@ from ._types import Record, RecordMetadata, TopicPartition
 from .config import LogOptions, TopicConfig
 from .consumer import Consumer, RebalanceListener
 from .errors import (
+    BrokerUnavailableError,
     ClosedError,
+    ClusterError,
     CommitFailedError,
     CorruptRecordError,
     EventLogError,
@@ -42,9 +44,11 @@ from .errors import (
     RecordTooLargeError,
     SerializationError,
     TopicExistsError,
+    TransactionError,
     UnknownGroupError,
     UnknownPartitionError,
     UnknownTopicError,
+    UnsupportedOperationError,
 )
 from .log import GroupDescription, Log, MemberDescription, open
 from .monitoring import GroupStatus, PartitionStatus
@@ -93,6 +97,10 @@ __all__ = [
     "UnknownGroupError",
     "UnknownPartitionError",
     "UnknownTopicError",
+    "UnsupportedOperationError",
+    "BrokerUnavailableError",
+    "ClusterError",
+    "TransactionError",
     "__version__",
     "open",
 ]

@@ -29,8 +29,14 @@ so ``except ValueError`` keeps working for bad input:
      ├── LogDirectoryError (OSError)      the directory is unusable: not a log,
      │                                    not writable, or an I/O error hit it
      ├── LogFailedError                   an fsync failed: the log refuses writes until reopened
-     └── ReadOnlyError                    the log was opened with read_only=True: producing,
-                                          committing or changing anything is refused
+     ├── ReadOnlyError                    the log was opened with read_only=True: producing,
+     │                                    committing or changing anything is refused
+     ├── UnsupportedOperationError        the call has no meaning on this backend (a Kafka
+     │                                    cluster): the message says why
+     ├── BrokerUnavailableError (ConnectionError, TimeoutError)
+     │                                    no Kafka broker answered within the timeout
+     ├── ClusterError                     any other error a Kafka cluster reported
+     └── TransactionError                 a transactional call in the wrong state
 
 Lower-layer errors (``struct.error``, msgpack exceptions, ``KeyError``) are
 translated once, at the boundary where they occur, with ``raise ... from exc``.
@@ -61,6 +67,10 @@ __all__ = [
     "UnknownGroupError",
     "UnknownPartitionError",
     "UnknownTopicError",
+    "UnsupportedOperationError",
+    "BrokerUnavailableError",
+    "ClusterError",
+    "TransactionError",
 ]
 
 
@@ -199,3 +209,30 @@ class UnknownGroupError(EventLogError, LookupError):
 
 class GroupNotEmptyError(EventLogError):
     """The group has live members; resetting its offsets or deleting it needs none."""
+
+
+class UnsupportedOperationError(EventLogError):
+    """The call has no meaning on this backend: on a log opened over an Apache Kafka
+    cluster (``eventlog.open("kafka://...")``), storage-level calls such as a
+    partition's direct ``append``, ``check()`` or fsync modes belong to the brokers.
+    The message says why and what to use instead (see docs/kafka-backend.md)."""
+
+
+class BrokerUnavailableError(EventLogError, ConnectionError, TimeoutError):
+    """No Kafka broker answered within the timeout (wrong address, cluster down, or a
+    network or security setting that keeps the client out)."""
+
+
+class ClusterError(EventLogError):
+    """An error a Kafka cluster reported that has no closer eventlog error; ``code``
+    is Kafka's error name (``"NOT_ENOUGH_REPLICAS"``, ...), ``retriable`` says whether
+    trying again may succeed."""
+
+    code: str = ""
+    retriable: bool = False
+
+
+class TransactionError(EventLogError):
+    """A transactional call in the wrong state: commit or abort without an open
+    transaction, begin twice, or a transactional call on a producer without
+    ``transactional_id``."""
