@@ -14,6 +14,7 @@ give for a Kafka cluster::
     eventlog --log DIR disk                   disk space, free space, time until full
     eventlog demo                             a producer and two workers, in processes
     eventlog bench                            throughput on this machine
+    eventlog mirror SRC DST                   copy topics between logs and Kafka clusters
 
 Design:
 
@@ -58,6 +59,7 @@ from ._demo import register as _register_demo
 from ._disk import register as _register_disk
 from ._groups import register as _register_groups
 from ._inspect import register as _register_inspect
+from ._mirror import register as _register_mirror
 from ._records import register as _register_records
 from ._topics import register as _register_topics
 
@@ -131,7 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
         return child
 
     for register in (_register_topics, _register_records, _register_groups,
-                     _register_inspect, _register_disk, _register_demo, _register_bench):
+                     _register_inspect, _register_disk, _register_demo, _register_bench,
+                     _register_mirror):
         register(add)
     return parser
 
