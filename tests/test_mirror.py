@@ -62,13 +62,14 @@ def test_local_to_kafka_and_back_is_byte_for_byte_with_groups(kafka_broker, tmp_
     src = tmp_path / "src"
     back = tmp_path / "back"
     orders, events = f"orders-{uuid.uuid4().hex[:8]}", f"events-{uuid.uuid4().hex[:8]}"
+    group = f"billing-{uuid.uuid4().hex[:8]}"
     with eventlog.open(src) as log:
         _fill(log, orders, 3, 600, retention_ms=7 * 86_400_000, max_message_bytes=100_000)
         _fill(log, events, 1, 50, cleanup_policy="compact")
-        with eventlog.Consumer(log, orders, group_id="billing") as c:
+        with eventlog.Consumer(log, orders, group_id=group) as c:
             c.commit({TP(orders, 0): 150, TP(orders, 1): 200, TP(orders, 2): 0})
         want = {orders: _records(log, orders), events: _records(log, events)}
-        want_groups = log.group_offsets("billing")
+        want_groups = log.group_offsets(group)
     _mirror(str(src), kafka, "--topic", orders, "--topic", events, "--groups")
     with eventlog.open(kafka) as cluster:
         assert cluster.topic(orders).num_partitions == 3
@@ -76,13 +77,13 @@ def test_local_to_kafka_and_back_is_byte_for_byte_with_groups(kafka_broker, tmp_
         assert cluster.topic(events).config.cleanup_policy == "compact"
         assert _records(cluster, orders) == want[orders]
         assert _records(cluster, events) == want[events]
-        assert cluster.group_offsets("billing") == want_groups
+        assert cluster.group_offsets(group) == want_groups
     _mirror(kafka, str(back), "--topic", orders, "--topic", events, "--groups")
     with eventlog.open(back) as log:
         assert _records(log, orders) == want[orders]
         assert _records(log, events) == want[events]
         assert log.topic(orders).config.retention_ms == 7 * 86_400_000
-        assert log.group_offsets("billing") == want_groups
+        assert log.group_offsets(group) == want_groups
     # nothing new: running again copies nothing and duplicates nothing
     _mirror(kafka, str(back), "--topic", orders)
     with eventlog.open(back) as log:

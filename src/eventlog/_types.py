@@ -49,6 +49,7 @@ class RecordMetadata(NamedTuple):
 
 # tuple.__new__ bound to Record builds a record without a Python-level frame.
 _make_record: Callable[[Any], Record] = partial(tuple.__new__, Record)
+make_record = _make_record  # for the other backends' decoders
 
 # Below this many records, pausing the collector is not worth the calls.
 _GC_PAUSE_MIN_RECORDS = 256

@@ -430,10 +430,12 @@ class KafkaConsumer(Consumer):
                 self._commit_async_raw(dict(self._positions))
 
     def _records(self, messages: list[Any]) -> list[Record]:
-        out, rest, error = to_records(messages, self._assigned, self._key_de, self._value_de)
+        ends: dict[tuple[str, int], int] = {}
+        out, rest, error = to_records(messages, self._assigned, self._key_de, self._value_de,
+                                      ends)
         positions = self._positions
-        for record in out:
-            positions[TopicPartition(record.topic, record.partition)] = record.offset + 1
+        for (topic, partition), offset in ends.items():
+            positions[TopicPartition(topic, partition)] = offset + 1
         if error is None:
             return out
         return self._fail(out, rest, error)

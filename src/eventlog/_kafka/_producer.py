@@ -57,8 +57,13 @@ from ._log import KafkaLog
 __all__ = ["KafkaFuture", "KafkaProducer"]
 
 _METADATA_TTL_S = 5.0     # how long a topic's partition count is trusted
+_CHECK_EVERY = 1000       # sends between looks at the clock for that
 _POLL_S = 0.1
 _ACKS = {"all": "all", -1: "all", 1: "1", 0: "0", "1": "1", "0": "0"}
+
+
+def _identity(obj: Any) -> Any:
+    return obj
 
 
 class KafkaFuture:
@@ -66,11 +71,12 @@ class KafkaFuture:
     it. ``result()``, ``exception()``, ``done()``, ``add_done_callback(fn)``, as
     ``RecordFuture``. Thread-safe."""
 
-    __slots__ = ("_callbacks", "_error", "_metadata", "_producer", "_topic")
+    __slots__ = ("_callbacks", "_error", "_message", "_metadata", "_producer", "_topic")
 
     def __init__(self, producer: KafkaProducer, topic: str) -> None:
         self._producer = producer
         self._topic = topic
+        self._message: Any = None  # the delivered message, until result() reads it
         self._metadata: RecordMetadata | None = None
         self._error: BaseException | None = None
         self._callbacks: list[Callable[[KafkaFuture], None]] | None = None
@@ -80,16 +86,17 @@ class KafkaFuture:
         return f"<KafkaFuture {self._topic} {state}>"
 
     def __call__(self, err: Any, msg: Any) -> None:
-        # librdkafka's delivery report (on_delivery=future)
+        # librdkafka's delivery report (on_delivery=future). The RecordMetadata is built
+        # when asked for: four accessor calls per record, which most senders never make.
         if err is not None:
             self._error = translate(err, f"sending to topic {self._topic!r}")
         else:
-            self._metadata = RecordMetadata(msg.topic(), msg.partition(), msg.offset(),
-                                            msg.timestamp()[1])
-        callbacks, self._callbacks = self._callbacks, None
-        for fn in callbacks or ():
-            with contextlib.suppress(Exception):
-                fn(self)
+            self._message = msg
+        if self._callbacks is not None:
+            callbacks, self._callbacks = self._callbacks, None
+            for fn in callbacks:
+                with contextlib.suppress(Exception):
+                    fn(self)
 
     def fail(self, error: BaseException) -> None:
         if not self.done():
@@ -101,7 +108,8 @@ class KafkaFuture:
 
     def done(self) -> bool:
         """True once the record is stored or failed."""
-        return self._metadata is not None or self._error is not None
+        return self._message is not None or self._metadata is not None or \
+            self._error is not None
 
     def _wait(self, timeout: float | None) -> None:
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -118,7 +126,11 @@ class KafkaFuture:
         self._wait(timeout)
         if self._error is not None:
             raise self._error
-        assert self._metadata is not None
+        if self._metadata is None:
+            msg = self._message
+            self._metadata = RecordMetadata(msg.topic(), msg.partition(), msg.offset(),
+                                            msg.timestamp()[1])
+            self._message = None
         return self._metadata
 
     def exception(self, timeout: float | None = None) -> BaseException | None:
@@ -140,12 +152,16 @@ class KafkaFuture:
 
 
 class _TopicInfo:
-    __slots__ = ("expires", "max_message_bytes", "partitions")
+    """A topic's partition count and record limit, trusted for ``_METADATA_TTL_S`` (the
+    clock is read once every ``_CHECK_EVERY`` sends, off the hot path)."""
+
+    __slots__ = ("expires", "max_message_bytes", "partitions", "sends_left")
 
     def __init__(self, partitions: int, max_message_bytes: int) -> None:
         self.partitions = partitions
         self.max_message_bytes = max_message_bytes
         self.expires = time.monotonic() + _METADATA_TTL_S
+        self.sends_left = _CHECK_EVERY
 
 
 class KafkaProducer(Producer):
@@ -184,6 +200,7 @@ class KafkaProducer(Producer):
         self._backend = log.backend
         self._key_ser = serializer(key_serializer)
         self._value_ser = serializer(value_serializer)
+        self._vpack = self._value_ser
         self._partitioner = RecordPartitioner(partitioner, batch_bytes, None)
         self._custom = self._partitioner.custom
         self.producer_id = None
@@ -241,8 +258,13 @@ class KafkaProducer(Producer):
 
     def _topic_info(self, topic: str) -> _TopicInfo:
         info = self._topics.get(topic)
-        if info is not None and info.expires > time.monotonic():
-            return info
+        if info is not None:
+            info.sends_left -= 1
+            if info.sends_left > 0:
+                return info
+            if info.expires > time.monotonic():
+                info.sends_left = _CHECK_EVERY
+                return info
         with self._info_lock:
             self._log.check_open()
             admin = self._log.admin
@@ -261,7 +283,8 @@ class KafkaProducer(Producer):
 
     # -- sending ------------------------------------------------------------------------
 
-    def _serialize(self, fn: Serializer, obj: Any, topic: str, what: str) -> bytes:
+    @staticmethod
+    def _serialize(fn: Serializer, obj: Any, topic: str, what: str) -> bytes:
         try:
             data = fn(obj)
         except Exception as exc:
@@ -280,6 +303,34 @@ class KafkaProducer(Producer):
         errors as ``Producer.send`` (raised at once, nothing queued). Thread-safe."""
         if self._closing:
             raise ClosedError("the producer is closed")
+        if key is None and headers is None and partition is None and timestamp_ms is None \
+                and self._wall_clock and not self._custom:
+            # The common case, inlined (benchmarks/bench_kafka.py): a keyless record,
+            # librdkafka's sticky partition, its clock.
+            info = self._topics.get(topic)
+            if info is None or info.sends_left <= 1:
+                info = self._topic_info(topic)
+            else:
+                info.sends_left -= 1
+            if value is None:
+                v = None
+            else:
+                try:
+                    v = self._vpack(value)
+                except Exception as exc:
+                    raise serialization_error(topic, "value", exc) from exc
+                if type(v) is not bytes:
+                    v = self._serialize(_identity, v, topic, "value")
+                if len(v) > info.max_message_bytes:
+                    check_size(len(v), info.max_message_bytes, topic)
+            future = KafkaFuture(self, topic)
+            try:
+                self._produce(topic, v, on_delivery=future)
+            except BufferError:
+                self._produce_one(topic, v, None, -1, 0, None, future)
+            except KafkaException as exc:
+                raise translate(exc, f"sending to topic {topic!r}") from exc
+            return future
         if timestamp_ms is None:
             ts = 0 if self._wall_clock else self._clock()  # 0: librdkafka stamps it now
         elif type(timestamp_ms) is not int or not 0 <= timestamp_ms <= MAX_TIMESTAMP_MS:
