@@ -23,7 +23,9 @@ from ._types import Record, RecordMetadata, TimestampType, TopicPartition
 from .config import LogOptions, TopicConfig
 from .consumer import Consumer, RebalanceListener
 from .errors import (
+    BrokerUnavailableError,
     ClosedError,
+    ClusterError,
     CommitFailedError,
     CorruptRecordError,
     EventLogError,
@@ -48,6 +50,7 @@ from .errors import (
     UnknownPartitionError,
     UnknownTopicError,
     UnknownTransactionalIdError,
+    UnsupportedOperationError,
 )
 from .log import GroupDescription, Log, MemberDescription, open
 from .monitoring import GroupStatus, PartitionStatus
@@ -114,6 +117,9 @@ __all__ = [
     "UnknownPartitionError",
     "UnknownTopicError",
     "UnknownTransactionalIdError",
+    "UnsupportedOperationError",
+    "BrokerUnavailableError",
+    "ClusterError",
     "__version__",
     "open",
     "serve",

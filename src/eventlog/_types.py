@@ -75,6 +75,7 @@ class RecordMetadata(NamedTuple):
 
 # tuple.__new__ bound to Record builds a record without a Python-level frame.
 _make_record: Callable[[Any], Record] = partial(tuple.__new__, Record)
+make_record = _make_record  # for the other backends' decoders
 
 _CREATE, _LOG_APPEND = TimestampType.CREATE_TIME, TimestampType.LOG_APPEND_TIME
 

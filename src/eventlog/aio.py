@@ -381,6 +381,13 @@ class AIOConsumer:
     ``poll`` loses no record and commits nothing it did not return.
     """
 
+    def __new__(cls, log: Log, *args: Any, **kwargs: Any) -> AIOConsumer:
+        # A log on another backend (a Kafka cluster) brings its own consumer class.
+        klass = cls
+        if cls is AIOConsumer and isinstance(log, Log):
+            klass = log.client_classes.get("aio_consumer", cls)
+        return super().__new__(klass)
+
     def __init__(self, log: Log, *topics: str, group_id: str | None = None,
                  enable_auto_commit: bool = True, auto_commit_interval_ms: int = 5000,
                  max_poll_records: int = 500, consumer_timeout_ms: int | None = None,

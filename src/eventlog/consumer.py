@@ -111,6 +111,13 @@ class Consumer:
     ``Log.describe_group`` and ``metrics()``).
     """
 
+    def __new__(cls, log: Log, *args: Any, **kwargs: Any) -> Consumer:
+        # A log on another backend (a Kafka cluster) brings its own consumer class.
+        klass = cls
+        if cls is Consumer and isinstance(log, Log):
+            klass = log.client_classes.get("consumer", cls)
+        return super().__new__(klass)
+
     def __init__(self, log: Log, *topics: str, group_id: str | None = None,
                  auto_offset_reset: str = "earliest", enable_auto_commit: bool = True,
                  auto_commit_interval_ms: int = 5000,

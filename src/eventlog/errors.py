@@ -34,8 +34,13 @@ so ``except ValueError`` keeps working for bad input:
      ├── LogFailedError                   an fsync failed: the log refuses writes until reopened
      ├── ReadOnlyError                    the log was opened with read_only=True: producing,
      │                                    committing or changing anything is refused
-     └── ProtocolError (ValueError)       bytes from a Kafka client break the wire protocol
-                                          (``eventlog serve`` closes that connection)
+     ├── ProtocolError (ValueError)       bytes from a Kafka client break the wire protocol
+     │                                    (``eventlog serve`` closes that connection)
+     ├── UnsupportedOperationError        the call has no meaning on this backend (a Kafka
+     │                                    cluster): the message says why
+     ├── BrokerUnavailableError (ConnectionError, TimeoutError)
+     │                                    no Kafka broker answered within the timeout
+     └── ClusterError                     any other error a Kafka cluster reported
 
 Lower-layer errors (``struct.error``, msgpack exceptions, ``KeyError``) are
 translated once, at the boundary where they occur, with ``raise ... from exc``.
@@ -69,6 +74,9 @@ __all__ = [
     "UnknownPartitionError",
     "UnknownTopicError",
     "UnknownTransactionalIdError",
+    "UnsupportedOperationError",
+    "BrokerUnavailableError",
+    "ClusterError",
 ]
 
 
@@ -224,3 +232,24 @@ class GroupNotEmptyError(EventLogError):
 class ProtocolError(EventLogError, ValueError):
     """Bytes received by ``eventlog serve`` break Kafka's wire protocol (a truncated or
     oversized frame, a bad length, an unknown API); the server closes that connection."""
+
+
+class UnsupportedOperationError(EventLogError):
+    """The call has no meaning on this backend: on a log opened over an Apache Kafka
+    cluster (``eventlog.open("kafka://...")``), storage-level calls such as a
+    partition's direct ``append``, ``check()`` or fsync modes belong to the brokers.
+    The message says why and what to use instead (see docs/kafka-backend.md)."""
+
+
+class BrokerUnavailableError(EventLogError, ConnectionError, TimeoutError):
+    """No Kafka broker answered within the timeout (wrong address, cluster down, or a
+    network or security setting that keeps the client out)."""
+
+
+class ClusterError(EventLogError):
+    """An error a Kafka cluster reported that has no closer eventlog error; ``code``
+    is Kafka's error name (``"NOT_ENOUGH_REPLICAS"``, ...), ``retriable`` says whether
+    trying again may succeed."""
+
+    code: str = ""
+    retriable: bool = False

@@ -33,12 +33,12 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from types import TracebackType
-from typing import Any
+from typing import Any, ClassVar
 
 from . import _disk, _fileutil, _maintenance, _txn_admin
-from ._backend import LocalBackend
+from ._backend import Backend, LocalBackend
 from ._group_admin import GroupAdmin, GroupDescription, MemberDescription
 from ._partition import PartitionLog, StorageContext
 from ._topics import META_LOCK_FILE, STAGING_DIR, TOPICS_DIR, TopicFiles, TopicStore
@@ -107,7 +107,15 @@ def open(path: str | os.PathLike[str], **options: Any) -> Log:
     log without creating, writing or locking any file; producing, committing and
     changes raise ``ReadOnlyError``), ``clock`` (callable returning epoch ms), and
     defaults for new topics (``partitions``, ``segment_bytes``, ``retention_ms``, ...).
+
+    ``path`` may also be a ``kafka://host:port[,host:port...]`` address: the same
+    ``Log`` API over an Apache Kafka cluster (needs ``pip install 'eventlog[kafka]'``;
+    options ``kafka_config`` and the topic defaults; see docs/kafka-backend.md).
     """
+    if isinstance(path, str) and path.startswith("kafka://"):
+        from ._kafka import open_kafka  # noqa: PLC0415 - confluent-kafka is optional
+
+        return open_kafka(path, **options)
     return Log(path, **options)
 
 
@@ -122,6 +130,11 @@ class Log:
     ``_group_admin.GroupAdmin``, background threads in ``_maintenance.Background``; the
     clients (``Producer``, ``Consumer``) use ``backend``.
     """
+
+    #: Client classes a log of another backend brings (keys "producer", "consumer",
+    #: "aio_consumer"): ``Producer(log)`` and the others build those instead of
+    #: themselves. Empty for a log directory.
+    client_classes: ClassVar[Mapping[str, type]] = {}
 
     def __init__(self, path: str | os.PathLike[str], **options: Any) -> None:
         maintenance_interval_ms = options.pop("maintenance_interval_ms", None)
@@ -289,7 +302,7 @@ class Log:
         return self._ctx.failure is not None
 
     @property
-    def backend(self) -> LocalBackend:
+    def backend(self) -> Backend:
         """The interface ``Producer`` and ``Consumer`` use to reach this log (see
         ``eventlog._backend``); not meant for applications."""
         return self._backend

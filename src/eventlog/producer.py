@@ -183,6 +183,13 @@ class Producer:
     - ``client_id`` (Kafka's ``client.id``): a name for this producer, in ``metrics()``.
     """
 
+    def __new__(cls, log: Log, *args: Any, **kwargs: Any) -> Producer:
+        # A log on another backend (a Kafka cluster) brings its own producer class.
+        klass = cls
+        if cls is Producer and isinstance(log, Log):
+            klass = log.client_classes.get("producer", cls)
+        return super().__new__(klass)
+
     def __init__(self, log: Log, *, key_serializer: str | Serializer | None = None,
                  value_serializer: str | Serializer | None = None,
                  partitioner: str | Partitioner = "xxhash",

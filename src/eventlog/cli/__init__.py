@@ -16,6 +16,7 @@ give for a Kafka cluster::
     eventlog demo                             a producer and two workers, in processes
     eventlog bench                            throughput on this machine
     eventlog serve --port 9092                Kafka clients on the log (Kafka's protocol)
+    eventlog mirror SRC DST                   copy topics between logs and Kafka clusters
 
 Design:
 
@@ -60,6 +61,7 @@ from ._demo import register as _register_demo
 from ._disk import register as _register_disk
 from ._groups import register as _register_groups
 from ._inspect import register as _register_inspect
+from ._mirror import register as _register_mirror
 from ._records import register as _register_records
 from ._serve import register as _register_serve
 from ._topics import register as _register_topics
@@ -136,7 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     for register in (_register_topics, _register_records, _register_groups,
                      _register_inspect, _register_disk, _register_demo, _register_bench,
-                     _register_transactions, _register_serve):
+                     _register_transactions, _register_serve, _register_mirror):
         register(add)
     return parser
 

@@ -1,0 +1,228 @@
+"""eventlog on a real Kafka broker against confluent-kafka used directly, on the same
+broker, the same records and the same client settings; eventlog embedded for scale.
+
+    python benchmarks/bench_kafka.py [--records 200000] [--repeat 3] [--out FILE]
+
+Starts a single-node Apache Kafka broker on loopback (tests/kafka_broker.py: Kafka's
+jars from Maven Central, cached; Java 17+). Every workload starts from the same
+~100-byte dicts (``_harness.sample_dicts``) and pays for msgpack, both ways.
+
+Producers (``acks=all``, ``linger.ms=5``, ``batch.size=128 KiB``, no compression, no
+idempotence, one partition, a fresh topic per run; timed from the first send to the
+end of ``flush``):
+
+- confluent-kafka ``produce()`` with a delivery callback per record (what it takes to
+  learn each record's fate, which eventlog's futures give) and without one;
+- eventlog ``Producer.send()`` + ``flush()`` and ``send_batch()`` on ``kafka://``;
+- eventlog ``send()`` + ``flush()`` on a log directory (``fsync="never"``).
+
+Consumers (one partition written once before the timed runs; timed from the first
+poll until every record is decoded):
+
+- confluent-kafka ``consume(1000)`` + ``msgpack.unpackb`` per value, and the same
+  reading every field a ``Record`` carries (topic, partition, offset, timestamp, key
+  and value decoded, headers): the raw client doing the consumer's work, the baseline
+  of the target (each accessor of a librdkafka message is a C call of its own);
+- eventlog ``Consumer.poll()`` on ``kafka://`` and on a log directory.
+
+The target (issue 15): eventlog on Kafka within 15% of the raw client's throughput.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import msgpack
+from _harness import Result, command_line, freeze_inputs, interleave, report, sample_dicts, table
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+from tests.kafka_broker import KafkaCluster, unavailable_reason
+
+import eventlog
+
+SETTINGS = {"acks": "all", "linger.ms": 5, "batch.size": 128 * 1024,
+            "compression.type": "none", "enable.idempotence": False}
+TARGET = 0.85
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--records", type=int, default=200_000)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--out")
+    args = parser.parse_args()
+    reason = unavailable_reason()
+    if reason:
+        sys.exit(reason)
+    values = sample_dicts(args.records)
+    freeze_inputs()
+    with KafkaCluster(1, heap_mb=1024, jvm_options=["-Xmx1g", "-Xms1g", "-XX:+UseG1GC"]) \
+            as cluster:
+        run(cluster.bootstrap_servers, values, args)
+
+
+def run(bootstrap: str, values: list[dict[str, Any]], args: argparse.Namespace) -> None:
+    from confluent_kafka import Consumer, Producer
+    from confluent_kafka import TopicPartition as KTP
+
+    n = len(values)
+    kafka = eventlog.open(f"kafka://{bootstrap}")
+    local_dir = tempfile.mkdtemp(prefix="eventlog-bench-kafka-")
+    local = eventlog.open(local_dir, fsync="never")
+    raw_config = {"bootstrap.servers": bootstrap, **SETTINGS}
+
+    def fresh(log: eventlog.Log) -> str:
+        topic = f"bench-{uuid.uuid4().hex[:10]}"
+        log.create_topic(topic, partitions=1)
+        return topic
+
+    def raw_produce(callback: bool) -> Any:
+        def workload(_tmp: str) -> Iterator[float]:
+            topic = fresh(kafka)
+            producer = Producer(raw_config)
+            acked = [0]
+
+            def on_delivery(err: Any, msg: Any) -> None:
+                if err is None:
+                    acked[0] += 1
+
+            packb = msgpack.packb
+            produce = producer.produce
+            start = time.perf_counter()
+            for i, value in enumerate(values):
+                data = packb(value)
+                while True:
+                    try:
+                        if callback:
+                            produce(topic, data, on_delivery=on_delivery)
+                        else:
+                            produce(topic, data)
+                        break
+                    except BufferError:
+                        producer.poll(0.05)
+                if i % 1000 == 0:
+                    producer.poll(0)
+            producer.flush()
+            yield start
+            assert not callback or acked[0] == n
+        return workload
+
+    def eventlog_send(log: eventlog.Log) -> Any:
+        def workload(_tmp: str) -> Iterator[float]:
+            topic = fresh(log)
+            with eventlog.Producer(log) as producer:
+                send = producer.send
+                start = time.perf_counter()
+                for value in values:
+                    send(topic, value)
+                producer.flush()
+                yield start
+        return workload
+
+    def eventlog_send_batch(_tmp: str) -> Iterator[float]:
+        topic = fresh(kafka)
+        with eventlog.Producer(kafka) as producer:
+            start = time.perf_counter()
+            for i in range(0, n, 10_000):
+                producer.send_batch(topic, values[i:i + 10_000])
+            yield start
+
+    writers = {
+        "confluent-kafka produce() + callback": raw_produce(True),
+        "confluent-kafka produce(), no callback": raw_produce(False),
+        "eventlog on Kafka send() + flush()": eventlog_send(kafka),
+        "eventlog on Kafka send_batch()": eventlog_send_batch,
+        "eventlog embedded send() + flush()": eventlog_send(local),
+    }
+    results = {name: Result(name, n) for name in writers}
+    interleave(results, list(writers.items()), args.repeat)
+
+    # readers: one topic on each backend, written once
+    kafka_topic, local_topic = fresh(kafka), fresh(local)
+    for log, topic in ((kafka, kafka_topic), (local, local_topic)):
+        with eventlog.Producer(log) as producer:
+            producer.send_batch(topic, values)
+
+    def raw_consume(_tmp: str) -> Iterator[float]:
+        consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": uuid.uuid4().hex,
+                             "enable.auto.commit": False})
+        consumer.assign([KTP(kafka_topic, 0, 0)])
+        unpackb = msgpack.unpackb
+        got = 0
+        start = time.perf_counter()
+        while got < n:
+            for msg in consumer.consume(1000, 1.0):
+                if msg.error() is None:
+                    unpackb(msg.value())
+                    got += 1
+        yield start
+        consumer.close()
+
+    def raw_consume_records(_tmp: str) -> Iterator[float]:
+        # the same work as a Consumer: every field of a Record, key and value decoded
+        consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": uuid.uuid4().hex,
+                             "enable.auto.commit": False})
+        consumer.assign([KTP(kafka_topic, 0, 0)])
+        unpackb = msgpack.unpackb
+        out: list[Any] = []
+        start = time.perf_counter()
+        while len(out) < n:
+            for msg in consumer.consume(1000, 1.0):
+                if msg.error() is None:
+                    key, value, headers = msg.key(), msg.value(), msg.headers()
+                    out.append((msg.topic(), msg.partition(), msg.offset(),
+                                msg.timestamp()[1], key if key is None else unpackb(key),
+                                value if value is None else unpackb(value),
+                                headers or []))
+        yield start
+        consumer.close()
+
+    def eventlog_consume(log: eventlog.Log, topic: str) -> Any:
+        def workload(_tmp: str) -> Iterator[float]:
+            with eventlog.Consumer(log, topic, max_poll_records=10_000) as consumer:
+                got = 0
+                start = time.perf_counter()
+                while got < n:
+                    got += len(consumer.poll(timeout=1.0))
+                yield start
+        return workload
+
+    readers = {
+        "confluent-kafka consume() + unpackb": raw_consume,
+        "confluent-kafka consume(), every Record field": raw_consume_records,
+        "eventlog on Kafka Consumer.poll()": eventlog_consume(kafka, kafka_topic),
+        "eventlog embedded Consumer.poll()": eventlog_consume(local, local_topic),
+    }
+    read_results = {name: Result(name, n) for name in readers}
+    interleave(read_results, list(readers.items()), args.repeat)
+    kafka.close()
+    local.close()
+
+    raw_w = results["confluent-kafka produce() + callback"].rate
+    raw_r = read_results["confluent-kafka consume(), every Record field"].rate
+    rows = [(name, f"{r.rate:,.0f}", f"{r.rate / raw_w:.2f}") for name, r in results.items()]
+    body = ("### Producing\n\n" + table(rows, ("writer", "records/s", "vs raw + callback"))
+            + "\n\n### Consuming\n\n"
+            + table([(name, f"{r.rate:,.0f}", f"{r.rate / raw_r:.2f}")
+                     for name, r in read_results.items()],
+                    ("reader", "records/s", "vs raw, every field"))
+            + "\n\n")
+    send_ratio = results["eventlog on Kafka send() + flush()"].rate / raw_w
+    poll_ratio = read_results["eventlog on Kafka Consumer.poll()"].rate / raw_r
+    verdict = "met" if min(send_ratio, poll_ratio) >= TARGET else "NOT met"
+    body += (f"Target: eventlog on Kafka within 15% of confluent-kafka (ratio >= {TARGET}): "
+             f"send {send_ratio:.2f}, poll {poll_ratio:.2f} — {verdict}.\n")
+    report("eventlog on Kafka against confluent-kafka", command_line(), body, args.out,
+           {"send_ratio": send_ratio, "poll_ratio": poll_ratio})
+
+
+if __name__ == "__main__":
+    main()

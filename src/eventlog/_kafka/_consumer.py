@@ -1,0 +1,556 @@
+"""KafkaConsumer: ``eventlog.Consumer`` on a Kafka cluster, over confluent-kafka.
+
+Kafka's group coordinator runs the groups (``group_id``); librdkafka fetches. This
+room keeps what eventlog promises on top: positions (the next offset ``poll`` returns,
+moved by ``seek``, committed by ``commit()``), auto-commit of *returned* records every
+``auto_commit_interval_ms``, before a rebalance takes partitions away and at close,
+``RebalanceListener`` callbacks (run inside ``poll``, where a listener may ``seek`` or
+``commit``), deserializers with ``SerializationError`` naming the record, and a
+``poll`` that returns as soon as records are there.
+
+Without a ``group_id`` a consumer given topics reads every partition of them (by
+``assign``, joining no group; librdkafka still needs a group name, which is never
+used to commit).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import time
+import uuid
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, OFFSET_INVALID, KafkaError
+from confluent_kafka import Consumer as _RawConsumer
+from confluent_kafka import TopicPartition as KafkaTP
+
+from .._coordinator import CommitCallback, RebalanceListener
+from .._fetcher import DEFAULT_FETCH_MAX_BYTES
+from .._group import validate_group_id
+from .._types import Record, TopicPartition
+from ..config import check_int
+from ..consumer import Consumer
+from ..errors import (
+    ClosedError,
+    CommitFailedError,
+    EventLogError,
+    InvalidConfigError,
+    NotAssignedError,
+)
+from ..log import Log
+from ..serde import Deserializer, deserializer
+from ._decode import to_records
+from ._errors import kafka_errors, translate
+from ._log import KafkaLog
+
+__all__ = ["KafkaConsumer"]
+
+_STRATEGIES = {"range": "range", "roundrobin": "roundrobin", "sticky": "cooperative-sticky",
+               "cooperative-sticky": "cooperative-sticky"}
+_RESETS = {"earliest": "earliest", "latest": "latest", "none": "error"}
+_ISOLATION = ("read_committed", "read_uncommitted")
+_REFRESH_S = 5.0   # a group-less consumer looks for added partitions this often
+
+
+def _tp(ktp: Any) -> TopicPartition:
+    return TopicPartition(ktp.topic, ktp.partition)
+
+
+class KafkaConsumer(Consumer):
+    """``Consumer(log, ...)`` for a log opened on ``kafka://``: the same options, plus
+    ``isolation_level`` ("read_committed", the default, never returns records of
+    aborted or open transactions; "read_uncommitted" returns everything) and
+    ``kafka_config`` (librdkafka settings for this consumer). ``partition_assignment_
+    strategy="sticky"`` is Kafka's cooperative-sticky assignor. Not thread-safe."""
+
+    def __init__(self, log: Log, *topics: str, group_id: str | None = None,
+                 auto_offset_reset: str = "earliest", enable_auto_commit: bool = True,
+                 auto_commit_interval_ms: int = 5000,
+                 key_deserializer: str | Deserializer | None = None,
+                 value_deserializer: str | Deserializer | None = None,
+                 max_poll_records: int = 500, fetch_max_bytes: int = DEFAULT_FETCH_MAX_BYTES,
+                 partition_assignment_strategy: str = "range",
+                 session_timeout_ms: int = 10_000, heartbeat_interval_ms: int = 1_000,
+                 max_poll_interval_ms: int = 300_000, group_instance_id: str | None = None,
+                 listener: RebalanceListener | None = None,
+                 consumer_timeout_ms: int | None = None,
+                 isolation_level: str = "read_committed",
+                 kafka_config: Mapping[str, Any] | None = None) -> None:
+        if not isinstance(log, KafkaLog):
+            raise TypeError(f"KafkaConsumer needs a Log opened on kafka://, not {log!r}")
+        log.check_open()
+        check_int("max_poll_records", max_poll_records, 1)
+        check_int("consumer_timeout_ms", consumer_timeout_ms, 0, optional=True)
+        check_int("auto_commit_interval_ms", auto_commit_interval_ms, 1)
+        check_int("fetch_max_bytes", fetch_max_bytes, 1)
+        check_int("session_timeout_ms", session_timeout_ms, 1)
+        check_int("heartbeat_interval_ms", heartbeat_interval_ms, 1)
+        check_int("max_poll_interval_ms", max_poll_interval_ms, 1)
+        for name, value, choices in (
+                ("auto_offset_reset", auto_offset_reset, _RESETS),
+                ("partition_assignment_strategy", partition_assignment_strategy, _STRATEGIES),
+                ("isolation_level", isolation_level, _ISOLATION)):
+            if value not in choices:
+                raise InvalidConfigError(f"{name} must be one of {', '.join(choices)}, "
+                                         f"not {value!r}")
+        if group_id is not None:
+            validate_group_id(group_id)
+        self._log = log
+        self._backend = log.backend
+        self.group_id = group_id
+        self._key_de = deserializer(key_deserializer)
+        self._value_de = deserializer(value_deserializer)
+        self._max_poll_records = max_poll_records
+        self._consumer_timeout_ms = consumer_timeout_ms
+        self._auto_commit = enable_auto_commit and group_id is not None
+        self._auto_commit_s = auto_commit_interval_ms / 1000
+        self._next_auto_commit = time.monotonic() + self._auto_commit_s
+        self._reset = auto_offset_reset
+        self._cooperative = _STRATEGIES[partition_assignment_strategy] == "cooperative-sticky"
+        self._listener = listener
+        settings: dict[str, Any] = {
+            "group.id": group_id or f"eventlog-no-group-{uuid.uuid4().hex}",
+            "enable.auto.commit": False,
+            "enable.auto.offset.store": False,
+            "auto.offset.reset": _RESETS[auto_offset_reset],
+            "partition.assignment.strategy": _STRATEGIES[partition_assignment_strategy],
+            "session.timeout.ms": session_timeout_ms,
+            "heartbeat.interval.ms": heartbeat_interval_ms,
+            "max.poll.interval.ms": max_poll_interval_ms,
+            "max.partition.fetch.bytes": fetch_max_bytes,
+            "isolation.level": isolation_level,
+            "allow.auto.create.topics": False,
+        }
+        if group_instance_id is not None:
+            settings["group.instance.id"] = group_instance_id
+        config = log.client_config(**settings)
+        config.update(kafka_config or {})
+        with kafka_errors("creating a Kafka consumer"):
+            self._consumer = _RawConsumer(config)
+        self._timeout_s = log.request_timeout_s
+        self._assigned: set[TopicPartition] = set()
+        self._positions: dict[TopicPartition, int] = {}
+        self._pending_seeks: dict[TopicPartition, int] = {}
+        self._paused: set[TopicPartition] = set()
+        self._subscription: set[str] = set()
+        self._manual = False
+        self._all_of: list[str] = []     # a group-less consumer reads all of these
+        self._next_refresh = 0.0
+        self._in_rebalance = False
+        self._commits: concurrent.futures.ThreadPoolExecutor | None = None
+        self._closed = False
+        if topics:
+            self.subscribe(list(topics))
+
+    def __repr__(self) -> str:
+        group = f" group={self.group_id!r}" if self.group_id else ""
+        return f"<eventlog.Consumer{group} on {self._log.url} partitions={len(self._assigned)}>"
+
+    def __enter__(self) -> KafkaConsumer:
+        return self
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ClosedError("the consumer is closed")
+        self._log.check_open()
+
+    # -- assignment ---------------------------------------------------------------------
+
+    def subscribe(self, topics: Iterable[str], listener: RebalanceListener | None = None
+                  ) -> None:
+        """Read ``topics``: with a ``group_id`` as a member of the Kafka group, without
+        one every partition of them."""
+        self._check_open()
+        names = list(topics)
+        for name in names:
+            self._log.topic(name)  # UnknownTopicError now, as locally
+        if listener is not None:
+            self._listener = listener
+        self._subscription = set(names)
+        self._manual = False
+        if self.group_id is None:
+            self._all_of = names
+            self._assign_all()
+            return
+        with kafka_errors("subscribing"):
+            self._consumer.subscribe(names, on_assign=self._on_assign,
+                                     on_revoke=self._on_revoke, on_lost=self._on_lost)
+
+    def _assign_all(self) -> None:
+        tps = [TopicPartition(t, i) for t in self._all_of
+               for i in range(self._log.admin.check_topic(t))]
+        self._next_refresh = time.monotonic() + _REFRESH_S
+        if set(tps) != self._assigned:
+            self._assign(tps)
+
+    def assign(self, partitions: Iterable[TopicPartition]) -> None:
+        """Read exactly ``partitions`` (no group membership; commits, with a
+        ``group_id``, go to the group unfenced)."""
+        self._check_open()
+        tps = [TopicPartition(*tp) for tp in partitions]
+        for tp in tps:
+            self._log.topic(tp.topic).partition(tp.partition)
+        self._manual = True
+        self._all_of = []
+        self._subscription = set()
+        with kafka_errors("unsubscribing"):
+            self._consumer.unsubscribe()
+        self._assign(tps)
+
+    def _assign(self, tps: list[TopicPartition]) -> None:
+        keep = {tp: off for tp, off in self._positions.items() if tp in tps}
+        self._positions = keep
+        # Without a group nothing is committed: start where auto_offset_reset says
+        # (OFFSET_INVALID would look up the committed offsets of a group that is none).
+        start = OFFSET_INVALID if self.group_id is not None else \
+            (OFFSET_END if self._reset == "latest" else OFFSET_BEGINNING)
+        request = [KafkaTP(tp.topic, tp.partition, keep.get(tp, start)) for tp in tps]
+        with kafka_errors("assigning partitions"):
+            self._consumer.assign(request)
+        self._assigned = set(tps)
+        self._paused &= self._assigned
+
+    def unsubscribe(self) -> None:
+        """Stop reading everything (leaving the group, if in one)."""
+        self._check_open()
+        with kafka_errors("unsubscribing"):
+            if self._manual or self.group_id is None:
+                self._consumer.unassign()
+            else:
+                self._consumer.unsubscribe()
+        self._assigned.clear()
+        self._positions.clear()
+        self._subscription = set()
+        self._all_of = []
+
+    def assignment(self) -> set[TopicPartition]:
+        """The partitions assigned to this consumer."""
+        return set(self._assigned)
+
+    def subscription(self) -> set[str]:
+        return set(self._subscription)
+
+    # -- rebalances (called by librdkafka inside poll) ------------------------------------------
+
+    def _on_assign(self, consumer: Any, partitions: list[Any]) -> None:
+        tps = [_tp(k) for k in partitions]
+        self._in_rebalance = True
+        try:
+            added = set(tps) - self._assigned
+            if self._cooperative:
+                consumer.incremental_assign(partitions)
+                self._assigned |= set(tps)
+            else:
+                consumer.assign(partitions)
+                self._assigned = set(tps)
+            if self._listener is not None and added:
+                self._listener.on_assigned(added)
+        finally:
+            self._in_rebalance = False
+        self._apply_seeks()
+
+    def _on_revoke(self, consumer: Any, partitions: list[Any]) -> None:
+        tps = {_tp(k) for k in partitions}
+        self._in_rebalance = True
+        try:
+            if self._listener is not None and tps:
+                self._listener.on_revoked(tps)
+            if self._auto_commit:
+                try:
+                    self._commit_sync({tp: off for tp, off in self._positions.items()
+                                       if tp in tps})
+                except EventLogError:
+                    pass  # a later owner re-reads from the last good commit
+        finally:
+            self._in_rebalance = False
+            self._drop(tps)
+            if self._cooperative:
+                consumer.incremental_unassign(partitions)
+            else:
+                consumer.unassign()
+
+    def _on_lost(self, consumer: Any, partitions: list[Any]) -> None:
+        tps = {_tp(k) for k in partitions}
+        try:
+            if self._listener is not None and tps:
+                self._listener.on_lost(tps)
+        finally:
+            self._drop(tps)
+            if self._cooperative:
+                consumer.incremental_unassign(partitions)
+            else:
+                consumer.unassign()
+
+    def _drop(self, tps: set[TopicPartition]) -> None:
+        self._assigned -= tps
+        self._paused -= tps
+        for tp in tps:
+            self._positions.pop(tp, None)
+            self._pending_seeks.pop(tp, None)
+
+    # -- positions -----------------------------------------------------------------------
+
+    def _check_assigned(self, tp: TopicPartition) -> TopicPartition:
+        tp = TopicPartition(*tp)
+        if tp not in self._assigned:
+            raise NotAssignedError(f"{tp.topic}[{tp.partition}] is not assigned to this "
+                                   "consumer")
+        return tp
+
+    def position(self, tp: TopicPartition) -> int:
+        """The offset of the next record ``poll`` will return for ``tp``."""
+        self._check_open()
+        tp = self._check_assigned(tp)
+        if tp in self._positions:
+            return self._positions[tp]
+        with kafka_errors("reading a position"):
+            known = self._consumer.position([KafkaTP(tp.topic, tp.partition)])[0].offset
+        if known >= 0:
+            return int(known)
+        committed = self.committed(tp)
+        start, end = self._watermarks(tp)
+        if committed is not None and start <= committed <= end:
+            return committed
+        return start if self._reset != "latest" else end
+
+    def _watermarks(self, tp: TopicPartition) -> tuple[int, int]:
+        with kafka_errors(f"reading the offsets of {tp.topic}[{tp.partition}]"):
+            low, high = self._consumer.get_watermark_offsets(
+                KafkaTP(tp.topic, tp.partition), timeout=self._timeout_s, cached=False)
+        return int(low), int(high)
+
+    def seek(self, tp: TopicPartition, offset: int) -> None:
+        """Make the next ``poll`` read ``tp`` from ``offset``."""
+        self._check_open()
+        tp = self._check_assigned(tp)
+        check_int("offset", offset, 0)
+        self._positions[tp] = offset
+        self._pending_seeks[tp] = offset
+        if not self._in_rebalance:
+            self._apply_seeks()
+
+    def _apply_seeks(self) -> None:
+        for tp, offset in list(self._pending_seeks.items()):
+            try:
+                self._consumer.seek(KafkaTP(tp.topic, tp.partition, offset))
+            except Exception:  # noqa: S112 - not fetching yet: retried at the next poll
+                continue
+            del self._pending_seeks[tp]
+
+    def seek_to_beginning(self, *partitions: TopicPartition) -> None:
+        """Move ``partitions`` (default: all assigned) to their start offsets."""
+        for tp in partitions or tuple(self._assigned):
+            self.seek(tp, self._watermarks(TopicPartition(*tp))[0])
+
+    def seek_to_end(self, *partitions: TopicPartition) -> None:
+        """Move ``partitions`` (default: all assigned) to their end offsets."""
+        for tp in partitions or tuple(self._assigned):
+            self.seek(tp, self._watermarks(TopicPartition(*tp))[1])
+
+    def pause(self, *partitions: TopicPartition) -> None:
+        """Stop returning records of these partitions until ``resume``."""
+        tps = [self._check_assigned(tp) for tp in partitions]
+        with kafka_errors("pausing"):
+            self._consumer.pause([KafkaTP(tp.topic, tp.partition) for tp in tps])
+        self._paused |= set(tps)
+
+    def resume(self, *partitions: TopicPartition) -> None:
+        tps = [TopicPartition(*tp) for tp in partitions]
+        with kafka_errors("resuming"):
+            self._consumer.resume([KafkaTP(tp.topic, tp.partition) for tp in tps])
+        self._paused -= set(tps)
+
+    def paused(self) -> set[TopicPartition]:
+        return set(self._paused)
+
+    def beginning_offsets(self, partitions: Iterable[TopicPartition]
+                          ) -> dict[TopicPartition, int]:
+        self._check_open()
+        return {TopicPartition(*tp): self._watermarks(TopicPartition(*tp))[0]
+                for tp in partitions}
+
+    def end_offsets(self, partitions: Iterable[TopicPartition]) -> dict[TopicPartition, int]:
+        self._check_open()
+        return {TopicPartition(*tp): self._watermarks(TopicPartition(*tp))[1]
+                for tp in partitions}
+
+    def offsets_for_times(self, timestamps: Mapping[TopicPartition, int]
+                          ) -> dict[TopicPartition, int | None]:
+        """For each partition, the earliest offset whose timestamp is >= the given one
+        (None if there is none): Kafka's ListOffsets by time."""
+        self._check_open()
+        if not timestamps:
+            return {}
+        request = [KafkaTP(tp[0], tp[1], ts) for tp, ts in timestamps.items()]
+        with kafka_errors("looking up offsets by time"):
+            found = self._consumer.offsets_for_times(request, timeout=self._timeout_s)
+        return {_tp(k): (None if k.offset < 0 else int(k.offset)) for k in found}
+
+    def lag(self) -> dict[TopicPartition, int]:
+        """End offset minus position, for every assigned partition."""
+        self._check_open()
+        return {tp: max(0, self._watermarks(tp)[1] - self.position(tp))
+                for tp in sorted(self._assigned)}
+
+    # -- polling -------------------------------------------------------------------------
+
+    def poll(self, timeout: float | None = 0.0, max_records: int | None = None
+             ) -> list[Record]:
+        """Records from the assigned partitions, in offset order within a partition; at
+        most ``max_records``. Waits up to ``timeout`` seconds (None: until records
+        arrive) and returns ``[]`` if none came; returns as soon as any are there."""
+        self._check_open()
+        if max_records is None:
+            max_records = self._max_poll_records
+        elif type(max_records) is not int or max_records < 1:
+            raise InvalidConfigError(f"max_records must be a positive int, not {max_records!r}")
+        deadline = None if timeout is None else time.monotonic() + max(0.0, timeout)
+        while True:
+            self._maintain()
+            left = 0.5 if deadline is None else min(0.5, deadline - time.monotonic())
+            first = self._consumer.poll(max(0.0, left))
+            if first is not None:
+                more = self._consumer.consume(max_records - 1, 0) if max_records > 1 else []
+                records = self._records([first, *more])
+                if records:
+                    return records
+            if deadline is not None and time.monotonic() >= deadline:
+                return []
+
+    def _maintain(self) -> None:
+        if self._pending_seeks:
+            self._apply_seeks()
+        now = time.monotonic()
+        if self._all_of and now >= self._next_refresh:
+            self._assign_all()
+        if self._auto_commit and now >= self._next_auto_commit:
+            self._next_auto_commit = now + self._auto_commit_s
+            if self._positions:
+                self._commit_async_raw(dict(self._positions))
+
+    def _records(self, messages: list[Any]) -> list[Record]:
+        ends: dict[tuple[str, int], int] = {}
+        out, rest, error = to_records(messages, self._assigned, self._key_de, self._value_de,
+                                      ends)
+        positions = self._positions
+        for (topic, partition), offset in ends.items():
+            positions[TopicPartition(topic, partition)] = offset + 1
+        if error is None:
+            return out
+        return self._fail(out, rest, error)
+
+    def _fail(self, out: list[Record], rest: list[Any], error: EventLogError) -> list[Record]:
+        """What Kafka's consumer does at a record it cannot return: the records before
+        it are returned, and the error is raised when nothing precedes it. Every
+        partition reads again from its first record not returned, so a failing
+        record is raised again until the application seeks past it."""
+        for msg in rest:
+            if msg.error() is None:
+                tp = TopicPartition(msg.topic(), msg.partition())
+                if tp in self._assigned and tp not in self._pending_seeks:
+                    self._positions[tp] = msg.offset()
+                    self._pending_seeks[tp] = msg.offset()
+        self._apply_seeks()
+        if out:
+            return out
+        raise error
+
+    # -- commits -------------------------------------------------------------------------
+
+    def _request(self, offsets: Mapping[TopicPartition, int]) -> list[Any]:
+        return [KafkaTP(tp[0], tp[1], off) for tp, off in offsets.items()]
+
+    def _commit_sync(self, offsets: Mapping[TopicPartition, int]) -> None:
+        if not offsets:
+            return
+        try:
+            result = self._consumer.commit(offsets=self._request(offsets), asynchronous=False)
+        except Exception as exc:
+            error = translate(exc, "committing offsets")
+            if exc.args and getattr(exc.args[0], "code", lambda: 0)() == KafkaError._NO_OFFSET:
+                return
+            raise error from exc
+        for ktp in result or ():
+            if ktp.error is not None:
+                raise translate(ktp.error, f"committing {ktp.topic}[{ktp.partition}]")
+
+    def _commit_async_raw(self, offsets: Mapping[TopicPartition, int]) -> None:
+        try:
+            self._consumer.commit(offsets=self._request(offsets), asynchronous=True)
+        except Exception:  # noqa: S110 - an auto-commit that fails is retried next interval
+            pass
+
+    def commit(self, offsets: Mapping[TopicPartition, int] | None = None) -> None:
+        """Commit ``offsets`` (default: the positions of the assigned partitions, i.e. the
+        next record to read) to the Kafka group, synchronously. ``CommitFailedError``
+        without a ``group_id`` or when the group took the partitions away."""
+        self._check_open()
+        if self.group_id is None:
+            raise CommitFailedError("this consumer has no group_id: there is nothing to "
+                                    "commit to")
+        if offsets is None:
+            offsets = {tp: self.position(tp) for tp in self._assigned}
+        else:
+            offsets = {TopicPartition(*tp): off for tp, off in offsets.items()}
+            for off in offsets.values():
+                check_int("offset", off, 0)
+        self._commit_sync(offsets)
+
+    def commit_async(self, offsets: Mapping[TopicPartition, int] | None = None,
+                     callback: CommitCallback | None = None
+                     ) -> concurrent.futures.Future[dict[TopicPartition, int]]:
+        """Commit in a background thread (in call order); ``callback(offsets, error)``
+        runs when done, and the returned future resolves the same way."""
+        self._check_open()
+        if self.group_id is None:
+            raise CommitFailedError("this consumer has no group_id: there is nothing to "
+                                    "commit to")
+        chosen = dict(self._positions) if offsets is None else \
+            {TopicPartition(*tp): off for tp, off in offsets.items()}
+        if self._commits is None:
+            self._commits = concurrent.futures.ThreadPoolExecutor(
+                1, thread_name_prefix="eventlog-kafka-commit")
+
+        def run() -> dict[TopicPartition, int]:
+            error: BaseException | None = None
+            try:
+                self._commit_sync(chosen)
+            except BaseException as exc:
+                error = exc
+            if callback is not None:
+                callback(chosen, error)
+            if error is not None:
+                raise error
+            return chosen
+
+        return self._commits.submit(run)
+
+    def committed(self, tp: TopicPartition) -> int | None:
+        """The group's committed offset of ``tp`` (None if none, or without a group)."""
+        self._check_open()
+        if self.group_id is None:
+            return None
+        with kafka_errors("reading committed offsets"):
+            found = self._consumer.committed([KafkaTP(tp[0], tp[1])], timeout=self._timeout_s)
+        return int(found[0].offset) if found and found[0].offset >= 0 else None
+
+    # -- closing ---------------------------------------------------------------------------
+
+    def close(self, autocommit: bool = True) -> None:
+        """Commit positions (with auto-commit on), leave the group, release everything.
+        Idempotent."""
+        if self._closed:
+            return
+        try:
+            if self._commits is not None:
+                self._commits.shutdown(wait=True)
+            if autocommit and self._auto_commit and self._positions:
+                try:
+                    self._commit_sync({tp: off for tp, off in self._positions.items()
+                                       if tp in self._assigned})
+                except EventLogError:
+                    pass  # no longer the owner: the new owner reads from the last commit
+        finally:
+            self._closed = True
+            self._consumer.close()

@@ -1,0 +1,77 @@
+"""librdkafka's messages -> eventlog ``Record``s, with the deserializers.
+
+Stops at the first message it cannot return (a deserializer that raised, or a
+non-transient error) and hands back the records before it, the messages not
+returned, and the error: the consumer returns the records and raises the error when
+nothing precedes it, as Kafka's consumer does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Container
+from typing import Any
+
+from confluent_kafka import KafkaError
+
+from .._records import serialization_error
+from .._types import Record, make_record
+from ..errors import EventLogError, SerializationError
+from ..serde import Deserializer
+from ._errors import translate
+
+# transient: librdkafka retries them itself
+QUIET = {KafkaError._PARTITION_EOF, KafkaError._TRANSPORT, KafkaError._ALL_BROKERS_DOWN,
+         KafkaError._TIMED_OUT, KafkaError._RESOLVE, KafkaError.NOT_COORDINATOR,
+         KafkaError.COORDINATOR_NOT_AVAILABLE, KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+         KafkaError.LEADER_NOT_AVAILABLE, KafkaError.NOT_LEADER_FOR_PARTITION}
+
+
+def to_records(messages: list[Any], assigned: Container[tuple[str, int]],
+               key_de: Deserializer, value_de: Deserializer,
+               ends: dict[tuple[str, int], int]
+               ) -> tuple[list[Record], list[Any], EventLogError | None]:
+    """``(records, messages not returned, error or None)``; messages of partitions not
+    in ``assigned`` (fetched before a rebalance took them away) are dropped. ``ends``
+    gets the offset of the last record returned of each partition.
+
+    Cost: per message, its accessors, the deserializers and one tuple; the partition
+    check runs once per run of messages from one partition."""
+    out: list[Record] = []
+    append = out.append
+    make = make_record
+    last: tuple[str, int] | None = None
+    wanted = False
+    for i, msg in enumerate(messages):
+        error = msg.error()
+        if error is not None:
+            if error.code() in QUIET or error.retriable():
+                continue
+            return out, messages[i + 1:], translate(error, "consuming")
+        topic, partition = msg.topic(), msg.partition()
+        if last is None or last[0] != topic or last[1] != partition:
+            last = (topic, partition)
+            wanted = last in assigned
+        if not wanted:
+            continue
+        key, value = msg.key(), msg.value()
+        what = "key"
+        try:
+            if key is not None:
+                key = key_de(key)
+            what = "value"
+            if value is not None:
+                value = value_de(value)
+        except Exception as exc:
+            offset = msg.offset()
+            base = serialization_error(topic, what, exc, verb="deserialize")
+            raised = SerializationError(f"{base} at {topic}[{partition}] offset {offset}; "
+                                        "seek past it to skip it")
+            raised.topic, raised.partition, raised.offset = topic, partition, offset
+            raised.__cause__ = exc
+            return out, messages[i:], raised
+        headers = msg.headers()
+        offset = msg.offset()
+        append(make((topic, partition, offset, msg.timestamp()[1], key, value,
+                     [(k, b"" if v is None else v) for k, v in headers] if headers else [])))
+        ends[last] = offset
+    return out, [], None

@@ -1,0 +1,542 @@
+"""KafkaProducer: ``eventlog.Producer`` on a Kafka cluster, over confluent-kafka.
+
+The user-facing half is eventlog's: serializers (``serde``), the record checks
+(``_records``), the partitioners (``_partitioner``: a keyed record goes where eventlog's
+partitioner puts it, so ``"murmur2"`` lands keys where Java clients do and the default
+``"xxhash"`` where a local log does; keyless records use librdkafka's sticky
+partitioner), ``RecordMetadata`` futures, ``flush`` and ``send_batch``. Batching,
+retries, acks and idempotence are librdkafka's: ``linger_ms`` and ``batch_bytes`` map
+to ``linger.ms`` and ``batch.size``; ``acks`` is ``"all"`` by default, so a future
+resolves once every in-sync replica has the record.
+
+A delivery report resolves a future when librdkafka serves it: in a background
+thread that polls the client, or in a thread waiting on ``result()`` or ``flush()``.
+Transactions map straight onto librdkafka's transactional producer.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any
+
+from confluent_kafka import Consumer as _RawConsumer
+from confluent_kafka import KafkaException
+from confluent_kafka import Producer as _RawProducer
+from confluent_kafka import TopicPartition as KafkaTP
+
+from .._accumulator import BatchMetadata, Chunk
+from .._partitioner import RecordPartitioner, check_partition
+from .._records import (
+    MAX_TIMESTAMP_MS,
+    check_headers,
+    check_size,
+    check_timestamps,
+    record_size,
+    serialization_error,
+)
+from .._types import RecordMetadata, TopicPartition
+from ..config import _wall_clock_ms, check_int
+from ..errors import (
+    ClosedError,
+    InvalidConfigError,
+    InvalidRecordError,
+    ReadOnlyError,
+    SerializationError,
+    TransactionError,
+    UnknownTopicError,
+)
+from ..log import Log
+from ..producer import DEFAULT_BATCH_BYTES, DEFAULT_LINGER_MS, Producer
+from ..serde import Serializer, serializer
+from ._errors import kafka_errors, translate
+from ._log import KafkaLog
+
+__all__ = ["KafkaFuture", "KafkaProducer"]
+
+_METADATA_TTL_S = 5.0     # how long a topic's partition count is trusted
+_CHECK_EVERY = 1000       # sends between looks at the clock for that
+_POLL_S = 0.1
+_ACKS = {"all": "all", -1: "all", 1: "1", 0: "0", "1": "1", "0": "0"}
+
+
+def _identity(obj: Any) -> Any:
+    return obj
+
+
+class KafkaFuture:
+    """The future of one record sent to Kafka; librdkafka's delivery report resolves
+    it. ``result()``, ``exception()``, ``done()``, ``add_done_callback(fn)``, as
+    ``RecordFuture``. Thread-safe."""
+
+    __slots__ = ("_callbacks", "_error", "_message", "_metadata", "_producer", "_topic")
+
+    def __init__(self, producer: KafkaProducer, topic: str) -> None:
+        self._producer = producer
+        self._topic = topic
+        self._message: Any = None  # the delivered message, until result() reads it
+        self._metadata: RecordMetadata | None = None
+        self._error: BaseException | None = None
+        self._callbacks: list[Callable[[KafkaFuture], None]] | None = None
+
+    def __repr__(self) -> str:
+        state = "pending" if not self.done() else ("failed" if self._error else "done")
+        return f"<KafkaFuture {self._topic} {state}>"
+
+    def __call__(self, err: Any, msg: Any) -> None:
+        # librdkafka's delivery report (on_delivery=future). The RecordMetadata is built
+        # when asked for: four accessor calls per record, which most senders never make.
+        if err is not None:
+            self._error = translate(err, f"sending to topic {self._topic!r}")
+        else:
+            self._message = msg
+        if self._callbacks is not None:
+            callbacks, self._callbacks = self._callbacks, None
+            for fn in callbacks:
+                with contextlib.suppress(Exception):
+                    fn(self)
+
+    def fail(self, error: BaseException) -> None:
+        if not self.done():
+            self._error = error
+            callbacks, self._callbacks = self._callbacks, None
+            for fn in callbacks or ():
+                with contextlib.suppress(Exception):
+                    fn(self)
+
+    def done(self) -> bool:
+        """True once the record is stored or failed."""
+        return self._message is not None or self._metadata is not None or \
+            self._error is not None
+
+    def _wait(self, timeout: float | None) -> None:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self.done():
+            left = _POLL_S if deadline is None else min(_POLL_S, deadline - time.monotonic())
+            if left <= 0:
+                raise TimeoutError(f"record for topic {self._topic!r} was not acknowledged "
+                                   f"within {timeout} s")
+            self._producer.serve(left)
+
+    def result(self, timeout: float | None = None) -> RecordMetadata:
+        """Wait (up to ``timeout`` s; None: forever) and return where the record was
+        stored; raise the error that kept it from being stored."""
+        self._wait(timeout)
+        if self._error is not None:
+            raise self._error
+        if self._metadata is None:
+            msg = self._message
+            self._metadata = RecordMetadata(msg.topic(), msg.partition(), msg.offset(),
+                                            msg.timestamp()[1])
+            self._message = None
+        return self._metadata
+
+    def exception(self, timeout: float | None = None) -> BaseException | None:
+        """Wait like ``result`` and return the error, or None."""
+        self._wait(timeout)
+        return self._error
+
+    def add_done_callback(self, fn: Callable[[KafkaFuture], None]) -> None:
+        """Call ``fn(future)`` once the record is stored or failed (at once if done)."""
+        if not self.done():
+            with self._producer.callback_lock:
+                if not self.done():
+                    if self._callbacks is None:
+                        self._callbacks = []
+                    self._callbacks.append(fn)
+                    return
+        with contextlib.suppress(Exception):
+            fn(self)
+
+
+class _TopicInfo:
+    """A topic's partition count and record limit, trusted for ``_METADATA_TTL_S`` (the
+    clock is read once every ``_CHECK_EVERY`` sends, off the hot path)."""
+
+    __slots__ = ("expires", "max_message_bytes", "partitions", "sends_left")
+
+    def __init__(self, partitions: int, max_message_bytes: int) -> None:
+        self.partitions = partitions
+        self.max_message_bytes = max_message_bytes
+        self.expires = time.monotonic() + _METADATA_TTL_S
+        self.sends_left = _CHECK_EVERY
+
+
+class KafkaProducer(Producer):
+    """``Producer(log)`` for a log opened on ``kafka://``: the same options, plus
+    ``acks`` ("all" default, 1, 0), ``compression_type`` ("none", "gzip", "snappy",
+    "lz4", "zstd"), ``transactional_id`` / ``transaction_timeout_ms``, and
+    ``kafka_config`` (librdkafka settings for this producer, over the log's).
+    ``enable_idempotence`` is librdkafka's (exactly-once per partition across retries);
+    an explicit ``producer_id`` has no meaning on Kafka, which assigns them.
+    Thread-safe."""
+
+    def __init__(self, log: Log, *, key_serializer: str | Serializer | None = None,
+                 value_serializer: str | Serializer | None = None,
+                 partitioner: str | Callable[[str, bytes | None, int], int] = "xxhash",
+                 linger_ms: int = DEFAULT_LINGER_MS, batch_bytes: int = DEFAULT_BATCH_BYTES,
+                 enable_idempotence: bool = False, producer_id: int | None = None,
+                 acks: str | int = "all", compression_type: str = "none",
+                 transactional_id: str | None = None, transaction_timeout_ms: int = 60_000,
+                 kafka_config: Mapping[str, Any] | None = None) -> None:
+        if not isinstance(log, KafkaLog):
+            raise TypeError(f"KafkaProducer needs a Log opened on kafka://, not {log!r}")
+        log.check_open()
+        if log.read_only:
+            raise ReadOnlyError(f"the log {log.url} was opened with read_only=True: "
+                                "a producer is refused")
+        if producer_id is not None:
+            raise InvalidConfigError("producer_id= has no meaning on Kafka, which assigns "
+                                     "producer ids; use enable_idempotence=True or "
+                                     "transactional_id=")
+        check_int("linger_ms", linger_ms, 0)
+        check_int("batch_bytes", batch_bytes, 1)
+        check_int("transaction_timeout_ms", transaction_timeout_ms, 1)
+        if acks not in _ACKS:
+            raise InvalidConfigError(f"acks must be 'all', 1 or 0, not {acks!r}")
+        self._log = log
+        self._backend = log.backend
+        self._key_ser = serializer(key_serializer)
+        self._value_ser = serializer(value_serializer)
+        self._vpack = self._value_ser
+        self._partitioner = RecordPartitioner(partitioner, batch_bytes, None)
+        self._custom = self._partitioner.custom
+        self.producer_id = None
+        self.transactional_id = transactional_id
+        self._clock = log.clock
+        self._wall_clock = log.clock is _wall_clock_ms
+        settings: dict[str, Any] = {
+            "linger.ms": linger_ms, "batch.size": batch_bytes,
+            "acks": _ACKS[acks], "compression.type": compression_type,
+            "enable.idempotence": bool(enable_idempotence or transactional_id),
+            # the topic's max_message_bytes is checked per record before sending
+            "message.max.bytes": 1_000_000_000,
+            "allow.auto.create.topics": False,
+            "partitioner": "murmur2_random",
+        }
+        if transactional_id is not None:
+            settings["transactional.id"] = transactional_id
+            settings["transaction.timeout.ms"] = transaction_timeout_ms
+        config = log.client_config(**settings)
+        config.update(kafka_config or {})
+        with kafka_errors("creating a Kafka producer"):
+            self._producer = _RawProducer(config)
+        self._produce = self._producer.produce
+        self._topics: dict[str, _TopicInfo] = {}
+        self._info_lock = threading.Lock()
+        self.callback_lock = threading.Lock()
+        self._group_metadata: dict[str, Any] = {}
+        self._in_transaction = False
+        self._closing = False
+        self._closed = False
+        self._stop = threading.Event()
+        self._poller = threading.Thread(target=self._serve_forever, daemon=True,
+                                        name="eventlog-kafka-producer")
+        self._poller.start()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "open"
+        return f"<eventlog.Producer {self._log.url!r} {state}>"
+
+    def __enter__(self) -> KafkaProducer:
+        return self
+
+    # -- delivery reports ----------------------------------------------------------------
+
+    def serve(self, timeout: float) -> None:
+        """Run the delivery reports that are due (resolving their futures), waiting up
+        to ``timeout`` seconds for one."""
+        self._producer.poll(timeout)
+
+    def _serve_forever(self) -> None:
+        while not self._stop.is_set():
+            self._producer.poll(_POLL_S)
+
+    # -- metadata -------------------------------------------------------------------------
+
+    def _topic_info(self, topic: str) -> _TopicInfo:
+        info = self._topics.get(topic)
+        if info is not None:
+            info.sends_left -= 1
+            if info.sends_left > 0:
+                return info
+            if info.expires > time.monotonic():
+                info.sends_left = _CHECK_EVERY
+                return info
+        with self._info_lock:
+            self._log.check_open()
+            admin = self._log.admin
+            count = admin.partition_count(topic)
+            if count is None:
+                if not self._log.auto_create_topics:
+                    raise UnknownTopicError(f"no topic {topic!r} in the Kafka cluster (open "
+                                            "the log with auto_create_topics=True to create "
+                                            "it on first send)")
+                self._log.create_topic(topic)
+                count = admin.check_topic(topic)
+            limit = info.max_message_bytes if info is not None else \
+                self._log.topic(topic).config.max_message_bytes
+            info = self._topics[topic] = _TopicInfo(count, limit)
+            return info
+
+    # -- sending ------------------------------------------------------------------------
+
+    @staticmethod
+    def _serialize(fn: Serializer, obj: Any, topic: str, what: str) -> bytes:
+        try:
+            data = fn(obj)
+        except Exception as exc:
+            raise serialization_error(topic, what, exc) from exc
+        if type(data) is not bytes:
+            if isinstance(data, (bytearray, memoryview)):
+                return bytes(data)
+            raise SerializationError(f"topic {topic!r}: the {what} serializer returned "
+                                     f"{type(data).__name__}, not bytes")
+        return data
+
+    def send(self, topic: str, value: Any = None, *, key: Any = None,  # type: ignore[override]
+             headers: Iterable[tuple[str, bytes]] | None = None, partition: int | None = None,
+             timestamp_ms: int | None = None) -> KafkaFuture:
+        """Queue one record for Kafka and return its future; the same checks and
+        errors as ``Producer.send`` (raised at once, nothing queued). Thread-safe."""
+        if self._closing:
+            raise ClosedError("the producer is closed")
+        if key is None and headers is None and partition is None and timestamp_ms is None \
+                and self._wall_clock and not self._custom:
+            # The common case, inlined (benchmarks/bench_kafka.py): a keyless record,
+            # librdkafka's sticky partition, its clock.
+            info = self._topics.get(topic)
+            if info is None or info.sends_left <= 1:
+                info = self._topic_info(topic)
+            else:
+                info.sends_left -= 1
+            if value is None:
+                v = None
+            else:
+                try:
+                    v = self._vpack(value)
+                except Exception as exc:
+                    raise serialization_error(topic, "value", exc) from exc
+                if type(v) is not bytes:
+                    v = self._serialize(_identity, v, topic, "value")
+                if len(v) > info.max_message_bytes:
+                    check_size(len(v), info.max_message_bytes, topic)
+            future = KafkaFuture(self, topic)
+            try:
+                self._produce(topic, v, on_delivery=future)
+            except BufferError:
+                self._produce_one(topic, v, None, -1, 0, None, future)
+            except KafkaException as exc:
+                raise translate(exc, f"sending to topic {topic!r}") from exc
+            return future
+        if timestamp_ms is None:
+            ts = 0 if self._wall_clock else self._clock()  # 0: librdkafka stamps it now
+        elif type(timestamp_ms) is not int or not 0 <= timestamp_ms <= MAX_TIMESTAMP_MS:
+            raise InvalidRecordError(f"timestamp_ms must be an int from 0 to "
+                                     f"{MAX_TIMESTAMP_MS}, not {timestamp_ms!r}")
+        else:
+            ts = timestamp_ms
+        info = self._topic_info(topic)
+        v = None if value is None else self._serialize(self._value_ser, value, topic, "value")
+        k = None if key is None else self._serialize(self._key_ser, key, topic, "key")
+        hdrs = None if headers is None else check_headers(headers, f"topic {topic!r}")
+        check_size(record_size(k, v, hdrs), info.max_message_bytes, topic)
+        if partition is not None:
+            if type(partition) is int and partition >= info.partitions:
+                self._topics.pop(topic, None)
+                info = self._topic_info(topic)
+            p = check_partition(partition, info.partitions, topic)
+        elif k is None and not self._custom:
+            p = -1  # librdkafka's sticky partitioner
+        else:
+            p = self._partitioner.choose(topic, k, info.partitions)
+        future = KafkaFuture(self, topic)
+        self._produce_one(topic, v, k, p, ts, hdrs, future)
+        return future
+
+    def _produce_one(self, topic: str, v: bytes | None, k: bytes | None, p: int, ts: int,
+                     hdrs: list[tuple[str, bytes]] | None, future: KafkaFuture) -> None:
+        while True:
+            try:
+                self._produce(topic, v, k, p, on_delivery=future, timestamp=ts,
+                              headers=hdrs)  # type: ignore[arg-type]  # pairs are accepted
+                return
+            except BufferError:
+                # librdkafka's queue is full: wait for deliveries, as Java's send blocks
+                self._producer.poll(_POLL_S)
+            except KafkaException as exc:
+                raise translate(exc, f"sending to topic {topic!r}") from exc
+            if self._closing:
+                raise ClosedError("the producer is closed")
+
+    def send_batch(self, topic: str, values: Sequence[Any], *, keys: Sequence[Any] | None = None,
+                   headers: Sequence[Iterable[tuple[str, bytes]] | None] | None = None,
+                   partition: int | None = None,
+                   timestamps_ms: Sequence[int] | int | None = None) -> BatchMetadata:
+        """Send many records and wait until Kafka acknowledged all of them; return where
+        each was stored. Every record is serialized and checked before any is sent."""
+        if self._closing:
+            raise ClosedError("the producer is closed")
+        count = len(values)
+        if count == 0:
+            return BatchMetadata(topic, 0)
+        where = f"topic {topic!r}"
+        if keys is not None and len(keys) != count:
+            raise InvalidRecordError(f"{where}: {len(keys)} keys for {count} values")
+        if headers is not None and len(headers) != count:
+            raise InvalidRecordError(f"{where}: {len(headers)} headers for {count} values")
+        stamps = None if timestamps_ms is None else check_timestamps(timestamps_ms, count,
+                                                                     where)
+        info = self._topic_info(topic)
+        rows = []
+        for i in range(count):
+            value, key = values[i], None if keys is None else keys[i]
+            try:
+                v = None if value is None else self._serialize(self._value_ser, value, topic,
+                                                               "value")
+                k = None if key is None else self._serialize(self._key_ser, key, topic, "key")
+            except SerializationError as exc:
+                raise SerializationError(f"{exc} (record {i})") from exc.__cause__
+            h = None if headers is None else check_headers(headers[i], where)
+            size = record_size(k, v, h)
+            if size > info.max_message_bytes:
+                check_size(size, info.max_message_bytes, f"{topic}' record {i} '")
+            if partition is not None:
+                p = check_partition(partition, info.partitions, topic)
+            elif k is None and not self._custom:
+                p = -1
+            else:
+                p = self._partitioner.choose(topic, k, info.partitions)
+            ts = stamps if isinstance(stamps, int) else (stamps[i] if stamps else
+                                                         (0 if self._wall_clock
+                                                          else self._clock()))
+            rows.append((v, k, p, ts, h))
+        futures = []
+        for v, k, p, ts, h in rows:
+            future = KafkaFuture(self, topic)
+            self._produce_one(topic, v, k, p, ts, h, future)
+            futures.append(future)
+        self.flush()
+        chunks: dict[int, tuple[list[int], list[int], list[int]]] = {}
+        for i, future in enumerate(futures):
+            md = future.result()
+            indexes, offsets, times = chunks.setdefault(md.partition, ([], [], []))
+            indexes.append(i)
+            offsets.append(md.offset)
+            times.append(md.timestamp_ms)
+        out: list[Chunk] = [(p, idx, 0, offs, times, -1)
+                            for p, (idx, offs, times) in chunks.items()]
+        return BatchMetadata(topic, count, out)
+
+    # -- transactions ------------------------------------------------------------------------
+
+    def _txn(self, what: str, call: Callable[[], None]) -> None:
+        if self.transactional_id is None:
+            raise TransactionError(f"{what} needs a producer with transactional_id=")
+        if self._closing:
+            raise ClosedError("the producer is closed")
+        try:
+            call()
+        except KafkaException as exc:
+            error = translate(exc, what)
+            if type(error).__name__ == "ClusterError" and exc.args and \
+                    exc.args[0].code() in (-172, 48):  # _STATE, INVALID_TXN_STATE
+                raise TransactionError(str(error)) from exc
+            raise error from exc
+
+    def init_transactions(self, timeout: float | None = None) -> None:
+        """Register ``transactional_id`` with the cluster: fences older producers with
+        the id and aborts what they left open (librdkafka's ``init_transactions``)."""
+        self._txn("init_transactions", lambda: self._producer.init_transactions(
+            -1 if timeout is None else timeout))
+
+    def begin_transaction(self) -> None:
+        """Start a transaction: the records sent until commit or abort belong to it."""
+        if self._in_transaction:
+            raise TransactionError("a transaction is already open")
+        self._txn("begin_transaction", self._producer.begin_transaction)
+        self._in_transaction = True
+
+    def send_offsets_to_transaction(self, offsets: Mapping[TopicPartition, int],
+                                    group_id: str, timeout: float | None = None) -> None:
+        """Commit ``offsets`` (next offsets to read) for ``group_id`` with the open
+        transaction."""
+        if not self._in_transaction:
+            raise TransactionError("send_offsets_to_transaction needs an open "
+                                        "transaction (begin_transaction first)")
+        metadata = self._group_metadata.get(group_id)
+        if metadata is None:
+            # A group's metadata without a member: what Java's
+            # sendOffsetsToTransaction(offsets, String groupId) sends.
+            probe = _RawConsumer(self._log.client_config(**{"group.id": group_id}))
+            metadata = self._group_metadata[group_id] = probe.consumer_group_metadata()
+            probe.close()
+        tps = [KafkaTP(tp.topic, tp.partition, off) for tp, off in offsets.items()]
+        self._txn("send_offsets_to_transaction", lambda: self._producer.
+                  send_offsets_to_transaction(tps, metadata,
+                                              -1 if timeout is None else timeout))
+
+    def commit_transaction(self, timeout: float | None = None) -> None:
+        """Flush and commit the open transaction: its records and offsets take effect."""
+        if not self._in_transaction:
+            raise TransactionError("commit_transaction without begin_transaction")
+        self._txn("commit_transaction", lambda: self._producer.commit_transaction(
+            -1 if timeout is None else timeout))
+        self._in_transaction = False
+
+    def abort_transaction(self, timeout: float | None = None) -> None:
+        """Abort the open transaction: ``read_committed`` consumers never see it."""
+        if not self._in_transaction:
+            raise TransactionError("abort_transaction without begin_transaction")
+        self._txn("abort_transaction", lambda: self._producer.abort_transaction(
+            -1 if timeout is None else timeout))
+        self._in_transaction = False
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[KafkaProducer]:
+        """Begin; commit on normal exit, abort on an exception."""
+        self.begin_transaction()
+        try:
+            yield self
+        except BaseException:
+            if self._in_transaction:
+                self.abort_transaction()
+            raise
+        self.commit_transaction()
+
+    # -- flushing and closing -------------------------------------------------------------------
+
+    def flush(self, timeout: float | None = None) -> None:
+        """Wait until every record sent before this call is acknowledged (or failed: see
+        its future). Raises ``TimeoutError`` after ``timeout`` seconds."""
+        left = self._producer.flush(-1 if timeout is None else timeout)
+        if left:
+            raise TimeoutError(f"{left} record(s) not acknowledged within {timeout} s")
+
+    def close(self, timeout: float | None = None) -> None:
+        """Flush, then refuse further sends (``ClosedError``). Records still unsent
+        after ``timeout`` fail with ``ClosedError``. Idempotent."""
+        if self._closed:
+            return
+        self._closing = True
+        try:
+            with contextlib.suppress(TimeoutError):
+                self.flush(timeout)
+        finally:
+            self._closed = True
+            self._stop.set()
+            self._poller.join()
+            self._producer.purge()
+            self._producer.poll(0)  # failed futures of purged records: _PURGE_QUEUE
+
+    # -- introspection ------------------------------------------------------------------------
+
+    def partitions_for(self, topic: str) -> list[int]:
+        """The partition ids of ``topic``."""
+        return list(range(self._topic_info(topic).partitions))
+
+    def metrics(self) -> dict[str, float]:
+        """librdkafka's queue: records and bytes waiting to be acknowledged."""
+        return {"records_pending": float(len(self._producer))}
