@@ -23,7 +23,6 @@ Both talk to the log only through its backend (``Log.backend``, see ``_backend``
 
 from __future__ import annotations
 
-import concurrent.futures
 import math
 import re
 import time
