@@ -8,6 +8,10 @@ saw a transaction.
   then flush), an idempotent one, and a transactional one committing every 1, 10 and
   100 records. A transaction costs two fsynced state writes and a marker per
   partition, whatever ``--fsync`` says for the records (docs/transactions.md);
+- state writes: transactions of one record with the state in two slots, one fdatasync
+  a step (what eventlog does), against the same with every state write made through a
+  temp file, fsync, rename and directory fsync (the alternative it replaced), runs
+  interleaved;
 - consume: the same records read back by a consumer with ``read_uncommitted`` and with
   ``read_committed``, runs interleaved, on a topic without transactions: the two must
   be within noise. Then the same with every record written in transactions of 100, for
@@ -34,6 +38,33 @@ from _harness import (
 )
 
 import eventlog
+from eventlog import _fileutil, _txn_state
+
+
+def _rename_write(self: _txn_state.TransactionStore, state: _txn_state.TxnState
+                  ) -> tuple[int, int]:
+    """A state write through temp file + fsync + rename + directory fsync."""
+    body = state.to_body()
+    path = self.path(state.transactional_id)
+    _fileutil.makedirs(self.directory)
+    try:
+        _, _, newest = self._load(path)
+    except FileNotFoundError:
+        newest = None
+    seq = newest[1] + 1 if newest else 1
+    _fileutil.atomic_write(path, _txn_state._pack_slot(seq, body).ljust(8192, b"\0"))
+    return (os.stat(path).st_ino, seq)
+
+
+def state_writes(count: int, write):
+    def run(tmp: str) -> None:
+        real = _txn_state.TransactionStore.write
+        _txn_state.TransactionStore.write = write
+        try:
+            produce(list(range(count)), "never", "transactional", 1)(tmp)
+        finally:
+            _txn_state.TransactionStore.write = real
+    return run
 
 
 def produce(values: list[object], fsync: str, mode: str, per_txn: int = 0):
@@ -113,6 +144,17 @@ def main() -> None:
                      f"{result.rate / plain.rate:.3f}"))
         data[f"txn-{per_txn}"] = result.rate
     body = table(rows, ("producer", "records/s", "vs plain"))
+
+    count = min(n, 300)
+    writes = {name: Result(name, count) for name in ("two-slot", "rename")}
+    interleave(writes, [("two-slot", state_writes(count, _txn_state.TransactionStore.write)),
+                        ("rename", state_writes(count, _rename_write))], args.repeat)
+    slot_ms = writes["two-slot"].median / count * 1e3
+    rename_ms = writes["rename"].median / count * 1e3
+    body += "\n\n" + table([("two slots, one fdatasync a step", f"{slot_ms:.2f}"),
+                             ("temp file + fsync + rename + dir fsync", f"{rename_ms:.2f}")],
+                            ("transaction state writes", "ms per transaction of 1"))
+    data.update({"state_two_slot_ms": slot_ms, "state_rename_ms": rename_ms})
 
     tmp = tempfile.mkdtemp(prefix="eventlog-bench-txn-")
     plain_path, txn_path = os.path.join(tmp, "plain"), os.path.join(tmp, "txn")

@@ -13,7 +13,7 @@ The protocol steps themselves (state files, markers, offsets) are the coordinato
 (``_txn_coordinator``); this room decides when to call them: a partition joins the
 transaction from ``Sender.write`` (``before_write``) just before the transaction's
 first batch to it, and fencing is noticed at every call by comparing the state file's
-stamp with the one this producer last wrote (a ``stat``), and by every partition,
+stamp with the one this producer last wrote (a small file read), and by every partition,
 which refuses batches of an older epoch.
 """
 
@@ -111,7 +111,7 @@ class TransactionManager:
 
     def _check_fenced(self) -> None:
         """Raise ``ProducerFencedError`` if another producer (or a timeout) took the
-        id over. Cost: one ``stat``, and a read of the state when it changed."""
+        id over. Cost: a read of the state file's slots (8 KiB), and a parse when it changed."""
         store = self._coordinator.store
         stamp = store.stamp(self.transactional_id)
         if stamp != self._stamp:

@@ -8,10 +8,16 @@ held while the state of that id changes (``TransactionStore.locked``): every pro
 on the directory reads and writes the same files, so the state is shared by
 construction.
 
-A file is replaced whole (temp file, fsync, rename, fsync of the directory:
-``_fileutil.atomic_write``): a reader sees the old state or the new one, and a
-checksum catches a damaged file. The byte layout is in docs/format.md; the protocol
-that moves a state along is ``_txn_coordinator``.
+A state file has two slots, as the partition head (``_head.py``): a change is written
+into the slot *not* holding the newest state, with a sequence number one higher and a
+checksum, and fdatasynced before the call returns. A writer killed mid-write, a write
+torn by a power loss, or a reader racing a writer, all leave the other slot intact and
+valid, so a reader takes the valid slot with the highest sequence: the old state or
+the new one, never a mix. One fdatasync per change, and no rename or directory fsync
+(a change is a transaction protocol step: a transaction of one record takes three).
+A file is created whole (temp file, fsync, rename, fsync of the directory), and
+rewritten so when a state outgrows its slots. The byte layout is in docs/format.md;
+the protocol that moves a state along is ``_txn_coordinator``.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import fcntl
 import os
 import re
 import struct
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -44,9 +51,12 @@ ENDED = frozenset((EMPTY, COMPLETE_COMMIT, COMPLETE_ABORT))  # no transaction op
 MAX_ID_CHARS = 249
 MAX_EPOCH = 32767          # the header's u16 epoch, kept clear of its sign bit
 _SUFFIX, _LOCK_SUFFIX = ".txn", ".lock"
-_MAGIC = b"EvLgTXN1"
-_HEADER = struct.Struct("<8sQ")
-_MAX_FILE_BYTES = 16 << 20
+_MAGIC = b"EvLgTXN2"
+_SLOT = struct.Struct("<8sQQI")        # magic, checksum, seq, body length; then the body
+_SEQ_LENGTH = struct.Struct("<QI")
+_MIN_SLOT_BYTES = 4096                 # a page: a torn write stays within its slot
+_MAX_FILE_BYTES = 32 << 20
+_RACE_RETRIES = 20                     # reads that find no valid slot (writers racing)
 _PLAIN_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,99}")
 
 
@@ -92,23 +102,17 @@ class TxnState:
     def but(self, **changes: Any) -> TxnState:
         return replace(self, **changes)
 
-    def to_bytes(self) -> bytes:
+    def to_body(self) -> bytes:
         body: bytes = msgpack.packb({
             "id": self.transactional_id, "pid": self.producer_id, "epoch": self.epoch,
             "state": self.state, "partitions": [list(tp) for tp in self.partitions],
             "offsets": [list(o) for o in self.offsets], "start_ms": self.start_ms,
             "timeout_ms": self.timeout_ms, "updated_ms": self.updated_ms})
-        return _HEADER.pack(_MAGIC, xxhash.xxh3_64_intdigest(body)) + body
+        return body
 
     @classmethod
-    def from_bytes(cls, data: bytes) -> TxnState:
-        """Parse a state file; ``CorruptRecordError`` unless it checks out."""
-        if len(data) < _HEADER.size:
-            raise CorruptRecordError("transaction state file is truncated")
-        magic, checksum = _HEADER.unpack_from(data)
-        body = data[_HEADER.size:]
-        if magic != _MAGIC or checksum != xxhash.xxh3_64_intdigest(body):
-            raise CorruptRecordError("transaction state file fails its checksum")
+    def from_body(cls, body: bytes) -> TxnState:
+        """Parse a slot's body; ``CorruptRecordError`` unless it checks out."""
         try:
             doc = msgpack.unpackb(body, raw=False)
             state = cls(str(doc["id"]), int(doc["pid"]), int(doc["epoch"]), str(doc["state"]),
@@ -116,11 +120,40 @@ class TxnState:
                         tuple((str(g), str(t), int(p), int(o)) for g, t, p, o in doc["offsets"]),
                         int(doc["start_ms"]), int(doc["timeout_ms"]), int(doc["updated_ms"]))
         except Exception as exc:
-            raise CorruptRecordError(f"transaction state file is malformed: {exc}") from exc
+            raise CorruptRecordError(f"transaction state is malformed: {exc}") from exc
         if state.state not in STATES or not 0 <= state.epoch <= MAX_EPOCH \
                 or state.producer_id < 0:
-            raise CorruptRecordError("transaction state file holds impossible values")
+            raise CorruptRecordError("transaction state holds impossible values")
         return state
+
+
+def _pack_slot(seq: int, body: bytes) -> bytes:
+    tail = _SEQ_LENGTH.pack(seq, len(body)) + body
+    return _SLOT.pack(_MAGIC, xxhash.xxh3_64_intdigest(tail), seq, len(body)) + body
+
+
+def _parse_slot(data: bytes, start: int, size: int) -> tuple[int, bytes] | None:
+    """(seq, body) of the slot at ``start``, or None unless it checks out."""
+    if size < _SLOT.size or start + size > len(data):
+        return None
+    magic, checksum, seq, length = _SLOT.unpack_from(data, start)
+    if magic != _MAGIC or length > size - _SLOT.size:
+        return None
+    body = data[start + _SLOT.size:start + _SLOT.size + length]
+    if checksum != xxhash.xxh3_64_intdigest(_SEQ_LENGTH.pack(seq, length) + body):
+        return None
+    return seq, body
+
+
+def _newest(data: bytes) -> tuple[int, int, bytes] | None:
+    """(slot index, seq, body) of the newest valid slot of a state file's bytes."""
+    size = len(data) // 2
+    best = None
+    for index in (0, 1):
+        found = _parse_slot(data, index * size, size)
+        if found is not None and (best is None or found[0] > best[1]):
+            best = (index, found[0], found[1])
+    return best
 
 
 class TransactionStore:
@@ -149,34 +182,85 @@ class TransactionStore:
         finally:
             os.close(fd)  # releases the flock
 
+    def _load(self, path: str) -> tuple[int, bytes, tuple[int, int, bytes] | None]:
+        """The file's inode, bytes and newest valid slot (None: damaged). A read that
+        races writers may see both slots mid-write: it looks again, a few times.
+        Raises ``FileNotFoundError`` without a file."""
+        for _ in range(_RACE_RETRIES):
+            fd = _fileutil.open_fd(path, os.O_RDONLY)
+            try:
+                st = os.fstat(fd)
+                if st.st_size > _MAX_FILE_BYTES:
+                    raise CorruptRecordError(f"{path} is {st.st_size} bytes: not a state file")
+                data = os.pread(fd, st.st_size, 0)
+            finally:
+                os.close(fd)
+            newest = _newest(data)
+            if newest is not None:
+                return st.st_ino, data, newest
+            time.sleep(0.001)
+        return st.st_ino, data, None
+
+    def read_checked(self, tid: str) -> TxnState | None:
+        """The state of ``tid``, None without one; ``CorruptRecordError`` if its file
+        is damaged."""
+        try:
+            _, _, newest = self._load(self.path(tid))
+        except FileNotFoundError:
+            return None
+        if newest is None:
+            raise CorruptRecordError(f"the transaction state of {tid!r} is damaged")
+        state = TxnState.from_body(newest[2])
+        return state if state.transactional_id == tid else None
+
     def read(self, tid: str) -> TxnState | None:
         """The state of ``tid`` (None: none, or a damaged file: see ``scan``)."""
         try:
-            state = TxnState.from_bytes(_fileutil.read_file(self.path(tid), _MAX_FILE_BYTES))
-        except FileNotFoundError:
-            return None
+            return self.read_checked(tid)
         except CorruptRecordError:
             return None
-        return state if state.transactional_id == tid else None
 
     def stamp(self, tid: str) -> tuple[int, int]:
-        """(inode, mtime) of the id's file, (0, 0) without one: changes with every
-        write (a write replaces the file). One ``stat``."""
+        """(inode, sequence) of the id's newest state, (0, 0) without one: changes
+        with every write. Cost: one small file read."""
         try:
-            st = os.stat(self.path(tid))
+            ino, _, newest = self._load(self.path(tid))
         except FileNotFoundError:
             return (0, 0)
-        return (st.st_ino, st.st_mtime_ns)
+        return (ino, newest[1] if newest is not None else -1)
 
     def write(self, state: TxnState) -> tuple[int, int]:
-        """Replace the state of its id (caller holds the lock), durably: temp file,
-        fsync, rename, fsync of the directory. Returns its new stamp."""
+        """Make ``state`` the newest state of its id, durably (caller holds the
+        lock): into the slot not holding the newest state, fdatasynced; a new file,
+        or one whose slots are too small, is written whole (temp file, fsync, rename,
+        fsync of the directory). Returns the new stamp."""
+        body = state.to_body()
+        path = self.path(state.transactional_id)
         with _fileutil.os_errors("writing transaction state"):
             _fileutil.makedirs(self.directory)
-            path = self.path(state.transactional_id)
-            _fileutil.atomic_write(path, state.to_bytes())
-            st = os.stat(path)
-        return (st.st_ino, st.st_mtime_ns)
+            try:
+                _, data, newest = self._load(path)
+            except (FileNotFoundError, CorruptRecordError):
+                data, newest = b"", None
+            size = len(data) // 2
+            seq = newest[1] + 1 if newest is not None else 1
+            if newest is None or _SLOT.size + len(body) > size:
+                size = _MIN_SLOT_BYTES
+                while _SLOT.size + len(body) > size:
+                    size *= 2
+                slot = _pack_slot(seq, body)
+                _fileutil.atomic_write(path, slot.ljust(2 * size, b"\0"))
+                return (os.stat(path).st_ino, seq)
+            target = 1 - newest[0]
+            fd = _fileutil.open_fd(path, os.O_WRONLY)
+            try:
+                _fileutil.pwrite_all(fd, _pack_slot(seq, body).ljust(size, b"\0"),
+                                     target * size)
+                _fileutil.sync_fd(fd)
+                ino = os.fstat(fd).st_ino
+            finally:
+                os.close(fd)
+        return (ino, seq)
 
     def delete(self, tid: str) -> None:
         """Forget ``tid`` (caller holds the lock)."""
@@ -201,8 +285,10 @@ class TransactionStore:
             if not name.endswith(_SUFFIX):
                 continue
             try:
-                data = _fileutil.read_file(os.path.join(self.directory, name), _MAX_FILE_BYTES)
-                states.append(TxnState.from_bytes(data))
+                _, _, newest = self._load(os.path.join(self.directory, name))
+                if newest is None:
+                    raise CorruptRecordError(name)
+                states.append(TxnState.from_body(newest[2]))
             except FileNotFoundError:
                 continue
             except CorruptRecordError:

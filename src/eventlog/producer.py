@@ -518,7 +518,8 @@ class Producer:
         """Open a transaction: the records sent until ``commit_transaction`` become
         visible to ``read_committed`` consumers together, or never. Raises
         ``TransactionError`` before ``init_transactions`` or with one open already.
-        Cost: a ``stat`` (and, once a second, a look for timed-out transactions)."""
+        Cost: a small file read (and, once a second, a look for timed-out
+        transactions)."""
         self._transactions().begin()
 
     @_fileutil.translate_errors("producer")
@@ -528,7 +529,7 @@ class Producer:
         consumer group ``group_id`` atomically with the open transaction: they become
         the group's committed offsets at ``commit_transaction``, and never on abort.
         Raises ``TransactionError`` without an open transaction,
-        ``ProducerFencedError`` if fenced. Cost: a ``stat``."""
+        ``ProducerFencedError`` if fenced. Cost: a small file read."""
         self._transactions().send_offsets(offsets, group_id)
 
     @_fileutil.translate_errors("producer")
