@@ -258,6 +258,7 @@ def main() -> None:
                 except BufferError:
                     filler.poll(0.001)
         assert filler.flush(60) == 0
+        del filler  # (a live client keeps reconnecting after the broker stops)
         tmp = tempfile.mkdtemp(prefix="eventlog-bench-broker-")
         log_path = os.path.join(tmp, "log")
         for _ in eventlog_produce(dicts)(log_path):

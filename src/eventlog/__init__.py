@@ -66,6 +66,7 @@ _LAZY_SUBMODULES = frozenset({"aio", "cli", "prometheus", "strategies", "testing
 
 
 def __getattr__(name: str) -> object:
+    """``eventlog.aio`` and the other tool submodules, imported on first access."""
     if name in _LAZY_SUBMODULES:
         import importlib  # noqa: PLC0415 - lazy on purpose
 
