@@ -15,6 +15,7 @@ from confluent_kafka import KafkaError, KafkaException
 
 from ..errors import (
     BrokerUnavailableError,
+    ClosedError,
     ClusterError,
     CommitFailedError,
     EventLogError,
@@ -61,6 +62,8 @@ _BY_CODE: dict[int, type[EventLogError]] = {
     _E.REBALANCE_IN_PROGRESS: CommitFailedError,
     _E.ILLEGAL_GENERATION: CommitFailedError,
     _E.UNKNOWN_MEMBER_ID: CommitFailedError,
+    _E._PURGE_QUEUE: ClosedError,      # records still queued when the producer closed
+    _E._PURGE_INFLIGHT: ClosedError,
 }
 
 

@@ -16,9 +16,11 @@ Transactions map straight onto librdkafka's transactional producer.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -60,6 +62,18 @@ _METADATA_TTL_S = 5.0     # how long a topic's partition count is trusted
 _CHECK_EVERY = 1000       # sends between looks at the clock for that
 _POLL_S = 0.1
 _ACKS = {"all": "all", -1: "all", 1: "1", 0: "0", "1": "1", "0": "0"}
+
+
+_live: weakref.WeakSet[KafkaProducer] = weakref.WeakSet()
+
+
+@atexit.register
+def _flush_at_exit() -> None:
+    # As for a local producer: records sent but not yet acknowledged would be lost when
+    # the interpreter exits without close(); flush them (best effort, bounded).
+    for producer in list(_live):
+        with contextlib.suppress(Exception):
+            producer.close(timeout=5)
 
 
 def _identity(obj: Any) -> Any:
@@ -235,6 +249,7 @@ class KafkaProducer(Producer):
         self._poller = threading.Thread(target=self._serve_forever, daemon=True,
                                         name="eventlog-kafka-producer")
         self._poller.start()
+        _live.add(self)
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open"
@@ -529,7 +544,8 @@ class KafkaProducer(Producer):
             self._stop.set()
             self._poller.join()
             self._producer.purge()
-            self._producer.poll(0)  # failed futures of purged records: _PURGE_QUEUE
+            self._producer.poll(0)  # purged records' futures fail with ClosedError
+            _live.discard(self)
 
     # -- introspection ------------------------------------------------------------------------
 
