@@ -149,6 +149,14 @@ class KafkaFuture:
                                           state.timestamp()[1])
         return md
 
+    def delivered(self) -> Any:
+        """Wait and return librdkafka's message (or the ``RecordMetadata`` made of it);
+        raise the error. For ``send_batch``, which needs three of its fields."""
+        state = self._wait(None)
+        if isinstance(state, BaseException):
+            raise state
+        return state
+
     def exception(self, timeout: float | None = None) -> BaseException | None:
         """Wait like ``result`` and return the error, or None."""
         state = self._wait(timeout)
@@ -457,11 +465,15 @@ class KafkaProducer(Producer):
         self.flush()
         chunks: dict[int, tuple[list[int], list[int], list[int]]] = {}
         for i, future in enumerate(futures):
-            md = future.result()
-            indexes, offsets, times = chunks.setdefault(md.partition, ([], [], []))
+            state = future.delivered()
+            if isinstance(state, RecordMetadata):
+                p, offset, ts = state.partition, state.offset, state.timestamp_ms
+            else:  # librdkafka's message: three accessors, no RecordMetadata built
+                p, offset, ts = state.partition(), state.offset(), state.timestamp()[1]
+            indexes, offsets, times = chunks.setdefault(p, ([], [], []))
             indexes.append(i)
-            offsets.append(md.offset)
-            times.append(md.timestamp_ms)
+            offsets.append(offset)
+            times.append(ts)
         out: list[Chunk] = [(p, idx, 0, offs, times, -1)
                             for p, (idx, offs, times) in chunks.items()]
         return BatchMetadata(topic, count, out)
