@@ -21,7 +21,7 @@ from eventlog._kafka_wire._codec import Reader
 from eventlog.errors import ProtocolError
 
 from .conftest import soak
-from .kafka_wire import WireClient, batch, produce_body
+from .kafka_wire import WireClient, batch, produce_body, wait_until
 
 pytest.importorskip("crc32c")
 pytest.importorskip("cramjam")
@@ -296,3 +296,16 @@ def test_fuzzed_frames_against_the_running_server(eventlog_kafka, eventlog_log):
             c.sock.settimeout(30)
             c.read_frame()  # an answer, or the server closed it: either is fine
     _still_serving(eventlog_kafka, eventlog_log)
+
+
+def test_connections_past_the_limit_are_closed(eventlog_log):
+    with eventlog.serve(eventlog_log, max_connections=2) as server:
+        a, b = WireClient(server.bootstrap_servers), WireClient(server.bootstrap_servers)
+        with a, b:
+            assert a.request(_apis.API_VERSIONS, 3, {})["error_code"] == 0
+            assert b.request(_apis.API_VERSIONS, 3, {})["error_code"] == 0
+            with WireClient(server.bootstrap_servers) as third:
+                assert third.closed_by_server()
+        wait_until(lambda: server.connection_count == 0, what="the connections to close")
+        with WireClient(server.bootstrap_servers) as c:  # served again
+            assert c.request(_apis.API_VERSIONS, 3, {})["error_code"] == 0

@@ -26,7 +26,12 @@ from ._kafka_wire._fetch import FetchHandler
 from ._kafka_wire._group_apis import GroupHandlers
 from ._kafka_wire._group_coordinator import MIN_SESSION_TIMEOUT_MS, GroupCoordinator
 from ._kafka_wire._produce import ProduceHandlers
-from ._kafka_wire._server import DEFAULT_MAX_FRAME_BYTES, Handler, Server
+from ._kafka_wire._server import (
+    DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_MAX_FRAME_BYTES,
+    Handler,
+    Server,
+)
 from .log import Log
 
 __all__ = ["KafkaServer", "serve"]
@@ -38,7 +43,8 @@ class KafkaServer:
     ``auto_create_topics`` (Kafka's ``auto.create.topics.enable``, on by default as in
     Kafka) creates a topic of ``num_partitions`` partitions when a client asks for its
     metadata and allows it. ``max_frame_bytes`` bounds one request (Kafka's
-    ``socket.request.max.bytes``). ``group_min_session_timeout_ms`` is Kafka's
+    ``socket.request.max.bytes``); ``max_connections`` bounds the connections open at
+    once (a thread each; Kafka's ``max.connections``). ``group_min_session_timeout_ms`` is Kafka's
     ``group.min.session.timeout.ms`` (6 s): lower it in tests that kill consumers.
     The log is not closed by the server.
     """
@@ -46,6 +52,7 @@ class KafkaServer:
     def __init__(self, log: Log, host: str = "127.0.0.1", port: int = 0, *,
                  auto_create_topics: bool = True, num_partitions: int = 1,
                  max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
+                 max_connections: int = DEFAULT_MAX_CONNECTIONS,
                  group_min_session_timeout_ms: int = MIN_SESSION_TIMEOUT_MS) -> None:
         require_codecs()
         crc32c(b"")
@@ -81,7 +88,8 @@ class KafkaServer:
             _apis.DESCRIBE_CONFIGS.key: admin.describe_configs,
             _apis.CREATE_PARTITIONS.key: admin.create_partitions,
         }
-        self._server = Server(handlers, host, port, max_frame_bytes=max_frame_bytes)
+        self._server = Server(handlers, host, port, max_frame_bytes=max_frame_bytes,
+                              max_connections=max_connections)
         self._closed = False
         self._groups.start()
         self._server.start()
