@@ -220,6 +220,7 @@ class Server:
         if flexible:
             r.skip_tagged_fields()
         request = api.request.read(r, version, flexible)
+        log.debug("%s v%d from %s (%s)", api.name, version, peer, client_id)
         ctx = RequestContext(version, correlation_id, client_id, local, peer)
         if api is API_VERSIONS:
             body: dict[str, Any] | None = {"error_code": 0, "api_keys": _api_versions_body()}
