@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import struct
 import threading
+import uuid
 
 import pytest
 from hypothesis import given
@@ -64,12 +65,22 @@ def test_metadata_advertises_the_bound_address(eventlog_kafka, eventlog_log):
     eventlog_log.create_topic("m", partitions=3)
     host, port = eventlog_kafka.rsplit(":", 1)
     with WireClient(eventlog_kafka) as c:
-        for version in (0, 1, 4, 8):
+        for version in (0, 1, 4, 8, 9, 10, 12):
             r = c.request(_apis.METADATA, version, {"topics": [{"name": "m"}],
                                                     "allow_auto_topic_creation": False})
             assert [(b["host"], b["port"]) for b in r["brokers"]] == [("127.0.0.1", int(port))]
             (topic,) = r["topics"]
             assert [p["partition_index"] for p in topic["partitions"]] == [0, 1, 2]
+        topic_id = topic["topic_id"]
+        by_id = c.request(_apis.METADATA, 12, {"topics": [{"topic_id": topic_id, "name": None}]})
+        assert (by_id["topics"][0]["name"], by_id["topics"][0]["topic_id"]) == ("m", topic_id)
+        assert c.request(_apis.METADATA, 12, {"topics": [{"topic_id": uuid.uuid4(), "name": None}]}
+                         )["topics"][0]["error_code"] == E.UNKNOWN_TOPIC_ID
+        eventlog_log.delete_topic("m")
+        eventlog_log.create_topic("m")  # a new topic of the same name gets a new id
+        again = c.request(_apis.METADATA, 12, {"topics": [{"name": "m"}],
+                                               "allow_auto_topic_creation": False})
+        assert again["topics"][0]["topic_id"] != topic_id
         r = c.request(_apis.METADATA, 8, {"topics": [{"name": "absent"}],
                                           "allow_auto_topic_creation": False})
         assert r["topics"][0]["error_code"] == E.UNKNOWN_TOPIC_OR_PARTITION
