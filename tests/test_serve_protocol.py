@@ -320,3 +320,14 @@ def test_connections_past_the_limit_are_closed(eventlog_log):
         wait_until(lambda: server.connection_count == 0, what="the connections to close")
         with WireClient(server.bootstrap_servers) as c:  # served again
             assert c.request(_apis.API_VERSIONS, 3, {})["error_code"] == 0
+
+
+def test_the_public_defaults_are_the_servers():
+    from eventlog import serve as public
+    from eventlog._kafka_wire import _group_coordinator, _server
+
+    module = __import__("sys").modules["eventlog.serve"]
+    assert callable(public)
+    assert module.DEFAULT_MAX_FRAME_BYTES == _server.DEFAULT_MAX_FRAME_BYTES
+    assert module.DEFAULT_MAX_CONNECTIONS == _server.DEFAULT_MAX_CONNECTIONS
+    assert module.MIN_SESSION_TIMEOUT_MS == _group_coordinator.MIN_SESSION_TIMEOUT_MS
