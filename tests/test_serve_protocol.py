@@ -323,11 +323,14 @@ def test_connections_past_the_limit_are_closed(eventlog_log):
 
 
 def test_the_public_defaults_are_the_servers():
+    import inspect
+
     from eventlog import serve as public
     from eventlog._kafka_wire import _group_coordinator, _server
 
-    module = __import__("sys").modules["eventlog.serve"]
     assert callable(public)
-    assert module.DEFAULT_MAX_FRAME_BYTES == _server.DEFAULT_MAX_FRAME_BYTES
-    assert module.DEFAULT_MAX_CONNECTIONS == _server.DEFAULT_MAX_CONNECTIONS
-    assert module.MIN_SESSION_TIMEOUT_MS == _group_coordinator.MIN_SESSION_TIMEOUT_MS
+    params = inspect.signature(eventlog.KafkaServer).parameters
+    assert params["max_frame_bytes"].default == _server.DEFAULT_MAX_FRAME_BYTES
+    assert params["max_connections"].default == _server.DEFAULT_MAX_CONNECTIONS
+    assert params["group_min_session_timeout_ms"].default == \
+        _group_coordinator.MIN_SESSION_TIMEOUT_MS

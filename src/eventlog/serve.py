@@ -23,12 +23,6 @@ if TYPE_CHECKING:
 
 __all__ = ["KafkaServer", "serve"]
 
-# The server's own defaults (``_kafka_wire`` holds the same values): repeated here so
-# that ``import eventlog`` does not load the protocol server until one is started.
-DEFAULT_MAX_FRAME_BYTES = 100 * 2**20   # Kafka's socket.request.max.bytes
-DEFAULT_MAX_CONNECTIONS = 1000          # Kafka's max.connections
-MIN_SESSION_TIMEOUT_MS = 6_000          # Kafka's group.min.session.timeout.ms
-
 
 class KafkaServer:
     """A Kafka protocol server over one ``Log``; a context manager. Thread-safe.
@@ -37,16 +31,15 @@ class KafkaServer:
     Kafka) creates a topic of ``num_partitions`` partitions when a client asks for its
     metadata and allows it. ``max_frame_bytes`` bounds one request (Kafka's
     ``socket.request.max.bytes``); ``max_connections`` bounds the connections open at
-    once (a thread each; Kafka's ``max.connections``). ``group_min_session_timeout_ms`` is Kafka's
-    ``group.min.session.timeout.ms`` (6 s): lower it in tests that kill consumers.
+    once (a thread each; Kafka's ``max.connections``). ``group_min_session_timeout_ms``
+    is Kafka's ``group.min.session.timeout.ms`` (6 s): lower it in tests that kill consumers.
     The log is not closed by the server.
     """
 
     def __init__(self, log: Log, host: str = "127.0.0.1", port: int = 0, *,
                  auto_create_topics: bool = True, num_partitions: int = 1,
-                 max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
-                 max_connections: int = DEFAULT_MAX_CONNECTIONS,
-                 group_min_session_timeout_ms: int = MIN_SESSION_TIMEOUT_MS) -> None:
+                 max_frame_bytes: int = 100 * 2**20, max_connections: int = 1000,
+                 group_min_session_timeout_ms: int = 6_000) -> None:
         # the protocol server's modules load here, not at ``import eventlog``
         from ._kafka_wire import _apis  # noqa: PLC0415
         from ._kafka_wire._admin import AdminHandlers  # noqa: PLC0415
