@@ -20,7 +20,9 @@ Positions not known yet resolve to the group's committed offset when it lies in 
 partition, else to ``auto_offset_reset``, and so does a position that the partition no
 longer holds (records deleted under it by retention or ``delete_records``, in any
 process): the fetch resets it and reads from there, never raising
-``OffsetOutOfRangeError`` unless ``auto_offset_reset`` is ``"none"``. Decoded batches
+``OffsetOutOfRangeError`` unless ``auto_offset_reset`` is ``"none"``. A partition whose
+topic was deleted (in any process) is marked (``PartitionFetch.deleted``) and skipped;
+the coordinator drops it from a subscription or raises for an assignment. Decoded batches
 become ``Record`` tuples with the deserializers applied a column at a time
 (``_types.records_from_batches``); a record that fails to deserialize ends the fetch:
 the records before it are returned, its position stays at it, and the next fetch
@@ -46,6 +48,7 @@ from .errors import (
     NotAssignedError,
     OffsetOutOfRangeError,
     SerializationError,
+    UnknownTopicError,
 )
 from .serde import Deserializer, deserializer
 
@@ -84,7 +87,8 @@ def check_tp(tp: Any) -> TopicPartition:
 class PartitionFetch:
     """Fetch state of one assigned partition."""
 
-    __slots__ = ("counter", "owned", "partition", "paused", "position", "tp", "waiters")
+    __slots__ = ("counter", "deleted", "owned", "partition", "paused", "position", "tp",
+                 "waiters")
 
     def __init__(self, tp: TopicPartition, partition: PartitionBackend, owned: bool) -> None:
         self.tp = tp
@@ -92,6 +96,9 @@ class PartitionFetch:
         self.owned = owned              # group: we hold its ownership lock
         self.paused = False
         self.position: int | None = None   # None: resolve at the next read
+        # Its topic was deleted (in any process): fetches skip it; the coordinator
+        # drops it from a subscription, or raises this for an explicit assignment.
+        self.deleted: UnknownTopicError | None = None
         self.counter, self.waiters = partition.wake_words()
 
 
@@ -162,8 +169,10 @@ class Fetcher:
         return self._backend.partition(tp.topic, tp.partition)
 
     def add(self, tp: TopicPartition, owned: bool) -> None:
-        """Start fetching ``tp`` (from a position resolved at its first read)."""
-        if tp not in self._parts:
+        """Start fetching ``tp`` (from a position resolved at its first read). A
+        partition of a deleted topic is looked up afresh (the topic created again)."""
+        part = self._parts.get(tp)
+        if part is None or part.deleted is not None:
             self._parts[tp] = PartitionFetch(tp, self.partition(tp), owned)
 
     def remove(self, tp: TopicPartition) -> None:
@@ -184,6 +193,10 @@ class Fetcher:
 
     def owned(self) -> set[TopicPartition]:
         return {tp for tp, p in self._parts.items() if p.owned}
+
+    def deleted(self) -> dict[TopicPartition, UnknownTopicError]:
+        """The assigned partitions whose topic a fetch found deleted, and the error."""
+        return {tp: p.deleted for tp, p in self._parts.items() if p.deleted is not None}
 
     def waiting(self) -> bool:
         """True while some assigned partition is not owned yet."""
@@ -298,7 +311,8 @@ class Fetcher:
         if self._pending is not None:
             error, self._pending = self._pending, None
             raise error
-        ready = [p for p in self._parts.values() if p.owned and not p.paused]
+        ready = [p for p in self._parts.values()
+                 if p.owned and not p.paused and p.deleted is None]
         if not ready:
             return Wait([], [], [], min(slice_s, _SLICE_NOTHING_READY_S))
         expected = [p.counter.load() for p in ready]
@@ -308,6 +322,8 @@ class Fetcher:
         if self._pending is not None:
             error, self._pending = self._pending, None
             raise error
+        if any(p.deleted is not None for p in ready):
+            return Wait([], [], [], 0.0)  # no sleep: the coordinator handles it first
         return Wait([p.counter for p in ready], [p.waiters for p in ready], expected, slice_s)
 
     def _fetch(self, ready: list[PartitionFetch], max_records: int) -> list[Record]:
@@ -334,6 +350,15 @@ class Fetcher:
         return out
 
     def _fetch_partition(self, part: PartitionFetch, want: int) -> list[Record]:
+        try:
+            return self._fetch_from(part, want)
+        except UnknownTopicError as exc:
+            # Deleted (by this process or another): what was taken from the other
+            # partitions is still returned; this one is skipped from now on.
+            part.deleted = exc
+            return []
+
+    def _fetch_from(self, part: PartitionFetch, want: int) -> list[Record]:
         if want <= 0:
             return []
         position = part.position if part.position is not None else self._resolve(part)
