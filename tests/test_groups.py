@@ -112,7 +112,13 @@ def test_kill_during_commit_leaves_old_or_new_value(log_dir):
         out, _ = child.communicate()
         acked = [int(x) for x in out.split()]
         with eventlog.open(log_dir) as log:
-            committed = log.group_offsets("crash").get(TP("t", 0), 0)
+            try:
+                committed = log.group_offsets("crash").get(TP("t", 0), 0)
+            except eventlog.UnknownGroupError:
+                # Killed before its first commit, which is what creates the group (a
+                # slow start on a loaded machine outlasts the sleep): nothing committed.
+                assert not acked and last_seen == 0
+                committed = 0
         if acked:
             assert committed in (acked[-1], acked[-1] + 1), (committed, acked[-3:])
         else:
