@@ -13,6 +13,7 @@ import eventlog
 from eventlog import TopicPartition, UnknownTopicError
 from eventlog._head import FILE_NAME, Head
 from tests.conftest import soak, spawn_python
+from tests.test_consumer import check
 
 T0, T1, U0 = TopicPartition("t", 0), TopicPartition("t", 1), TopicPartition("u", 0)
 
@@ -36,10 +37,14 @@ def consumer(log, *topics, **options):
 
 
 def poll_all(c, n=3):
-    """Records of ``n`` polls (enough for a consumer to notice a deletion)."""
+    """Records of ``n`` polls (enough for a consumer to notice a deletion), with the
+    invariants of its coordinator, fetcher and group member checked after each."""
     out = []
     for _ in range(n):
-        out += c.poll(timeout=0.05)
+        try:
+            out += c.poll(timeout=0.05)
+        finally:
+            check(c)
     return out
 
 

@@ -444,6 +444,7 @@ class Fetcher:
                                              and part.position >= 0), (tp, part.position)
             assert isinstance(part.counter, _notify.Word), tp
             assert isinstance(part.waiters, _notify.Word), tp
+            assert part.deleted is None or isinstance(part.deleted, UnknownTopicError), tp
         if self._pending is not None:
             error = self._pending
             assert isinstance(error, SerializationError)
