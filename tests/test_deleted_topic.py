@@ -151,6 +151,30 @@ def test_a_partition_handle_of_a_deleted_topic_fails_typed(log):
             call()
 
 
+@pytest.mark.parametrize("where", ["this process", "another process"])
+def test_a_topic_facade_of_a_deleted_topic_fails_typed(log, where):
+    """A ``Topic`` held across the delete reopens nothing that is gone: a partition
+    never opened here included (its directory is missing then)."""
+    topic = log.create_topic("v", partitions=2)
+    topic.partition(1).append([b"x"])  # opened; partition 0 is not
+    if where == "this process":
+        log.delete_topic("v")
+    else:
+        delete_in_another_process(log.path, "v")
+    calls = {"partition(0)": lambda: topic.partition(0),
+             "partition(1).end_offset": lambda: topic.partition(1).end_offset,
+             "partitions": lambda: topic.partitions,
+             "add_partitions(1)": lambda: topic.add_partitions(1)}
+    for name, call in calls.items():
+        with pytest.raises(UnknownTopicError):
+            call()
+            pytest.fail(f"{name} did not raise")
+    log.create_topic("v")
+    assert log.topic("v").partition(0).end_offset == 0   # the new topic
+    with pytest.raises(UnknownTopicError):
+        topic.partition(0)   # the old façade stays the deleted topic's
+
+
 def test_a_released_notify_word_keeps_its_last_value(tmp_path):
     """What lets a fetcher holding a deleted partition's words read them (the
     ``ValueError: mmap closed`` of the issue came from the word of a closed head)."""
