@@ -254,11 +254,19 @@ class Fetcher:
         return {tp for tp, p in self._parts.items() if p.paused}
 
     def lag(self) -> dict[TopicPartition, int]:
-        """End offset minus position, per assigned partition: a head read each."""
+        """End offset minus position, per assigned partition: a head read each. A
+        partition whose topic was deleted has no lag: it is left out (and marked, for
+        the next poll to drop or raise, as a fetch would)."""
         out = {}
         for tp, part in self._parts.items():
-            position = part.position if part.position is not None else self._resolve(part)
-            out[tp] = max(0, part.partition.end_offset - position)
+            if part.deleted is not None:
+                continue
+            try:
+                position = part.position if part.position is not None \
+                    else self._resolve(part)
+                out[tp] = max(0, part.partition.end_offset - position)
+            except UnknownTopicError as exc:
+                part.deleted = exc
         return out
 
     def _resolve(self, part: PartitionFetch) -> int:
