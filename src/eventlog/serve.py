@@ -17,7 +17,7 @@ from __future__ import annotations
 from types import TracebackType
 from typing import Any
 
-from ._kafka_wire import _apis
+from ._kafka_wire import _apis, _txn_schemas
 from ._kafka_wire._admin import AdminHandlers
 from ._kafka_wire._batch import crc32c
 from ._kafka_wire._broker import Broker
@@ -27,6 +27,7 @@ from ._kafka_wire._group_apis import GroupHandlers
 from ._kafka_wire._group_coordinator import MIN_SESSION_TIMEOUT_MS, GroupCoordinator
 from ._kafka_wire._produce import ProduceHandlers
 from ._kafka_wire._server import DEFAULT_MAX_FRAME_BYTES, Handler, Server
+from ._kafka_wire._txn_apis import TxnHandlers
 from .log import Log
 
 __all__ = ["KafkaServer", "serve"]
@@ -57,7 +58,8 @@ class KafkaServer:
         self._groups = GroupCoordinator(self._broker.stopping,
                                         min_session_timeout_ms=group_min_session_timeout_ms)
         admin = AdminHandlers(self._broker)
-        data = ProduceHandlers(self._broker)
+        txn = TxnHandlers(self._broker)
+        data = ProduceHandlers(self._broker, txn)
         fetch = FetchHandler(self._broker)
         groups = GroupHandlers(self._broker, self._groups)
         handlers: dict[int, Handler] = {
@@ -80,6 +82,10 @@ class KafkaServer:
             _apis.INIT_PRODUCER_ID.key: data.init_producer_id,
             _apis.DESCRIBE_CONFIGS.key: admin.describe_configs,
             _apis.CREATE_PARTITIONS.key: admin.create_partitions,
+            _txn_schemas.ADD_PARTITIONS_TO_TXN[0]: txn.add_partitions,
+            _txn_schemas.ADD_OFFSETS_TO_TXN[0]: txn.add_offsets,
+            _txn_schemas.END_TXN[0]: txn.end_txn,
+            _txn_schemas.TXN_OFFSET_COMMIT[0]: txn.txn_offset_commit,
         }
         self._server = Server(handlers, host, port, max_frame_bytes=max_frame_bytes)
         self._closed = False

@@ -24,6 +24,7 @@ from ._server import RequestContext
 __all__ = ["GroupHandlers"]
 
 _GROUP_KEY = 0
+_TXN_KEY = 1
 
 
 class GroupHandlers:
@@ -36,10 +37,10 @@ class GroupHandlers:
         self._groups = coordinator
 
     def find_coordinator(self, ctx: RequestContext, req: dict[str, Any]) -> dict[str, Any]:
-        """FindCoordinator: this node, for groups; transactions are not served."""
-        if req["key_type"] != _GROUP_KEY:
-            return {"error_code": E.COORDINATOR_NOT_AVAILABLE, "node_id": -1, "host": "",
-                    "port": -1, "error_message": "transactions are not supported"}
+        """FindCoordinator: this node, for groups (key type 0) and transactional ids (1)."""
+        if req["key_type"] not in (_GROUP_KEY, _TXN_KEY):
+            return {"error_code": E.INVALID_REQUEST, "node_id": -1, "host": "",
+                    "port": -1, "error_message": f"unknown key type {req['key_type']}"}
         return {"error_code": 0, "error_message": None, "node_id": NODE_ID,
                 "host": ctx.local_host, "port": ctx.local_port}
 

@@ -1,0 +1,208 @@
+"""Transactions over Kafka's wire protocol: confluent-kafka's transactional producer
+against ``eventlog serve``, read back by Kafka clients and eventlog consumers with
+read_committed; eventlog's transactional Producer read by a Kafka client; fencing
+between the two with one transactional id; a consume-transform-produce loop.
+
+Each test checks both sides: what the Kafka client observes and what the log holds."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import pytest
+
+import eventlog
+from eventlog import TopicPartition
+
+confluent_kafka = pytest.importorskip("confluent_kafka")
+
+from confluent_kafka import Consumer as CKConsumer  # noqa: E402
+from confluent_kafka import KafkaException  # noqa: E402
+from confluent_kafka import Producer as CKProducer  # noqa: E402
+from confluent_kafka import TopicPartition as CKTopicPartition  # noqa: E402
+
+
+def _txn_producer(bootstrap: str, tid: str, **conf: object) -> CKProducer:
+    p = CKProducer({"bootstrap.servers": bootstrap, "transactional.id": tid,
+                    "linger.ms": 1, **conf})
+    p.init_transactions(15)
+    return p
+
+
+def _ck_read(bootstrap: str, topic: str, until_eof: bool = True, partition: int = 0,
+             isolation: str = "read_committed", timeout: float = 15.0) -> list:
+    """Every message of ``topic[partition]`` up to the end a consumer sees."""
+    c = CKConsumer({"bootstrap.servers": bootstrap, "group.id": f"r-{uuid.uuid4()}",
+                    "enable.auto.commit": False, "isolation.level": isolation,
+                    "enable.partition.eof": True})
+    c.assign([CKTopicPartition(topic, partition, 0)])
+    out = []
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            m = c.poll(0.5)
+            if m is None:
+                continue
+            if m.error() is not None:
+                if m.error().code() == confluent_kafka.KafkaError._PARTITION_EOF:
+                    break
+                raise AssertionError(m.error())
+            out.append(m)
+    finally:
+        c.close()
+    return out
+
+
+def _el_read_committed(log: eventlog.Log, topic: str, expect: int) -> list[bytes]:
+    c = eventlog.Consumer(log, isolation_level="read_committed",
+                          value_deserializer="bytes")
+    c.assign([TopicPartition(topic, 0)])
+    c.seek(TopicPartition(topic, 0), 0)
+    out: list[bytes] = []
+    deadline = time.monotonic() + 10
+    try:
+        while len(out) < expect and time.monotonic() < deadline:
+            out += [r.value for r in c.poll(timeout=0.2)]
+        out += [r.value for r in c.poll(timeout=0.2)]   # nothing more follows
+    finally:
+        c.close()
+    return out
+
+
+def test_committed_and_aborted_transactions_as_read_committed_sees_them(
+        eventlog_kafka, eventlog_log):
+    eventlog_log.create_topic("t")
+    p = _txn_producer(eventlog_kafka, "tx-1")
+    p.begin_transaction()
+    for i in range(5):
+        p.produce("t", key=b"k", value=f"c1-{i}".encode())
+    p.commit_transaction(15)
+    p.begin_transaction()
+    for i in range(3):
+        p.produce("t", value=f"a-{i}".encode())
+    p.flush(10)
+    p.abort_transaction(15)
+    p.begin_transaction()
+    p.produce("t", value=b"c2")
+    p.commit_transaction(15)
+
+    committed = [f"c1-{i}".encode() for i in range(5)] + [b"c2"]
+    assert [m.value() for m in _ck_read(eventlog_kafka, "t")] == committed
+    # read_uncommitted sees the aborted records too, and never a marker
+    assert [m.value() for m in _ck_read(eventlog_kafka, "t", isolation="read_uncommitted")] \
+        == committed[:5] + [b"a-0", b"a-1", b"a-2"] + [b"c2"]
+    assert _el_read_committed(eventlog_log, "t", len(committed)) == committed
+    # the log: 9 records and 3 markers, the offsets the client was told
+    assert eventlog_log.topic("t").partition(0).end_offset == 12
+    p.flush(5)
+
+
+def test_an_open_transaction_holds_read_committed_at_its_first_offset(
+        eventlog_kafka, eventlog_log):
+    eventlog_log.create_topic("t")
+    with eventlog.Producer(eventlog_log, value_serializer="bytes") as plain:
+        plain.send("t", value=b"before")
+        plain.flush()
+    p = _txn_producer(eventlog_kafka, "tx-open")
+    p.begin_transaction()
+    p.produce("t", value=b"pending")
+    p.flush(10)
+    assert [m.value() for m in _ck_read(eventlog_kafka, "t")] == [b"before"]
+    c = CKConsumer({"bootstrap.servers": eventlog_kafka, "group.id": "lso",
+                    "isolation.level": "read_committed"})
+    try:
+        low, high = c.get_watermark_offsets(CKTopicPartition("t", 0), timeout=10)
+        assert (low, high) == (0, 1)   # the high watermark a read_committed client sees: the LSO
+    finally:
+        c.close()
+    p.commit_transaction(15)
+    assert [m.value() for m in _ck_read(eventlog_kafka, "t")] == [b"before", b"pending"]
+
+
+def test_eventlog_transactions_reach_a_read_committed_kafka_consumer(
+        eventlog_kafka, eventlog_log):
+    eventlog_log.create_topic("t")
+    with eventlog.Producer(eventlog_log, transactional_id="el-tx",
+                           value_serializer="bytes") as p:
+        p.init_transactions()
+        p.begin_transaction()
+        p.send("t", value=b"one")
+        p.send("t", value=b"two")
+        p.commit_transaction()
+        p.begin_transaction()
+        p.send("t", value=b"dropped")
+        p.abort_transaction()
+        p.begin_transaction()
+        p.send("t", value=b"three")
+        p.commit_transaction()
+    assert [m.value() for m in _ck_read(eventlog_kafka, "t")] == [b"one", b"two", b"three"]
+
+
+def test_kafka_client_and_eventlog_producer_fence_each_other(eventlog_kafka, eventlog_log):
+    eventlog_log.create_topic("t")
+    ck = _txn_producer(eventlog_kafka, "shared")
+    ck.begin_transaction()
+    ck.produce("t", value=b"ck-open")
+    ck.flush(10)
+    # An eventlog producer takes the id over: the client's open transaction is aborted.
+    el = eventlog.Producer(eventlog_log, transactional_id="shared", value_serializer="bytes")
+    el.init_transactions()
+    with pytest.raises(KafkaException) as info:
+        ck.commit_transaction(15)
+    assert info.value.args[0].fatal()
+    el.begin_transaction()
+    el.send("t", value=b"el")
+    el.commit_transaction()
+    # ...and a new Kafka client takes it back: the eventlog producer is fenced.
+    ck2 = _txn_producer(eventlog_kafka, "shared")
+    with pytest.raises(eventlog.errors.ProducerFencedError):
+        el.begin_transaction()
+    el.close()
+    ck2.begin_transaction()
+    ck2.produce("t", value=b"ck2")
+    ck2.commit_transaction(15)
+    assert [m.value() for m in _ck_read(eventlog_kafka, "t")] == [b"el", b"ck2"]
+    assert _el_read_committed(eventlog_log, "t", 2) == [b"el", b"ck2"]
+
+
+def test_consume_transform_produce_commits_group_offsets_with_the_output(
+        eventlog_kafka, eventlog_log):
+    eventlog_log.create_topic("in")
+    eventlog_log.create_topic("out")
+    with eventlog.Producer(eventlog_log, value_serializer="bytes") as feed:
+        for i in range(10):
+            feed.send("in", value=str(i).encode())
+        feed.flush()
+    c = CKConsumer({"bootstrap.servers": eventlog_kafka, "group.id": "ctp",
+                    "enable.auto.commit": False, "auto.offset.reset": "earliest",
+                    "isolation.level": "read_committed"})
+    c.subscribe(["in"])
+    p = _txn_producer(eventlog_kafka, "ctp-1")
+    seen = 0
+    aborted_once = False
+    deadline = time.monotonic() + 30
+    try:
+        while seen < 10 and time.monotonic() < deadline:
+            msgs = c.consume(num_messages=4, timeout=0.5)
+            if not msgs:
+                continue
+            p.begin_transaction()
+            for m in msgs:
+                assert m.error() is None
+                p.produce("out", value=b"x" + m.value())
+            if not aborted_once:   # the first batch is aborted, then redone
+                aborted_once = True
+                p.abort_transaction(15)
+                c.seek(CKTopicPartition("in", 0, msgs[0].offset()))
+                continue
+            p.send_offsets_to_transaction(c.position(c.assignment()),
+                                          c.consumer_group_metadata(), 15)
+            p.commit_transaction(15)
+            seen += len(msgs)
+    finally:
+        c.close()
+    assert seen == 10
+    assert eventlog_log.group_offsets("ctp") == {TopicPartition("in", 0): 10}
+    out = [m.value() for m in _ck_read(eventlog_kafka, "out")]
+    assert out == [b"x" + str(i).encode() for i in range(10)]
