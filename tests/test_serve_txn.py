@@ -91,7 +91,7 @@ def test_committed_and_aborted_transactions_as_read_committed_sees_them(
     assert [m.value() for m in _ck_read(eventlog_kafka, "t")] == committed
     # read_uncommitted sees the aborted records too, and never a marker
     assert [m.value() for m in _ck_read(eventlog_kafka, "t", isolation="read_uncommitted")] \
-        == committed[:5] + [b"a-0", b"a-1", b"a-2"] + [b"c2"]
+        == [*committed[:5], b"a-0", b"a-1", b"a-2", b"c2"]
     assert _el_read_committed(eventlog_log, "t", len(committed)) == committed
     # the log: 9 records and 3 markers, the offsets the client was told
     assert eventlog_log.topic("t").partition(0).end_offset == 12
