@@ -7,6 +7,11 @@ Each test checks both sides: what the Kafka client observes and what the log hol
 
 from __future__ import annotations
 
+import os
+import re
+import signal
+import subprocess
+import sys
 import time
 import uuid
 
@@ -206,3 +211,86 @@ def test_consume_transform_produce_commits_group_offsets_with_the_output(
     assert eventlog_log.group_offsets("ctp") == {TopicPartition("in", 0): 10}
     out = [m.value() for m in _ck_read(eventlog_kafka, "out")]
     assert out == [b"x" + str(i).encode() for i in range(10)]
+
+
+def _start_server(log_dir, env_extra: dict[str, str] | None = None):
+    env = {**os.environ, **(env_extra or {})}
+    proc = subprocess.Popen([sys.executable, "-m", "eventlog", "--log", str(log_dir), "serve",
+                             "--port", "0"], stderr=subprocess.PIPE, text=True, env=env)
+    line = proc.stderr.readline()
+    match = re.search(r"listening on (127\.0\.0\.1:\d+)", line)
+    assert match, line
+    return proc, match.group(1)
+
+
+def _stop(proc) -> None:
+    if proc.poll() is None:
+        proc.kill()
+    proc.wait(30)
+
+
+def test_server_killed_in_a_transaction_the_next_init_aborts_it(tmp_path):
+    log_dir = tmp_path / "log"
+    with eventlog.open(log_dir) as log:
+        log.create_topic("t")
+    proc, bootstrap = _start_server(log_dir)
+    try:
+        p = _txn_producer(bootstrap, "dies")
+        p.begin_transaction()
+        p.produce("t", value=b"kept")
+        p.commit_transaction(15)
+        p.begin_transaction()
+        p.produce("t", value=b"lost")
+        p.flush(10)
+        os.kill(proc.pid, signal.SIGKILL)   # in the middle of the transaction
+        proc.wait(30)
+    finally:
+        _stop(proc)
+    proc, bootstrap = _start_server(log_dir)
+    try:
+        assert [m.value() for m in _ck_read(bootstrap, "t")] == [b"kept"]   # held at the LSO
+        again = _txn_producer(bootstrap, "dies")       # aborts the one left open
+        assert [m.value() for m in _ck_read(bootstrap, "t")] == [b"kept"]
+        again.begin_transaction()
+        again.produce("t", value=b"after")
+        again.commit_transaction(15)
+        assert [m.value() for m in _ck_read(bootstrap, "t")] == [b"kept", b"after"]
+    finally:
+        _stop(proc)
+    with eventlog.open(log_dir) as log:
+        assert _el_read_committed(log, "t", 2) == [b"kept", b"after"]
+        assert [r.value for r in log.topic("t").partition(0).read(0)] == \
+            [b"kept", b"lost", b"after"]   # (the markers take offsets, not records)
+
+
+def test_server_killed_after_the_commit_decision_the_next_init_completes_it(tmp_path):
+    log_dir = tmp_path / "log"
+    with eventlog.open(log_dir) as log:
+        log.create_topic("t")
+    # steps: init (1), AddPartitionsToTxn (2), the PrepareCommit write (3): exit there
+    proc, bootstrap = _start_server(log_dir, {"EVENTLOG_TXN_CRASH_AT": "3"})
+    try:
+        p = _txn_producer(bootstrap, "decided")
+        p.begin_transaction()
+        p.produce("t", value=b"decided")
+        with pytest.raises(KafkaException):
+            p.commit_transaction(3)
+        assert proc.wait(30) == 86
+    finally:
+        _stop(proc)
+    with eventlog.open(log_dir) as log:   # decided, and no marker yet
+        state = log.backend.transactions().store.read("decided")
+        assert state is not None and state.state == "PrepareCommit"
+        assert log.topic("t").partition(0).end_offset == 1
+    proc, bootstrap = _start_server(log_dir)
+    try:
+        # The read_committed reader held by it completes the decided commit (as an
+        # eventlog consumer would); a new producer of the id would have, too.
+        assert [m.value() for m in _ck_read(bootstrap, "t")] == [b"decided"]
+        again = _txn_producer(bootstrap, "decided")
+        again.begin_transaction()
+        again.produce("t", value=b"next")
+        again.commit_transaction(15)
+        assert [m.value() for m in _ck_read(bootstrap, "t")] == [b"decided", b"next"]
+    finally:
+        _stop(proc)
