@@ -7,6 +7,7 @@ Each test checks both sides: what the Kafka client observes and what the log hol
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import signal
@@ -294,3 +295,63 @@ def test_server_killed_after_the_commit_decision_the_next_init_completes_it(tmp_
         assert [m.value() for m in _ck_read(bootstrap, "t")] == [b"decided", b"next"]
     finally:
         _stop(proc)
+
+
+def test_kafka_python_and_aiokafka_read_committed_skip_aborted_records(eventlog_kafka,
+                                                                       eventlog_log):
+    kafka = pytest.importorskip("kafka")
+    aiokafka = pytest.importorskip("aiokafka")
+    eventlog_log.create_topic("t")
+    with eventlog.Producer(eventlog_log, transactional_id="mixed",
+                           value_serializer="bytes") as p:
+        p.init_transactions()
+        for values, commit in (([b"a", b"b"], True), ([b"x"], False), ([b"c"], True)):
+            p.begin_transaction()
+            for v in values:
+                p.send("t", value=v)
+            p.commit_transaction() if commit else p.abort_transaction()
+    expected = [b"a", b"b", b"c"]
+
+    kc = kafka.KafkaConsumer(bootstrap_servers=eventlog_kafka,
+                             isolation_level="read_committed", auto_offset_reset="earliest",
+                             enable_auto_commit=False, consumer_timeout_ms=3000)
+    kc.assign([kafka.TopicPartition("t", 0)])
+    try:
+        assert [m.value for m in kc] == expected
+    finally:
+        kc.close()
+
+    async def read_aiokafka() -> list[bytes]:
+        c = aiokafka.AIOKafkaConsumer(bootstrap_servers=eventlog_kafka,
+                                      isolation_level="read_committed",
+                                      auto_offset_reset="earliest", enable_auto_commit=False)
+        await c.start()
+        try:
+            c.assign([aiokafka.TopicPartition("t", 0)])
+            out: list[bytes] = []
+            deadline = time.monotonic() + 10
+            while len(out) < len(expected) and time.monotonic() < deadline:
+                batch = await c.getmany(timeout_ms=500)
+                out += [m.value for ms in batch.values() for m in ms]
+            return out
+        finally:
+            await c.stop()
+    assert asyncio.run(read_aiokafka()) == expected
+
+
+def test_kafka_python_transactional_producer(eventlog_kafka, eventlog_log):
+    kafka = pytest.importorskip("kafka")
+    eventlog_log.create_topic("t")
+    p = kafka.KafkaProducer(bootstrap_servers=eventlog_kafka, transactional_id="kp")
+    try:
+        p.init_transactions()
+        p.begin_transaction()
+        p.send("t", b"one")
+        p.commit_transaction()
+        p.begin_transaction()
+        p.send("t", b"gone")
+        p.abort_transaction()
+    finally:
+        p.close()
+    assert [m.value() for m in _ck_read(eventlog_kafka, "t")] == [b"one"]
+    assert _el_read_committed(eventlog_log, "t", 1) == [b"one"]
