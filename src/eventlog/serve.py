@@ -28,6 +28,7 @@ from ._kafka_wire._group_coordinator import MIN_SESSION_TIMEOUT_MS, GroupCoordin
 from ._kafka_wire._produce import ProduceHandlers
 from ._kafka_wire._server import DEFAULT_MAX_FRAME_BYTES, Handler, Server
 from ._kafka_wire._txn_apis import TxnHandlers
+from ._kafka_wire._txn_read import CommittedReads
 from .log import Log
 
 __all__ = ["KafkaServer", "serve"]
@@ -59,8 +60,9 @@ class KafkaServer:
                                         min_session_timeout_ms=group_min_session_timeout_ms)
         admin = AdminHandlers(self._broker)
         txn = TxnHandlers(self._broker)
-        data = ProduceHandlers(self._broker, txn)
-        fetch = FetchHandler(self._broker)
+        committed = CommittedReads(log.backend)
+        data = ProduceHandlers(self._broker, txn, committed)
+        fetch = FetchHandler(self._broker, committed)
         groups = GroupHandlers(self._broker, self._groups)
         handlers: dict[int, Handler] = {
             _apis.PRODUCE.key: data.produce,

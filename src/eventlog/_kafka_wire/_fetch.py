@@ -70,11 +70,11 @@ class _BatchCache:
 class FetchHandler:
     """Fetch. Thread-safe."""
 
-    def __init__(self, broker: Broker) -> None:
+    def __init__(self, broker: Broker, committed: CommittedReads) -> None:
         self._broker = broker
         self._backend = broker.log.backend
         self._cache = _BatchCache(_CACHE_BYTES)
-        self._committed = CommittedReads(self._backend)
+        self._committed = committed
 
     def fetch(self, ctx: RequestContext, req: dict[str, Any]) -> dict[str, Any]:
         """Fetch: read, and if less than ``min_bytes`` is ready, wait for appends."""
@@ -135,9 +135,8 @@ class FetchHandler:
             if not start <= offset <= end:
                 entry["error_code"] = E.OFFSET_OUT_OF_RANGE
                 return entry, 0
-            view = None
             if committed:
-                end, view = self._committed.stable_offset(topic, index, plog, offset)
+                end = self._committed.stable_offset(topic, index, plog)
                 entry.update(last_stable_offset=end, aborted_transactions=[])
             if offset >= end or (limit <= 0 and not first):
                 return entry, 0
@@ -157,9 +156,9 @@ class FetchHandler:
             chunks.append(data)
             sent.append(batch)
             size += len(data)
-        if view is not None:
+        if committed:
             try:
-                entry["aborted_transactions"] = aborted_transactions(view, sent)
+                entry["aborted_transactions"] = aborted_transactions(plog, sent)
             except EventLogError as exc:
                 entry["error_code"] = E.code_for(exc)
                 return entry, 0

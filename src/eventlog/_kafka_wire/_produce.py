@@ -23,7 +23,6 @@ import os
 from typing import Any
 
 from .._format import ATTR_TRANSACTIONAL, encode_batch
-from .._isolation import CommittedView
 from .._producer_state import SEQUENCE_MODULUS
 from ..errors import EventLogError, OffsetOutOfRangeError
 from . import _errors as E
@@ -31,7 +30,7 @@ from ._batch import BatchError, decode_produced
 from ._broker import Broker
 from ._server import RequestContext
 from ._txn_apis import TxnHandlers
-from ._txn_read import READ_COMMITTED
+from ._txn_read import READ_COMMITTED, CommittedReads
 
 __all__ = ["ProduceHandlers"]
 
@@ -43,10 +42,11 @@ _ACKS = (0, 1, -1)
 class ProduceHandlers:
     """Produce, InitProducerId, ListOffsets. Thread-safe."""
 
-    def __init__(self, broker: Broker, txn: TxnHandlers) -> None:
+    def __init__(self, broker: Broker, txn: TxnHandlers, committed: CommittedReads) -> None:
         self._broker = broker
         self._backend = broker.log.backend
         self._txn = txn
+        self._committed = committed
 
     def produce(self, ctx: RequestContext, req: dict[str, Any]) -> dict[str, Any] | None:
         """Produce: one record batch per partition."""
@@ -156,9 +156,7 @@ class ProduceHandlers:
         plog = self._backend.partition(topic, index)
         start, end = plog.bounds()
         if timestamp == _LATEST:
-            # The LSO: a read of the partition from its start (no index of open
-            # transactions is kept).
-            return {"offset": CommittedView(plog).last_stable_offset(start)
+            return {"offset": self._committed.stable_offset(topic, index, plog)
                     if committed else end}
         if timestamp == _EARLIEST:
             return {"offset": start}

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from .._format import ATTR_CONTROL, ATTR_TXN_BITS
 from .._isolation import CommittedView
-from ..errors import EventLogError
+from ..errors import EventLogError, OffsetOutOfRangeError
 
 if TYPE_CHECKING:
     from .._backend import Backend, PartitionBackend
@@ -37,25 +37,77 @@ log = logging.getLogger("eventlog.serve")
 
 READ_COMMITTED = 1
 _RESOLVE_EVERY_S = 1.0
+_SEARCH_BYTES = 256 << 10
+
+
+class _Stable:
+    """What is known of one partition's LSO: every transactional batch below ``lso``
+    is decided; ``view`` remembers the markers seen on the way (each stretch of the
+    partition is read once)."""
+
+    __slots__ = ("lock", "lso", "plog", "view")
+
+    def __init__(self, plog: PartitionBackend, start: int) -> None:
+        self.lock = threading.Lock()
+        self.lso = start
+        self.plog = plog
+        self.view = CommittedView(plog)
 
 
 class CommittedReads:
-    """LSOs of partitions, and the look at what holds them. Thread-safe."""
+    """LSOs of partitions, and the look at what holds them. Thread-safe.
+
+    The LSO only moves forward (a transaction starts at the end, and a decided batch
+    stays decided), so each partition's search resumes where the last one stopped:
+    held at an open transaction, a fetch costs a look at that one batch's fate (the
+    markers appended since); caught up, a read of what was appended since. A
+    partition whose start passed the known LSO (retention) or whose end is below it
+    (a deleted and recreated topic) starts afresh."""
 
     def __init__(self, backend: Backend) -> None:
         self._backend = backend
         self._lock = threading.Lock()
+        self._stable: dict[tuple[str, int], _Stable] = {}
         self._next_resolve: dict[tuple[str, int], float] = {}
 
-    def stable_offset(self, topic: str, index: int, plog: PartitionBackend, offset: int
-                      ) -> tuple[int, CommittedView]:
-        """The LSO from ``offset`` on (a read of the partition from there), and the
-        view that decided it (for ``aborted_transactions``)."""
-        view = CommittedView(plog)
-        lso = view.last_stable_offset(offset)
-        if lso < plog.end_offset:
+    def stable_offset(self, topic: str, index: int, plog: PartitionBackend) -> int:
+        """The partition's last stable offset: the first offset of an undecided
+        transactional batch, else the end offset."""
+        start, end = plog.bounds()
+        key = (topic, index)
+        with self._lock:
+            entry = self._stable.get(key)
+            if entry is None or entry.plog is not plog or not start <= entry.lso <= end:
+                if len(self._stable) > 4096:
+                    self._stable.clear()
+                entry = self._stable[key] = _Stable(plog, start)
+        with entry.lock:
+            lso = entry.lso = self._search(entry, plog, entry.lso, end)
+            if lso >= end:   # nothing undecided: no marker seen so far is needed again
+                entry.view = CommittedView(plog)
+        if lso < end:
             self._held(topic, index, plog, lso)
-        return lso, view
+        return lso
+
+    @staticmethod
+    def _search(entry: _Stable, plog: PartitionBackend, position: int, end: int) -> int:
+        while position < end:
+            try:
+                batches = plog.fetch(position, _SEARCH_BYTES)
+            except OffsetOutOfRangeError as exc:
+                position = exc.start_offset
+                continue
+            if not batches:
+                break
+            for batch in batches:
+                h = batch.header
+                if h.next_offset <= position:
+                    continue
+                if h.attributes & ATTR_TXN_BITS and not h.attributes & ATTR_CONTROL \
+                        and entry.view.fate(h) is None:
+                    return max(position, h.base_offset)
+                position = h.next_offset
+        return min(position, end)
 
     def _held(self, topic: str, index: int, plog: PartitionBackend, lso: int) -> None:
         now = time.monotonic()
@@ -78,11 +130,13 @@ class CommittedReads:
                         topic, index, exc)
 
 
-def aborted_transactions(view: CommittedView, batches: list[DecodedBatch]
+def aborted_transactions(plog: PartitionBackend, batches: list[DecodedBatch]
                          ) -> list[dict[str, Any]]:
     """Kafka's ``aborted_transactions`` for ``batches`` (all below the LSO): for each
     run of aborted batches of one producer id up to its marker, the id and the run's
-    first offset. Cost: O(batches) and the scan the decisions need."""
+    first offset. Cost: O(batches) and the scan the decisions need (up to each
+    transaction's marker)."""
+    view = CommittedView(plog)
     out: list[dict[str, Any]] = []
     running: set[int] = set()
     for batch in batches:
