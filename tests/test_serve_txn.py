@@ -355,3 +355,22 @@ def test_kafka_python_transactional_producer(eventlog_kafka, eventlog_log):
         p.close()
     assert [m.value() for m in _ck_read(eventlog_kafka, "t")] == [b"one"]
     assert _el_read_committed(eventlog_log, "t", 1) == [b"one"]
+
+
+def test_a_kafka_clients_timed_out_transaction_is_aborted_for_its_readers(
+        eventlog_kafka, eventlog_log):
+    eventlog_log.create_topic("t")
+    p = _txn_producer(eventlog_kafka, "slow", **{"transaction.timeout.ms": 1000})
+    p.begin_transaction()
+    p.produce("t", value=b"too late")
+    p.flush(10)
+    time.sleep(1.2)    # past its timeout: the reader held by it has it aborted
+    assert _ck_read(eventlog_kafka, "t", timeout=10) == []
+    lso = eventlog.Consumer(eventlog_log, isolation_level="read_committed")
+    try:
+        tp = TopicPartition("t", 0)
+        assert lso.last_stable_offsets([tp]) == {tp: 2}   # the record and its abort marker
+    finally:
+        lso.close()
+    with pytest.raises(KafkaException):
+        p.commit_transaction(10)
