@@ -374,3 +374,45 @@ def test_a_kafka_clients_timed_out_transaction_is_aborted_for_its_readers(
         lso.close()
     with pytest.raises(KafkaException):
         p.commit_transaction(10)
+
+
+def test_offsets_decided_before_a_crash_are_what_the_group_fetches_next(tmp_path):
+    log_dir = tmp_path / "log"
+    with eventlog.open(log_dir) as log:
+        log.create_topic("in")
+        log.create_topic("out")
+        with eventlog.Producer(log, value_serializer="bytes") as feed:
+            for i in range(3):
+                feed.send("in", value=str(i).encode())
+    # steps: init (1), AddPartitionsToTxn (2), the PrepareCommit write (3): exit there
+    proc, bootstrap = _start_server(log_dir, {"EVENTLOG_TXN_CRASH_AT": "3"})
+    try:
+        p = _txn_producer(bootstrap, "worker")
+        p.begin_transaction()
+        p.produce("out", value=b"result")
+        p.send_offsets_to_transaction([CKTopicPartition("in", 0, 3)],
+                                      _group_metadata(bootstrap, "workers"), 15)
+        with pytest.raises(KafkaException):
+            p.commit_transaction(3)
+        assert proc.wait(30) == 86
+    finally:
+        _stop(proc)
+    proc, bootstrap = _start_server(log_dir)
+    try:
+        c = CKConsumer({"bootstrap.servers": bootstrap, "group.id": "workers"})
+        try:   # the decided commit is completed before the group's offsets are read
+            (tp,) = c.committed([CKTopicPartition("in", 0)], timeout=10)
+            assert tp.offset == 3
+        finally:
+            c.close()
+        assert [m.value() for m in _ck_read(bootstrap, "out")] == [b"result"]
+    finally:
+        _stop(proc)
+
+
+def _group_metadata(bootstrap: str, group: str):
+    c = CKConsumer({"bootstrap.servers": bootstrap, "group.id": group})
+    try:
+        return c.consumer_group_metadata()
+    finally:
+        c.close()

@@ -112,9 +112,14 @@ class GroupHandlers:
             for p in t["partitions"]]} for t in req["topics"]]}
 
     def offset_fetch(self, ctx: RequestContext, req: dict[str, Any]) -> dict[str, Any]:
-        """OffsetFetch: committed offsets (-1 where none), all of them for null topics."""
+        """OffsetFetch: committed offsets (-1 where none), all of them for null topics.
+        Offsets a transaction decided to commit are committed first (as an eventlog
+        consumer's read of its offsets, and Kafka's stable offset fetch)."""
         try:
-            committed = self._backend.offset_store(req["group_id"]).read()
+            store = self._backend.offset_store(req["group_id"])
+            if not self._backend.read_only:
+                self._backend.transactions().settle(req["group_id"])
+            committed = store.read()
         except InvalidGroupError:
             return {"topics": [], "error_code": E.INVALID_GROUP_ID}
         except EventLogError as exc:
