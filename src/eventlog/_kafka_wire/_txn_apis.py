@@ -24,7 +24,7 @@ from typing import Any
 
 from .._group import validate_group_id
 from .._transactions import MAX_TRANSACTION_TIMEOUT_MS
-from .._txn_state import validate_transactional_id
+from .._txn_state import ONGOING, validate_transactional_id
 from .._types import TopicPartition
 from ..errors import EventLogError, InvalidConfigError, ProducerFencedError
 from . import _errors as E
@@ -214,6 +214,6 @@ class TxnHandlers:
             return E.INVALID_PRODUCER_EPOCH
         except EventLogError as exc:
             return E.code_for(exc)
-        if not state.open or (topic, partition) not in state.partitions:
-            return E.INVALID_TXN_STATE
+        if state.state != ONGOING or (topic, partition) not in state.partitions:
+            return E.INVALID_TXN_STATE   # not added, or the transaction is being ended
         return 0
