@@ -184,3 +184,29 @@ def test_txn_offset_commit_v3_flexible_and_end_commits_the_offsets(eventlog_kafk
         assert "g" not in eventlog_log.groups()   # nothing before the commit
         assert txn.end(True) == 0
     assert eventlog_log.group_offsets("g") == {eventlog.TopicPartition("t", 0): 7}
+
+
+@pytest.mark.parametrize("version", [0, 1, 2, 3])
+def test_every_advertised_version_runs_a_whole_transaction(eventlog_kafka, eventlog_log,
+                                                           version):
+    eventlog_log.create_topic("t")
+    with WireClient(eventlog_kafka) as c:
+        txn = _Txn(c, f"v{version}")
+        v = min(version, ADD_PARTITIONS.max_version)
+        r = c.request(ADD_PARTITIONS, v, {**txn.ids(), "topics": [
+            {"name": "t", "partitions": [0]}]})
+        assert r["results"][0]["results"][0]["error_code"] == 0
+        assert txn.produce("t", [b"r"])["error_code"] == 0
+        assert c.request(ADD_OFFSETS, min(version, ADD_OFFSETS.max_version),
+                         {**txn.ids(), "group_id": "g"})["error_code"] == 0
+        r = c.request(TXN_OFFSET_COMMIT, version, {
+            **txn.ids(), "group_id": "g", "generation_id": -1, "member_id": "",
+            "group_instance_id": None, "topics": [{"name": "t", "partitions": [
+                {"partition_index": 0, "committed_offset": 1, "committed_leader_epoch": -1,
+                 "committed_metadata": None}]}]})
+        assert r["topics"][0]["partitions"][0]["error_code"] == 0
+        r = c.request(END_TXN, min(version, END_TXN.max_version),
+                      {**txn.ids(), "committed": True})
+        assert r["error_code"] == 0
+    assert eventlog_log.group_offsets("g") == {eventlog.TopicPartition("t", 0): 1}
+    assert log_values(eventlog_log) == [b"r"]
