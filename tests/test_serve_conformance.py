@@ -263,4 +263,110 @@ def test_kafka_python_client_observes_the_same(both):
         finally:
             c.close()
         return observed
+
+
+def _read_all(bootstrap: str, topic: str, isolation: str) -> list[tuple[int, bytes]]:
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"r-{uuid.uuid4()}",
+                  "enable.auto.commit": False, "isolation.level": isolation,
+                  "enable.partition.eof": True})
+    c.assign([TopicPartition(topic, 0, 0)])
+    out = []
+    deadline = time.monotonic() + 20
+    try:
+        while time.monotonic() < deadline:
+            m = c.poll(0.5)
+            if m is None:
+                continue
+            if m.error() is not None:
+                assert m.error().code() == KafkaError._PARTITION_EOF, m.error()
+                break
+            out.append((m.offset(), m.value()))
+    finally:
+        c.close()
+    return out
+
+
+def test_transactions_observe_the_same(both):
+    def scenario(bootstrap: str, topic: str) -> dict[str, Any]:
+        _create(bootstrap, topic, 1)
+        tid = f"tx-{topic}"
+        offsets: list[int] = []
+
+        def report(err: Any, msg: Any) -> None:
+            assert err is None, err
+            offsets.append(msg.offset())
+        p = Producer({"bootstrap.servers": bootstrap, "transactional.id": tid,
+                      "linger.ms": 1})
+        p.init_transactions(30)
+        for values, commit in (([b"a", b"b", b"c"], True), ([b"x", b"y"], False),
+                               ([b"d"], True)):
+            p.begin_transaction()
+            for v in values:
+                p.produce(topic, value=v, on_delivery=report)
+            p.flush(10)
+            p.commit_transaction(30) if commit else p.abort_transaction(30)
+        p.begin_transaction()
+        p.produce(topic, value=b"open", on_delivery=report)
+        p.flush(10)
+        c = Consumer({"bootstrap.servers": bootstrap, "group.id": "w",
+                      "isolation.level": "read_committed"})
+        try:
+            stable_marks = c.get_watermark_offsets(TopicPartition(topic, 0), timeout=10)
+        finally:
+            c.close()
+        held = _read_all(bootstrap, topic, "read_committed")
+        # a second producer of the id fences the first, whose open transaction is aborted
+        q = Producer({"bootstrap.servers": bootstrap, "transactional.id": tid})
+        q.init_transactions(30)
+        try:
+            p.commit_transaction(10)
+            fenced = None
+        except KafkaException as exc:
+            fenced = (exc.args[0].code(), exc.args[0].fatal())
+        q.begin_transaction()
+        q.produce(topic, value=b"last", on_delivery=report)
+        q.commit_transaction(30)
+        return {"offsets": offsets, "stable_marks": stable_marks, "held": held,
+                "fenced": fenced,
+                "committed": _read_all(bootstrap, topic, "read_committed"),
+                "uncommitted": _read_all(bootstrap, topic, "read_uncommitted")}
+    both(scenario)
+
+
+def test_consume_transform_produce_observes_the_same(both):
+    def scenario(bootstrap: str, topic: str) -> dict[str, Any]:
+        _create(bootstrap, topic, 1)
+        out_topic = topic + "-out"
+        _create(bootstrap, out_topic, 1)
+        feed = Producer({"bootstrap.servers": bootstrap})
+        for i in range(6):
+            feed.produce(topic, value=str(i).encode())
+        assert feed.flush(10) == 0
+        group = f"g-{topic}"
+        c = Consumer({"bootstrap.servers": bootstrap, "group.id": group,
+                      "enable.auto.commit": False, "auto.offset.reset": "earliest",
+                      "isolation.level": "read_committed"})
+        p = Producer({"bootstrap.servers": bootstrap, "transactional.id": f"ctp-{topic}"})
+        p.init_transactions(30)
+        c.subscribe([topic])
+        done = 0
+        deadline = time.monotonic() + 60
+        try:
+            while done < 6 and time.monotonic() < deadline:
+                msgs = c.consume(num_messages=3, timeout=0.5)
+                if not msgs:
+                    continue
+                p.begin_transaction()
+                for m in msgs:
+                    p.produce(out_topic, value=b"x" + m.value())
+                p.send_offsets_to_transaction(c.position(c.assignment()),
+                                              c.consumer_group_metadata(), 30)
+                p.commit_transaction(30)
+                done += len(msgs)
+            committed = [(tp.partition, tp.offset) for tp in
+                         c.committed([TopicPartition(topic, 0)], timeout=10)]
+        finally:
+            c.close()
+        return {"done": done, "committed": committed,
+                "out": _read_all(bootstrap, out_topic, "read_committed")}
     both(scenario)

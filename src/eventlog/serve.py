@@ -41,7 +41,7 @@ class KafkaServer:
                  max_frame_bytes: int = 100 * 2**20, max_connections: int = 1000,
                  group_min_session_timeout_ms: int = 6_000) -> None:
         # the protocol server's modules load here, not at ``import eventlog``
-        from ._kafka_wire import _apis  # noqa: PLC0415
+        from ._kafka_wire import _apis, _txn_schemas  # noqa: PLC0415
         from ._kafka_wire._admin import AdminHandlers  # noqa: PLC0415
         from ._kafka_wire._batch import crc32c  # noqa: PLC0415
         from ._kafka_wire._broker import Broker  # noqa: PLC0415
@@ -51,6 +51,8 @@ class KafkaServer:
         from ._kafka_wire._group_coordinator import GroupCoordinator  # noqa: PLC0415
         from ._kafka_wire._produce import ProduceHandlers  # noqa: PLC0415
         from ._kafka_wire._server import Server  # noqa: PLC0415
+        from ._kafka_wire._txn_apis import TxnHandlers  # noqa: PLC0415
+        from ._kafka_wire._txn_read import CommittedReads  # noqa: PLC0415
 
         require_codecs()
         crc32c(b"")
@@ -62,8 +64,10 @@ class KafkaServer:
         self._groups = GroupCoordinator(self._broker.stopping,
                                         min_session_timeout_ms=group_min_session_timeout_ms)
         admin = AdminHandlers(self._broker)
-        data = ProduceHandlers(self._broker)
-        fetch = FetchHandler(self._broker)
+        txn = TxnHandlers(self._broker)
+        committed = CommittedReads(log.backend)
+        data = ProduceHandlers(self._broker, txn, committed)
+        fetch = FetchHandler(self._broker, committed)
         groups = GroupHandlers(self._broker, self._groups)
         handlers: dict[int, Handler] = {
             _apis.PRODUCE.key: data.produce,
@@ -85,6 +89,10 @@ class KafkaServer:
             _apis.INIT_PRODUCER_ID.key: data.init_producer_id,
             _apis.DESCRIBE_CONFIGS.key: admin.describe_configs,
             _apis.CREATE_PARTITIONS.key: admin.create_partitions,
+            _txn_schemas.ADD_PARTITIONS_TO_TXN[0]: txn.add_partitions,
+            _txn_schemas.ADD_OFFSETS_TO_TXN[0]: txn.add_offsets,
+            _txn_schemas.END_TXN[0]: txn.end_txn,
+            _txn_schemas.TXN_OFFSET_COMMIT[0]: txn.txn_offset_commit,
         }
         self._server = Server(handlers, host, port, max_frame_bytes=max_frame_bytes,
                               max_connections=max_connections)

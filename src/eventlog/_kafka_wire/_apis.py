@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+from ._txn_schemas import TXN_APIS
 from ._types import (
     ARRAY,
     BOOL,
@@ -379,4 +380,4 @@ APIS: dict[int, Api] = {api.key: api for api in (
     PRODUCE, FETCH, LIST_OFFSETS, METADATA, OFFSET_COMMIT, OFFSET_FETCH, FIND_COORDINATOR,
     JOIN_GROUP, HEARTBEAT, LEAVE_GROUP, SYNC_GROUP, DESCRIBE_GROUPS, LIST_GROUPS,
     API_VERSIONS, CREATE_TOPICS, DELETE_TOPICS, DELETE_RECORDS, INIT_PRODUCER_ID,
-    DESCRIBE_CONFIGS, CREATE_PARTITIONS)}
+    DESCRIBE_CONFIGS, CREATE_PARTITIONS, *(Api(*schema) for schema in TXN_APIS))}

@@ -29,7 +29,9 @@ import struct
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
-from .._format import ATTR_LOG_APPEND_TIME, DecodedBatch
+from .._format import ATTR_COMMIT, ATTR_LOG_APPEND_TIME, DecodedBatch
+from .._format import ATTR_CONTROL as _EL_CONTROL
+from .._format import ATTR_TRANSACTIONAL as _EL_TRANSACTIONAL
 from ..errors import ProtocolError
 from . import _errors
 from ._codec import encode_varint, read_varint
@@ -48,6 +50,10 @@ ATTR_CODEC = 0x07
 ATTR_TIMESTAMP_TYPE = 0x08
 ATTR_TRANSACTIONAL = 0x10
 ATTR_CONTROL = 0x20
+
+_CONTROL_ABORT = struct.pack(">hh", 0, 0)
+_CONTROL_COMMIT = struct.pack(">hh", 0, 1)
+_CONTROL_VALUE = struct.pack(">hi", 0, 0)
 
 _crc32c: list[Callable[[bytes | memoryview], int]] = []  # loaded at first use
 
@@ -86,6 +92,7 @@ class ProducedBatch(NamedTuple):
     keys: list[bytes | None]
     timestamps: list[int]
     headers: list[list[tuple[str, bytes]] | None]
+    transactional: bool = False   # attribute bit 4: written inside a transaction
 
 
 def _corrupt(message: str) -> BatchError:
@@ -115,9 +122,10 @@ def decode_produced(data: bytes, max_bytes: int) -> list[ProducedBatch]:
             raise _corrupt(f"record batch length {length} overruns the request")
         if crc32c(view[pos + _CRC_START:batch_end]) != crc:
             raise _corrupt("record batch CRC mismatch")
-        if attributes & (ATTR_TRANSACTIONAL | ATTR_CONTROL):
-            raise BatchError(_errors.UNSUPPORTED_FOR_MESSAGE_FORMAT,
-                             "transactional and control batches are not supported")
+        if attributes & ATTR_CONTROL:
+            raise BatchError(_errors.INVALID_RECORD,
+                             "control batches are written by the transaction coordinator, "
+                             "not produced")
         if count <= 0 or last_delta != count - 1:
             raise BatchError(_errors.INVALID_RECORD,
                              f"batch of {count} records with last offset delta {last_delta}")
@@ -129,15 +137,16 @@ def decode_produced(data: bytes, max_bytes: int) -> list[ProducedBatch]:
             except CompressionError as exc:
                 raise _corrupt(str(exc)) from exc
         out.append(_records(codec, producer_id, producer_epoch, base_sequence, base_ts,
-                            max_ts, count, body))
+                            max_ts, count, body,
+                            transactional=bool(attributes & ATTR_TRANSACTIONAL)))
         pos = batch_end
         del base_offset
     return out
 
 
 def _records(codec: int, producer_id: int, producer_epoch: int, base_sequence: int,
-             base_ts: int, max_ts: int, count: int, data: bytes | memoryview
-             ) -> ProducedBatch:
+             base_ts: int, max_ts: int, count: int, data: bytes | memoryview, *,
+             transactional: bool = False) -> ProducedBatch:
     # The hot loop of Produce: the varints of a record are nearly always one or two
     # bytes, so those cases are decoded inline (read_varint takes the rest); a read past
     # the end raises IndexError, turned into CORRUPT_MESSAGE below.
@@ -247,7 +256,7 @@ def _records(codec: int, producer_id: int, producer_epoch: int, base_sequence: i
     if pos != limit:
         raise _corrupt("bytes left over after the last record")
     return ProducedBatch(codec, producer_id, producer_epoch, base_sequence, base_ts, max_ts,
-                         values, keys, timestamps, headers)
+                         values, keys, timestamps, headers, transactional)
 
 
 def _headers(body: bytes, pos: int, rec_end: int) -> tuple[list[tuple[str, bytes]], int]:
@@ -346,8 +355,18 @@ def encode_fetched(batch: DecodedBatch) -> bytes:
         offset_deltas = batch.offset_deltas
     ts_deltas: Sequence[int] = batch.timestamp_deltas or [0] * count
     keys = batch.keys if batch.keys is not None else [None] * count
-    records = encode_records(offset_deltas, ts_deltas, keys, batch.values, batch.headers)
     attributes = ATTR_TIMESTAMP_TYPE if h.attributes & ATTR_LOG_APPEND_TIME else 0
+    if h.attributes & _EL_TRANSACTIONAL:
+        attributes |= ATTR_TRANSACTIONAL
+    if h.attributes & _EL_CONTROL:
+        # Kafka's control record: key (version 0, type 1 commit / 0 abort), value
+        # (version 0, coordinator epoch 0). Clients skip control batches.
+        attributes |= ATTR_CONTROL
+        kind = _CONTROL_COMMIT if h.attributes & ATTR_COMMIT else _CONTROL_ABORT
+        records = encode_records(offset_deltas, ts_deltas, [kind] * count,
+                                 [_CONTROL_VALUE] * count, None)
+    else:
+        records = encode_records(offset_deltas, ts_deltas, keys, batch.values, batch.headers)
     epoch = h.producer_epoch if h.producer_id >= 0 else -1
     return build_batch(h.base_offset, h.last_offset_delta, h.first_timestamp_ms,
                        h.max_timestamp_ms, count, records, attributes=attributes,

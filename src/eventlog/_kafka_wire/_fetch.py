@@ -13,7 +13,9 @@ With fewer than ``min_bytes`` ready the request waits up to ``max_wait_ms`` on t
 partitions' notify words (``_notify.wait``), which an append in any process bumps, so
 the answer leaves within microseconds of the append. A fetch outside
 ``[log_start_offset, high_watermark]`` is ``OFFSET_OUT_OF_RANGE`` for that partition.
-Fetch sessions (KIP-227) are not kept: every answer has session id 0, which tells the
+With ``isolation_level=1`` a partition is read only up to its last stable offset, and
+the answer lists the aborted transactions in it (``_txn_read``). Fetch sessions
+(KIP-227) are not kept: every answer has session id 0, which tells the
 client to send full fetches.
 """
 
@@ -31,6 +33,7 @@ from . import _errors as E
 from ._batch import encode_fetched
 from ._broker import Broker
 from ._server import RequestContext
+from ._txn_read import READ_COMMITTED, CommittedReads, aborted_transactions
 
 __all__ = ["FetchHandler"]
 
@@ -67,10 +70,11 @@ class _BatchCache:
 class FetchHandler:
     """Fetch. Thread-safe."""
 
-    def __init__(self, broker: Broker) -> None:
+    def __init__(self, broker: Broker, committed: CommittedReads) -> None:
         self._broker = broker
         self._backend = broker.log.backend
         self._cache = _BatchCache(_CACHE_BYTES)
+        self._committed = committed
 
     def fetch(self, ctx: RequestContext, req: dict[str, Any]) -> dict[str, Any]:
         """Fetch: read, and if less than ``min_bytes`` is ready, wait for appends."""
@@ -101,6 +105,7 @@ class FetchHandler:
         budget = req["max_bytes"]
         total = 0
         failed = False
+        committed = req["isolation_level"] == READ_COMMITTED
         responses = []
         for t in req["topics"]:
             name = t["topic"]
@@ -108,15 +113,15 @@ class FetchHandler:
             for p in t["partitions"]:
                 entry, size = self._read_partition(name, p, min(budget - total,
                                                                 p["partition_max_bytes"]),
-                                                   first=total == 0)
+                                                   first=total == 0, committed=committed)
                 total += size
                 failed = failed or entry["error_code"] != 0
                 parts.append(entry)
             responses.append({"topic": name, "partitions": parts})
         return responses, total, failed
 
-    def _read_partition(self, topic: str, p: dict[str, Any], limit: int, first: bool
-                        ) -> tuple[dict[str, Any], int]:
+    def _read_partition(self, topic: str, p: dict[str, Any], limit: int, first: bool,
+                        committed: bool = False) -> tuple[dict[str, Any], int]:
         index = p["partition"]
         entry: dict[str, Any] = {"partition_index": index, "error_code": 0,
                                  "high_watermark": -1, "last_stable_offset": -1,
@@ -130,19 +135,32 @@ class FetchHandler:
             if not start <= offset <= end:
                 entry["error_code"] = E.OFFSET_OUT_OF_RANGE
                 return entry, 0
-            if offset == end or (limit <= 0 and not first):
+            if committed:
+                end = self._committed.stable_offset(topic, index, plog)
+                entry.update(last_stable_offset=end, aborted_transactions=[])
+            if offset >= end or (limit <= 0 and not first):
                 return entry, 0
             batches = plog.fetch(offset, max_bytes=max(limit, 1))
         except EventLogError as exc:
             entry["error_code"] = E.code_for(exc)
             return entry, 0
         chunks: list[bytes] = []
+        sent: list[DecodedBatch] = []
         size = 0
         for batch in batches:
+            if batch.header.base_offset >= end:   # read_committed: at the LSO
+                break
             data = self._cache.encoded(topic, index, batch)
             if size + len(data) > limit and (chunks or not first):
                 break
             chunks.append(data)
+            sent.append(batch)
             size += len(data)
+        if committed:
+            try:
+                entry["aborted_transactions"] = aborted_transactions(plog, sent)
+            except EventLogError as exc:
+                entry["error_code"] = E.code_for(exc)
+                return entry, 0
         entry["records"] = b"".join(chunks)
         return entry, size

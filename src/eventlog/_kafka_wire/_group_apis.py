@@ -27,6 +27,7 @@ __all__ = ["GroupHandlers"]
 
 _GROUP_KEY = 0
 _MAX_STORES = 4096
+_TXN_KEY = 1
 
 
 class GroupHandlers:
@@ -52,10 +53,10 @@ class GroupHandlers:
             return store
 
     def find_coordinator(self, ctx: RequestContext, req: dict[str, Any]) -> dict[str, Any]:
-        """FindCoordinator: this node, for groups; transactions are not served."""
-        if req["key_type"] != _GROUP_KEY:
-            return {"error_code": E.COORDINATOR_NOT_AVAILABLE, "node_id": -1, "host": "",
-                    "port": -1, "error_message": "transactions are not supported"}
+        """FindCoordinator: this node, for groups (key type 0) and transactional ids (1)."""
+        if req["key_type"] not in (_GROUP_KEY, _TXN_KEY):
+            return {"error_code": E.INVALID_REQUEST, "node_id": -1, "host": "",
+                    "port": -1, "error_message": f"unknown key type {req['key_type']}"}
         return {"error_code": 0, "error_message": None, "node_id": NODE_ID,
                 "host": ctx.local_host, "port": ctx.local_port}
 
@@ -127,9 +128,14 @@ class GroupHandlers:
             for p in t["partitions"]]} for t in req["topics"]]}
 
     def offset_fetch(self, ctx: RequestContext, req: dict[str, Any]) -> dict[str, Any]:
-        """OffsetFetch: committed offsets (-1 where none), all of them for null topics."""
+        """OffsetFetch: committed offsets (-1 where none), all of them for null topics.
+        Offsets a transaction decided to commit are committed first (as an eventlog
+        consumer's read of its offsets, and Kafka's stable offset fetch)."""
         try:
-            committed = self._store(req["group_id"]).read()
+            store = self._store(req["group_id"])
+            if not self._backend.read_only:
+                self._backend.transactions().settle(req["group_id"])
+            committed = store.read()
         except InvalidGroupError:
             return {"topics": [], "error_code": E.INVALID_GROUP_ID}
         except EventLogError as exc:

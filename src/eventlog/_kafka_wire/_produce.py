@@ -9,6 +9,12 @@ again and is answered with the offsets it got the first time; a gap is
 ``OUT_OF_ORDER_SEQUENCE_NUMBER``. ``acks`` 1 and -1 (all) mean the same on one node:
 the answer comes once the batch is appended (and, with ``fsync="always"``, on disk);
 ``acks=0`` gets no answer at all, as Kafka does.
+
+A transactional batch (attribute bit 4) is appended as eventlog's transactional batch
+(``ATTR_TRANSACTIONAL``, the producer id, epoch and sequence) once ``TxnHandlers``
+says its producer is the transactional id's current one and the partition is in the
+open transaction (``AddPartitionsToTxn``); else ``INVALID_PRODUCER_EPOCH`` or
+``INVALID_TXN_STATE``. The partition itself refuses an epoch older than one it has seen.
 """
 
 from __future__ import annotations
@@ -16,13 +22,15 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from .._format import encode_batch
+from .._format import ATTR_TRANSACTIONAL, encode_batch
 from .._producer_state import SEQUENCE_MODULUS
 from ..errors import EventLogError, OffsetOutOfRangeError
 from . import _errors as E
 from ._batch import BatchError, decode_produced
 from ._broker import Broker
 from ._server import RequestContext
+from ._txn_apis import TxnHandlers
+from ._txn_read import READ_COMMITTED, CommittedReads
 
 __all__ = ["ProduceHandlers"]
 
@@ -34,9 +42,11 @@ _ACKS = (0, 1, -1)
 class ProduceHandlers:
     """Produce, InitProducerId, ListOffsets. Thread-safe."""
 
-    def __init__(self, broker: Broker) -> None:
+    def __init__(self, broker: Broker, txn: TxnHandlers, committed: CommittedReads) -> None:
         self._broker = broker
         self._backend = broker.log.backend
+        self._txn = txn
+        self._committed = committed
 
     def produce(self, ctx: RequestContext, req: dict[str, Any]) -> dict[str, Any] | None:
         """Produce: one record batch per partition."""
@@ -44,8 +54,6 @@ class ProduceHandlers:
         refuse = 0
         if acks not in _ACKS:
             refuse = E.INVALID_REQUIRED_ACKS
-        elif req["transactional_id"] is not None:
-            refuse = E.TRANSACTIONAL_ID_AUTHORIZATION_FAILED
         responses = []
         for t in req["topic_data"]:
             parts = []
@@ -53,14 +61,15 @@ class ProduceHandlers:
                 if refuse:
                     parts.append({"index": p["index"], "error_code": refuse, "base_offset": -1})
                 else:
-                    parts.append(self._produce_partition(t["name"], p["index"], p["records"]))
+                    parts.append(self._produce_partition(t["name"], p["index"], p["records"],
+                                                         req["transactional_id"]))
             responses.append({"name": t["name"], "partition_responses": parts})
         if acks == 0:
             return None
         return {"responses": responses}
 
-    def _produce_partition(self, topic: str, index: int, records: bytes | None
-                           ) -> dict[str, Any]:
+    def _produce_partition(self, topic: str, index: int, records: bytes | None,
+                           transactional_id: str | None) -> dict[str, Any]:
         out: dict[str, Any] = {"index": index, "error_code": 0, "base_offset": -1,
                                "log_append_time_ms": -1, "log_start_offset": -1}
         try:
@@ -83,11 +92,23 @@ class ProduceHandlers:
                 raise BatchError(E.INVALID_RECORD, "a compacted topic cannot accept a record "
                                                    "without a key")
             idempotent = b.producer_id >= 0 and b.base_sequence >= 0
+            if b.transactional:
+                if not idempotent:
+                    raise BatchError(E.INVALID_RECORD, "a transactional batch needs a "
+                                                       "producer id and a sequence")
+                code = self._txn.check_produce(transactional_id, b.producer_id,
+                                               b.producer_epoch, topic, index)
+                if code:
+                    raise BatchError(code, "the batch's producer is not in a transaction "
+                                           "that added this partition"
+                                     if code == E.INVALID_TXN_STATE else
+                                     "the batch's producer epoch was fenced")
             encoded = encode_batch(
                 b.values, b.keys, b.timestamps, b.headers,
                 producer_id=b.producer_id if idempotent else -1,
                 producer_epoch=b.producer_epoch if idempotent else 0,
-                base_sequence=b.base_sequence % SEQUENCE_MODULUS if idempotent else -1)
+                base_sequence=b.base_sequence % SEQUENCE_MODULUS if idempotent else -1,
+                attributes=ATTR_TRANSACTIONAL if b.transactional else 0)
             result = plog.append(encoded)
         except BatchError as exc:
             out.update(error_code=exc.code, error_message=str(exc))
@@ -102,17 +123,19 @@ class ProduceHandlers:
         return out
 
     def init_producer_id(self, ctx: RequestContext, req: dict[str, Any]) -> dict[str, Any]:
-        """InitProducerId for idempotent producers: a fresh random 62-bit id, epoch 0
-        (eventlog's own idempotent producers draw their ids the same way). Transactional
-        ids are refused: the Kafka transaction APIs are not served."""
+        """InitProducerId: for idempotent producers a fresh random 62-bit id, epoch 0
+        (eventlog's own idempotent producers draw their ids the same way); with a
+        transactional id, the transaction coordinator's (``TxnHandlers``)."""
         if req["transactional_id"] is not None:
-            return {"error_code": E.TRANSACTIONAL_ID_AUTHORIZATION_FAILED}
+            return self._txn.init_producer_id(ctx, req)
         pid = int.from_bytes(os.urandom(8), "big") >> 2
         return {"error_code": 0, "producer_id": pid, "producer_epoch": 0}
 
     def list_offsets(self, ctx: RequestContext, req: dict[str, Any]) -> dict[str, Any]:
-        """ListOffsets: latest (-1), earliest (-2), or the first offset at or after a
-        timestamp (with that record's timestamp)."""
+        """ListOffsets: latest (-1; with ``isolation_level=1``, the last stable
+        offset), earliest (-2), or the first offset at or after a timestamp (with that
+        record's timestamp)."""
+        committed = req["isolation_level"] == READ_COMMITTED
         topics = []
         for t in req["topics"]:
             parts = []
@@ -121,18 +144,20 @@ class ProduceHandlers:
                          "timestamp": -1, "offset": -1, "leader_epoch": 0}
                 try:
                     entry.update(self._lookup(t["name"], p["partition_index"],
-                                              p["timestamp"]))
+                                              p["timestamp"], committed))
                 except EventLogError as exc:
                     entry["error_code"] = E.code_for(exc)
                 parts.append(entry)
             topics.append({"name": t["name"], "partitions": parts})
         return {"topics": topics}
 
-    def _lookup(self, topic: str, index: int, timestamp: int) -> dict[str, int]:
+    def _lookup(self, topic: str, index: int, timestamp: int, committed: bool
+                ) -> dict[str, int]:
         plog = self._backend.partition(topic, index)
         start, end = plog.bounds()
         if timestamp == _LATEST:
-            return {"offset": end}
+            return {"offset": self._committed.stable_offset(topic, index, plog)
+                    if committed else end}
         if timestamp == _EARLIEST:
             return {"offset": start}
         if timestamp < 0:
