@@ -89,6 +89,26 @@ class _CallbackListener(RebalanceListener):
                     partitions)
 
 
+def callback_listener(consumer: Consumer, listener: object | None,
+                      on_assign: PartitionsCallback | None,
+                      on_revoke: PartitionsCallback | None,
+                      on_lost: PartitionsCallback | None) -> object | None:
+    """``subscribe``'s listener: ``listener`` as given, or a listener calling
+    confluent-kafka's ``on_assign``/``on_revoke``/``on_lost`` callbacks with
+    ``consumer`` (``InvalidConfigError`` for both at once, or one not callable)."""
+    given = {"on_assign": on_assign, "on_revoke": on_revoke, "on_lost": on_lost}
+    if all(fn is None for fn in given.values()):
+        return listener
+    if listener is not None:
+        raise InvalidConfigError("subscribe takes a listener or confluent-kafka's "
+                                 "on_assign/on_revoke/on_lost callbacks, not both")
+    for name, fn in given.items():
+        if fn is not None and not callable(fn):
+            raise InvalidConfigError(f"{name} must be callable, not {fn!r}")
+    return _CallbackListener(consumer, {"on_assigned": on_assign,
+                                        "on_revoked": on_revoke, "on_lost": on_lost})
+
+
 class Consumer:
     """Reads records from the topics of a ``Log``. A context manager.
 
@@ -194,16 +214,7 @@ class Consumer:
         ``fn(consumer, partitions)`` (a sorted list), instead of a listener. Replaces an
         earlier subscription or assignment."""
         self._check_open()
-        given = {"on_assign": on_assign, "on_revoke": on_revoke, "on_lost": on_lost}
-        if any(fn is not None for fn in given.values()):
-            if listener is not None:
-                raise InvalidConfigError("subscribe takes a listener or confluent-kafka's "
-                                         "on_assign/on_revoke/on_lost callbacks, not both")
-            for name, fn in given.items():
-                if fn is not None and not callable(fn):
-                    raise InvalidConfigError(f"{name} must be callable, not {fn!r}")
-            listener = _CallbackListener(self, {"on_assigned": on_assign,
-                                                "on_revoked": on_revoke, "on_lost": on_lost})
+        listener = callback_listener(self, listener, on_assign, on_revoke, on_lost)
         self._coordinator.subscribe(topics, listener, pattern)
 
     @_fileutil.translate_errors("consumer")

@@ -87,11 +87,21 @@ class KafkaBackend:
         unsupported("the offsets sidecar", "Kafka keeps committed offsets in "
                     "__consumer_offsets; use Consumer.commit or Log.group_offsets")
 
-    def group_member(self, group_id: str, **options: Any) -> NoReturn:
+    def topics(self) -> list[str]:
+        return self._log.topics()
+
+    def group_member(self, group_id: str, *, strategy: str, session_timeout_ms: int,
+                     max_poll_interval_ms: int, heartbeat_interval_ms: int,
+                     instance_id: str | None, partition_count: Callable[[str], int],
+                     client_id: str | None = None) -> NoReturn:
         unsupported("local group membership", "Kafka's group coordinator runs groups")
 
     def producer_id_lock_path(self, producer_id: int) -> NoReturn:
         unsupported("producer id locks", "the brokers fence producers (transactional.id)")
+
+    def transactions(self) -> NoReturn:
+        unsupported("the local transaction coordinator", "the brokers' transaction "
+                    "coordinator runs transactions (Producer(transactional_id=...))")
 
 
 class KafkaLog(Log):
