@@ -23,6 +23,7 @@ Both talk to the log only through its backend (``Log.backend``, see ``_backend``
 
 from __future__ import annotations
 
+import inspect
 import math
 import re
 import time
@@ -176,6 +177,11 @@ class Consumer:
         self._closed = False
         if topics:
             self.subscribe(list(topics))
+
+    # The dispatch above takes (log, *args, **kwargs): help(), inspect.signature and the
+    # API reference show __init__'s parameters instead.
+    __new__.__signature__ = inspect.signature(__init__).replace(  # type: ignore[attr-defined]
+        return_annotation=inspect.Signature.empty)
 
     def __repr__(self) -> str:
         group = f" group={self.group_id!r}" if self.group_id else ""

@@ -44,9 +44,9 @@ class KafkaServer:
 
     def __init__(self, log: Log, host: str = "127.0.0.1", port: int = 0, *,
                  auto_create_topics: bool = True, num_partitions: int = 1,
-                 max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
-                 max_connections: int = DEFAULT_MAX_CONNECTIONS,
-                 group_min_session_timeout_ms: int = MIN_SESSION_TIMEOUT_MS) -> None:
+                 max_frame_bytes: int = 100 * 2**20,
+                 max_connections: int = 1000,
+                 group_min_session_timeout_ms: int = 6_000) -> None:
         # the protocol server's modules load here, not at ``import eventlog``
         from ._kafka_wire import _apis  # noqa: PLC0415
         from ._kafka_wire._admin import AdminHandlers  # noqa: PLC0415
