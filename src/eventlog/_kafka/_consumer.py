@@ -22,7 +22,7 @@ import uuid
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, OFFSET_INVALID, KafkaError
+from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, OFFSET_INVALID
 from confluent_kafka import Consumer as _RawConsumer
 from confluent_kafka import TopicPartition as KafkaTP
 
@@ -40,8 +40,9 @@ from ..errors import (
 )
 from ..log import Log
 from ..serde import Deserializer, deserializer
+from ._commits import Committer
 from ._decode import to_records
-from ._errors import kafka_errors, translate
+from ._errors import kafka_errors
 from ._log import KafkaLog
 
 __all__ = ["KafkaConsumer"]
@@ -55,6 +56,34 @@ _REFRESH_S = 5.0   # a group-less consumer looks for added partitions this often
 
 def _tp(ktp: Any) -> TopicPartition:
     return TopicPartition(ktp.topic, ktp.partition)
+
+
+def _matching(log: KafkaLog, regex: re.Pattern[str]) -> list[str]:
+    return [name for name in log.topics() if regex.fullmatch(name)]
+
+
+def _subscription(log: KafkaLog, topics: Iterable[str],
+                  pattern: str | re.Pattern[str] | None
+                  ) -> tuple[re.Pattern[str] | None, list[str], list[str]]:
+    """What ``subscribe(topics, pattern=)`` asks for: ``(the compiled pattern or None,
+    the topics it names now, what librdkafka subscribes to)``, or the same errors as
+    on a local log (``InvalidConfigError``, ``UnknownTopicError``)."""
+    if pattern is not None:
+        if isinstance(topics, str) or list(topics):
+            raise InvalidConfigError("subscribe takes topics or a pattern, not both")
+        regex = compile_pattern(pattern)
+        # librdkafka subscribes to a regex when a name starts with "^"; anchored at
+        # both ends, it must match a whole name, as in Kafka's Java client
+        return regex, _matching(log, regex), [f"^({regex.pattern})$"]
+    if isinstance(topics, str):
+        raise InvalidConfigError(f"subscribe needs a list of topic names, not the str "
+                                 f"{topics!r} (write [{topics!r}])")
+    names = sorted(set(topics))
+    if not names or any(not isinstance(t, str) for t in names):
+        raise InvalidConfigError("subscribe needs a list of topic names or a pattern=")
+    for name in names:
+        log.topic(name)  # UnknownTopicError now, as locally
+    return None, names, names
 
 
 class KafkaConsumer(Consumer):
@@ -146,7 +175,8 @@ class KafkaConsumer(Consumer):
         self._all_of: list[str] = []     # a group-less consumer reads all of these
         self._next_refresh = 0.0
         self._in_rebalance = False
-        self._commits: concurrent.futures.ThreadPoolExecutor | None = None
+        self._committer = Committer(self._consumer)
+        self._consumed = 0    # records poll returned
         self._closed = False
         if topics:
             self.subscribe(list(topics))
@@ -178,24 +208,7 @@ class KafkaConsumer(Consumer):
         and the callbacks are those of ``Consumer.subscribe``."""
         self._check_open()
         listener = callback_listener(self, listener, on_assign, on_revoke, on_lost)
-        regex: re.Pattern[str] | None = None
-        if pattern is not None:
-            if isinstance(topics, str) or list(topics):
-                raise InvalidConfigError("subscribe takes topics or a pattern, not both")
-            regex = compile_pattern(pattern)
-            names = self._matching(regex)
-            wanted = [f"^({regex.pattern})$"]
-        else:
-            if isinstance(topics, str):
-                raise InvalidConfigError(f"subscribe needs a list of topic names, not the "
-                                         f"str {topics!r} (write [{topics!r}])")
-            names = sorted(set(topics))
-            if not names or any(not isinstance(t, str) for t in names):
-                raise InvalidConfigError("subscribe needs a list of topic names or a "
-                                         "pattern=")
-            for name in names:
-                self._log.topic(name)  # UnknownTopicError now, as locally
-            wanted = names
+        regex, names, wanted = _subscription(self._log, topics, pattern)
         if listener is not None:
             self._listener = resolve_listener(listener)
         self._pattern = regex
@@ -209,12 +222,9 @@ class KafkaConsumer(Consumer):
             self._consumer.subscribe(wanted, on_assign=self._on_assign,
                                      on_revoke=self._on_revoke, on_lost=self._on_lost)
 
-    def _matching(self, regex: re.Pattern[str]) -> list[str]:
-        return [name for name in self._log.topics() if regex.fullmatch(name)]
-
     def _assign_all(self) -> None:
         if self._pattern is not None:
-            self._all_of = self._matching(self._pattern)
+            self._all_of = _matching(self._log, self._pattern)
             self._subscription = set(self._all_of)
         tps = [TopicPartition(t, i) for t in self._all_of
                for i in range(self._log.admin.check_topic(t))]
@@ -271,7 +281,7 @@ class KafkaConsumer(Consumer):
     def subscription(self) -> set[str]:
         """The topics subscribed to (for a pattern, those matching it now)."""
         if self._pattern is not None:
-            self._subscription = set(self._matching(self._pattern))
+            self._subscription = set(_matching(self._log, self._pattern))
         return set(self._subscription)
 
     # -- rebalances (called by librdkafka inside poll) ------------------------------------------
@@ -301,7 +311,7 @@ class KafkaConsumer(Consumer):
                 self._listener.on_revoked(tps)
             if self._auto_commit:
                 try:
-                    self._commit_sync({tp: off for tp, off in self._positions.items()
+                    self._committer.commit({tp: off for tp, off in self._positions.items()
                                        if tp in tps})
                 except EventLogError:
                     pass  # a later owner re-reads from the last good commit
@@ -449,6 +459,21 @@ class KafkaConsumer(Consumer):
         return self._log.admin.last_stable_offsets([TopicPartition(*tp)
                                                      for tp in partitions])
 
+    def metrics(self) -> dict[str, Any]:
+        """This consumer now, with the names of ``Consumer.metrics``: its ``client_id``
+        and ``group_id``, ``records_consumed`` (records ``poll`` returned), the
+        partitions assigned and paused, ``records_lag`` / ``records_lag_max`` (of
+        ``lag()``). (``offset_resets`` is librdkafka's to count, not reported.) Cost:
+        a ListOffsets request."""
+        self._check_open()
+        lag = self.lag()
+        return {"client_id": self.client_id, "group_id": self.group_id,
+                "records_consumed": self._consumed,
+                "assigned_partitions": len(self._assigned),
+                "paused_partitions": len(self._paused),
+                "records_lag": sum(lag.values()),
+                "records_lag_max": max(lag.values(), default=0)}
+
     # -- polling -------------------------------------------------------------------------
 
     def poll(self, timeout: float | None = 1.0, max_records: int | None = None, *,
@@ -472,6 +497,7 @@ class KafkaConsumer(Consumer):
                 more = self._consumer.consume(max_records - 1, 0) if max_records > 1 else []
                 records = self._records([first, *more])
                 if records:
+                    self._consumed += len(records)
                     return records
             if deadline is not None and time.monotonic() >= deadline:
                 return []
@@ -485,7 +511,7 @@ class KafkaConsumer(Consumer):
         if self._auto_commit and now >= self._next_auto_commit:
             self._next_auto_commit = now + self._auto_commit_s
             if self._positions:
-                self._commit_async_raw(dict(self._positions))
+                self._committer.commit_quietly(dict(self._positions))
 
     def _records(self, messages: list[Any]) -> list[Record]:
         ends: dict[tuple[str, int], int] = {}
@@ -516,29 +542,6 @@ class KafkaConsumer(Consumer):
 
     # -- commits -------------------------------------------------------------------------
 
-    def _request(self, offsets: Mapping[TopicPartition, int]) -> list[Any]:
-        return [KafkaTP(tp[0], tp[1], off) for tp, off in offsets.items()]
-
-    def _commit_sync(self, offsets: Mapping[TopicPartition, int]) -> None:
-        if not offsets:
-            return
-        try:
-            result = self._consumer.commit(offsets=self._request(offsets), asynchronous=False)
-        except Exception as exc:
-            error = translate(exc, "committing offsets")
-            if exc.args and getattr(exc.args[0], "code", lambda: 0)() == KafkaError._NO_OFFSET:
-                return
-            raise error from exc
-        for ktp in result or ():
-            if ktp.error is not None:
-                raise translate(ktp.error, f"committing {ktp.topic}[{ktp.partition}]")
-
-    def _commit_async_raw(self, offsets: Mapping[TopicPartition, int]) -> None:
-        try:
-            self._consumer.commit(offsets=self._request(offsets), asynchronous=True)
-        except Exception:  # noqa: S110 - an auto-commit that fails is retried next interval
-            pass
-
     def commit(self, offsets: Mapping[TopicPartition, int] | None = None) -> None:
         """Commit ``offsets`` (default: the positions of the assigned partitions, i.e. the
         next record to read) to the Kafka group, synchronously. ``CommitFailedError``
@@ -553,7 +556,7 @@ class KafkaConsumer(Consumer):
             offsets = {TopicPartition(*tp): off for tp, off in offsets.items()}
             for off in offsets.values():
                 check_int("offset", off, 0)
-        self._commit_sync(offsets)
+        self._committer.commit(offsets)
 
     def commit_async(self, offsets: Mapping[TopicPartition, int] | None = None,
                      callback: CommitCallback | None = None
@@ -566,23 +569,7 @@ class KafkaConsumer(Consumer):
                                     "commit to")
         chosen = dict(self._positions) if offsets is None else \
             {TopicPartition(*tp): off for tp, off in offsets.items()}
-        if self._commits is None:
-            self._commits = concurrent.futures.ThreadPoolExecutor(
-                1, thread_name_prefix="eventlog-kafka-commit")
-
-        def run() -> dict[TopicPartition, int]:
-            error: BaseException | None = None
-            try:
-                self._commit_sync(chosen)
-            except BaseException as exc:
-                error = exc
-            if callback is not None:
-                callback(chosen, error)
-            if error is not None:
-                raise error
-            return chosen
-
-        return self._commits.submit(run)
+        return self._committer.submit(chosen, callback)
 
     def committed(self, tp: TopicPartition) -> int | None:
         """The group's committed offset of ``tp`` (None if none, or without a group)."""
@@ -601,11 +588,10 @@ class KafkaConsumer(Consumer):
         if self._closed:
             return
         try:
-            if self._commits is not None:
-                self._commits.shutdown(wait=True)
+            self._committer.shutdown()
             if autocommit and self._auto_commit and self._positions:
                 try:
-                    self._commit_sync({tp: off for tp, off in self._positions.items()
+                    self._committer.commit({tp: off for tp, off in self._positions.items()
                                        if tp in self._assigned})
                 except EventLogError:
                     pass  # no longer the owner: the new owner reads from the last commit
