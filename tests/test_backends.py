@@ -416,6 +416,9 @@ def test_client_id_names_producers_and_group_members(any_log):
     with eventlog.Consumer(any_log, topic, group_id=group, client_id="orders-reader") as c:
         assert c.client_id == "orders-reader"
         assert len(drain(c, 1)) == 1
+        metrics = c.metrics()
+        assert (metrics["client_id"], metrics["group_id"]) == ("orders-reader", group)
+        assert (metrics["records_consumed"], metrics["records_lag"]) == (1, 0)
         members = any_log.describe_group(group).members
         assert [m.client_id for m in members] == ["orders-reader"]
     for bad in ("", "x" * 256, 7):
@@ -530,7 +533,8 @@ def test_storage_calls_are_unsupported_on_kafka_with_a_reason(kafka_log):
     for call in (kafka_log.check, kafka_log.compact, kafka_log.enforce_retention,
                  kafka_log.flush, kafka_log.metrics, lambda: kafka_log.group_status("g"),
                  lambda: part.append([b"x"]), lambda: part.read(0), part.roll,
-                 lambda: kafka_log.backend.partition(topic, 0)):
+                 lambda: kafka_log.backend.partition(topic, 0),
+                 kafka_log.backend.transactions):
         with pytest.raises(eventlog.UnsupportedOperationError, match="Kafka cluster: "):
             call()
     with pytest.raises(eventlog.UnsupportedOperationError, match="replication"):
