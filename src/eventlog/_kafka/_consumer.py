@@ -140,7 +140,6 @@ class KafkaConsumer(Consumer):
         self._reset = auto_offset_reset
         self._cooperative = _STRATEGIES[partition_assignment_strategy] == "cooperative-sticky"
         self._listener = resolve_listener(listener)
-        self._isolation = isolation_level
         settings: dict[str, Any] = {
             "group.id": group_id or f"eventlog-no-group-{uuid.uuid4().hex}",
             "enable.auto.commit": False,
