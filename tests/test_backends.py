@@ -453,6 +453,33 @@ def test_a_pattern_subscription_reads_matching_topics_and_later_ones(any_log, gr
             assert c.poll(timeout=0.5) == []
 
 
+def test_listeners_with_kafka_python_names_and_confluent_callbacks(any_log):
+    topic = name()
+    any_log.create_topic(topic)
+    with eventlog.Producer(any_log) as producer:
+        producer.send(topic, "x")
+    assigned: list[Any] = []
+
+    class KafkaPythonListener:  # no eventlog base class: kafka-python's method names
+        def on_partitions_assigned(self, partitions: Any) -> None:
+            assigned.append(("kafka-python", sorted(partitions)))
+
+        def on_partitions_revoked(self, partitions: Any) -> None:
+            pass
+
+    def on_assign(consumer: Any, partitions: Any) -> None:
+        assigned.append(("confluent", list(partitions)))
+
+    for how in ({"listener": KafkaPythonListener()}, {"on_assign": on_assign}):
+        with eventlog.Consumer(any_log, group_id=name("g")) as c:
+            c.subscribe([topic], **how)
+            assert len(drain(c, 1)) == 1
+    assert assigned == [("kafka-python", [TP(topic, 0)]), ("confluent", [TP(topic, 0)])]
+    with eventlog.Consumer(any_log, group_id=name("g")) as c, \
+            pytest.raises(eventlog.InvalidConfigError):
+        c.subscribe([topic], listener=object())
+
+
 def test_poll_takes_timeout_ms_instead_of_seconds(any_log):
     topic = name()
     any_log.create_topic(topic)
