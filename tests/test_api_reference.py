@@ -212,3 +212,13 @@ def test_the_checks_above_would_notice(tmp_path: Path):
     assert isinstance(node, ast.FunctionDef)
     assert [_explained(d, eventlog) for d in node.args.defaults] == [False, True]
     assert eventlog.__all__
+
+
+@pytest.mark.parametrize("cls", [eventlog.Producer, eventlog.Consumer,
+                                 eventlog.aio.AIOConsumer])
+def test_dispatching_clients_show_their_init_signature(cls: type):
+    # __new__ hands a Kafka log's clients to its own classes; help() must not lose
+    # the parameters to __new__'s (log, *args, **kwargs)
+    init = list(inspect.signature(cls.__init__).parameters.values())[1:]
+    assert list(inspect.signature(cls).parameters.values()) == init
+    assert "args" not in inspect.signature(cls).parameters

@@ -403,6 +403,153 @@ def test_asyncio_producer_and_consumer(any_log):
     assert sum(any_log.group_offsets(group).values()) == 10
 
 
+# -- the Kafka habits of the API: client_id, patterns, timeout_ms, timestamp types ---------
+
+
+def test_client_id_names_producers_and_group_members(any_log):
+    topic, group = name(), name("g")
+    any_log.create_topic(topic)
+    with eventlog.Producer(any_log, client_id="orders-app") as producer:
+        assert producer.client_id == "orders-app"
+        assert producer.metrics()["client_id"] == "orders-app"
+        producer.send(topic, 1)
+    with eventlog.Consumer(any_log, topic, group_id=group, client_id="orders-reader") as c:
+        assert c.client_id == "orders-reader"
+        assert len(drain(c, 1)) == 1
+        metrics = c.metrics()
+        assert (metrics["client_id"], metrics["group_id"]) == ("orders-reader", group)
+        assert (metrics["records_consumed"], metrics["records_lag"]) == (1, 0)
+        members = any_log.describe_group(group).members
+        assert [m.client_id for m in members] == ["orders-reader"]
+    for bad in ("", "x" * 256, 7):
+        with pytest.raises(eventlog.InvalidConfigError):
+            eventlog.Producer(any_log, client_id=bad)
+        with pytest.raises(eventlog.InvalidConfigError):
+            eventlog.Consumer(any_log, client_id=bad)
+
+
+@pytest.mark.parametrize("grouped", [True, False], ids=["group", "no-group"])
+def test_a_pattern_subscription_reads_matching_topics_and_later_ones(any_log, grouped):
+    prefix = name("p")
+    any_log.create_topic(f"{prefix}-a")
+    any_log.create_topic(f"{prefix}-b")
+    any_log.create_topic(f"{prefix}x-c")  # matches the prefix, not the whole pattern
+    group = name("g") if grouped else None
+    with eventlog.Producer(any_log) as producer:
+        for topic in (f"{prefix}-a", f"{prefix}-b", f"{prefix}x-c"):
+            producer.send(topic, topic)
+        with eventlog.Consumer(any_log, group_id=group) as c:
+            with pytest.raises(eventlog.InvalidConfigError):
+                c.subscribe(pattern="(")
+            with pytest.raises(eventlog.InvalidConfigError):
+                c.subscribe([f"{prefix}-a"], pattern=f"{prefix}-.*")
+            c.subscribe(pattern=f"{prefix}-.*")
+            assert c.subscription() == {f"{prefix}-a", f"{prefix}-b"}
+            assert sorted(r.value for r in drain(c, 2)) == [f"{prefix}-a", f"{prefix}-b"]
+            any_log.create_topic(f"{prefix}-late")
+            producer.send(f"{prefix}-late", "late").result(timeout=30)
+            assert [r.value for r in drain(c, 1, timeout=60)] == ["late"]
+            assert f"{prefix}-late" in c.subscription()
+            assert c.poll(timeout=0.5) == []
+
+
+def test_listeners_with_kafka_python_names_and_confluent_callbacks(any_log):
+    topic = name()
+    any_log.create_topic(topic)
+    with eventlog.Producer(any_log) as producer:
+        producer.send(topic, "x")
+    assigned: list[Any] = []
+
+    class KafkaPythonListener:  # no eventlog base class: kafka-python's method names
+        def on_partitions_assigned(self, partitions: Any) -> None:
+            assigned.append(("kafka-python", sorted(partitions)))
+
+        def on_partitions_revoked(self, partitions: Any) -> None:
+            pass
+
+    def on_assign(consumer: Any, partitions: Any) -> None:
+        assigned.append(("confluent", list(partitions)))
+
+    for how in ({"listener": KafkaPythonListener()}, {"on_assign": on_assign}):
+        with eventlog.Consumer(any_log, group_id=name("g")) as c:
+            c.subscribe([topic], **how)
+            assert len(drain(c, 1)) == 1
+    assert assigned == [("kafka-python", [TP(topic, 0)]), ("confluent", [TP(topic, 0)])]
+    with eventlog.Consumer(any_log, group_id=name("g")) as c, \
+            pytest.raises(eventlog.InvalidConfigError):
+        c.subscribe([topic], listener=object())
+
+
+def test_poll_takes_timeout_ms_instead_of_seconds(any_log):
+    topic = name()
+    any_log.create_topic(topic)
+    with eventlog.Producer(any_log) as producer:
+        producer.send(topic, "x")
+    with eventlog.Consumer(any_log, topic) as c:
+        got: list[Any] = []
+        for _ in range(60):
+            got += c.poll(timeout_ms=500)
+            if got:
+                break
+        assert [r.value for r in got] == ["x"]
+        assert c.poll(timeout_ms=0) == []
+        with pytest.raises(eventlog.InvalidConfigError):
+            c.poll(timeout=2.0, timeout_ms=100)
+        with pytest.raises(eventlog.InvalidConfigError):
+            c.poll(timeout_ms=-1)
+
+
+def test_records_say_who_set_their_timestamp(any_log):
+    producer_time, log_time = name(), name()
+    any_log.create_topic(producer_time)
+    any_log.create_topic(log_time, timestamp_type="log_append_time")
+    with eventlog.Producer(any_log) as producer:
+        producer.send(producer_time, "x", timestamp_ms=1_000_000)
+        producer.send(log_time, "y", timestamp_ms=1_000_000)
+    with eventlog.Consumer(any_log, producer_time, log_time) as c:
+        got = {r.topic: r for r in drain(c, 2)}
+    assert got[producer_time].timestamp_type == eventlog.TimestampType.CREATE_TIME
+    assert got[producer_time].timestamp_ms == 1_000_000
+    assert got[log_time].timestamp_type == eventlog.TimestampType.LOG_APPEND_TIME
+    assert got[log_time].timestamp_ms > 1_000_000
+    assert str(got[log_time].timestamp_type) == "LogAppendTime"
+
+
+def test_transactions_commit_and_abort_under_read_committed(any_log):
+    topic, group = name(), name("g")
+    any_log.create_topic(topic)
+    tp = TP(topic, 0)
+    with eventlog.Producer(any_log, transactional_id=name("txn")) as producer, \
+            eventlog.Consumer(any_log, isolation_level="read_committed") as c:
+        with pytest.raises(eventlog.TransactionError):
+            producer.commit_transaction()
+        producer.init_transactions()
+        with producer.transaction():
+            producer.send(topic, "committed")
+            producer.send_offsets_to_transaction({tp: 1}, group)
+        # offsets 0 (the record) and 1 (its commit marker); an open one from 2
+        producer.begin_transaction()
+        producer.send(topic, "open")
+        producer.flush()  # in the partition, not yet decided
+        c.assign([tp])
+        assert [r.value for r in drain(c, 1)] == ["committed"]
+        assert c.poll(timeout=1.0) == []
+        assert c.last_stable_offsets([tp]) == {tp: 2}
+        assert c.lag(stable=True)[tp] < c.lag()[tp]
+        producer.abort_transaction()
+        with pytest.raises(RuntimeError), producer.transaction():
+            producer.send(topic, "aborted too")
+            producer.flush()
+            raise RuntimeError("abort")
+        assert c.poll(timeout=1.0) == []
+        assert c.lag(stable=True) == c.lag()
+        end = c.last_stable_offsets([tp])[tp]
+        assert end == any_log.topic(topic).partition(0).end_offset
+    assert any_log.group_offsets(group) == {tp: 1}
+    with eventlog.Consumer(any_log, topic, isolation_level="read_uncommitted") as c:
+        assert [r.value for r in drain(c, 3)] == ["committed", "open", "aborted too"]
+
+
 # -- what only a Kafka cluster has, or lacks ----------------------------------------------------
 
 
@@ -413,7 +560,8 @@ def test_storage_calls_are_unsupported_on_kafka_with_a_reason(kafka_log):
     for call in (kafka_log.check, kafka_log.compact, kafka_log.enforce_retention,
                  kafka_log.flush, kafka_log.metrics, lambda: kafka_log.group_status("g"),
                  lambda: part.append([b"x"]), lambda: part.read(0), part.roll,
-                 lambda: kafka_log.backend.partition(topic, 0)):
+                 lambda: kafka_log.backend.partition(topic, 0),
+                 kafka_log.backend.transactions):
         with pytest.raises(eventlog.UnsupportedOperationError, match="Kafka cluster: "):
             call()
     with pytest.raises(eventlog.UnsupportedOperationError, match="replication"):
@@ -427,33 +575,6 @@ def test_an_unreachable_cluster_raises_broker_unavailable_on_kafka():
         eventlog.open(f"kafka://127.0.0.1:{free_port()}", request_timeout_ms=1500)
     with pytest.raises(eventlog.InvalidConfigError):
         eventlog.open("kafka://no-port")
-
-
-def test_transactions_commit_and_abort_on_kafka(kafka_log):
-    topic, group = name(), name("g")
-    kafka_log.create_topic(topic)
-    with eventlog.Producer(kafka_log, transactional_id=name("txn")) as producer:
-        with pytest.raises(eventlog.TransactionError):
-            producer.commit_transaction()
-        producer.init_transactions()
-        with producer.transaction():
-            producer.send(topic, "committed")
-            producer.send_offsets_to_transaction({TP(topic, 0): 1}, group)
-        producer.begin_transaction()
-        producer.send(topic, "aborted")
-        producer.flush()  # written to the partition, then aborted
-        producer.abort_transaction()
-        with pytest.raises(RuntimeError), producer.transaction():
-            producer.send(topic, "aborted too")
-            producer.flush()
-            raise RuntimeError("abort")
-    with eventlog.Consumer(kafka_log, topic, isolation_level="read_committed") as c:
-        committed = [r.value for r in drain(c, 1)]
-        committed += c.poll(timeout=1.0)
-    assert committed == ["committed"]
-    assert kafka_log.group_offsets(group) == {TP(topic, 0): 1}
-    with eventlog.Consumer(kafka_log, topic, isolation_level="read_uncommitted") as c:
-        assert [r.value for r in drain(c, 3)] == ["committed", "aborted", "aborted too"]
 
 
 def test_records_pending_at_interpreter_exit_are_flushed(any_log):

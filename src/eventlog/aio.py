@@ -36,6 +36,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import concurrent.futures
+import inspect
 import logging
 import mmap
 import re
@@ -429,6 +430,11 @@ class AIOConsumer:
         self._start_task: asyncio.Future[None] | None = None
         self._close_task: asyncio.Future[None] | None = None
         self._closing = False
+
+    # The dispatch above takes (log, *args, **kwargs): help(), inspect.signature and the
+    # API reference show __init__'s parameters instead.
+    __new__.__signature__ = inspect.signature(__init__).replace(  # type: ignore[attr-defined]
+        return_annotation=inspect.Signature.empty)
 
     def __repr__(self) -> str:
         group = f" group={self.group_id!r}" if self.group_id else ""

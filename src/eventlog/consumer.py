@@ -23,6 +23,7 @@ Both talk to the log only through its backend (``Log.backend``, see ``_backend``
 
 from __future__ import annotations
 
+import inspect
 import math
 import re
 import time
@@ -87,6 +88,26 @@ class _CallbackListener(RebalanceListener):
     def on_lost(self, partitions: set[TopicPartition]) -> None:
         self._call("on_lost" if self._callbacks.get("on_lost") else "on_revoked",
                     partitions)
+
+
+def callback_listener(consumer: Consumer, listener: object | None,
+                      on_assign: PartitionsCallback | None,
+                      on_revoke: PartitionsCallback | None,
+                      on_lost: PartitionsCallback | None) -> object | None:
+    """``subscribe``'s listener: ``listener`` as given, or a listener calling
+    confluent-kafka's ``on_assign``/``on_revoke``/``on_lost`` callbacks with
+    ``consumer`` (``InvalidConfigError`` for both at once, or one not callable)."""
+    given = {"on_assign": on_assign, "on_revoke": on_revoke, "on_lost": on_lost}
+    if all(fn is None for fn in given.values()):
+        return listener
+    if listener is not None:
+        raise InvalidConfigError("subscribe takes a listener or confluent-kafka's "
+                                 "on_assign/on_revoke/on_lost callbacks, not both")
+    for name, fn in given.items():
+        if fn is not None and not callable(fn):
+            raise InvalidConfigError(f"{name} must be callable, not {fn!r}")
+    return _CallbackListener(consumer, {"on_assigned": on_assign,
+                                        "on_revoked": on_revoke, "on_lost": on_lost})
 
 
 class Consumer:
@@ -157,6 +178,11 @@ class Consumer:
         if topics:
             self.subscribe(list(topics))
 
+    # The dispatch above takes (log, *args, **kwargs): help(), inspect.signature and the
+    # API reference show __init__'s parameters instead.
+    __new__.__signature__ = inspect.signature(__init__).replace(  # type: ignore[attr-defined]
+        return_annotation=inspect.Signature.empty)
+
     def __repr__(self) -> str:
         group = f" group={self.group_id!r}" if self.group_id else ""
         return f"<eventlog.Consumer{group} partitions={len(self._fetcher.assigned())}>"
@@ -194,16 +220,7 @@ class Consumer:
         ``fn(consumer, partitions)`` (a sorted list), instead of a listener. Replaces an
         earlier subscription or assignment."""
         self._check_open()
-        given = {"on_assign": on_assign, "on_revoke": on_revoke, "on_lost": on_lost}
-        if any(fn is not None for fn in given.values()):
-            if listener is not None:
-                raise InvalidConfigError("subscribe takes a listener or confluent-kafka's "
-                                         "on_assign/on_revoke/on_lost callbacks, not both")
-            for name, fn in given.items():
-                if fn is not None and not callable(fn):
-                    raise InvalidConfigError(f"{name} must be callable, not {fn!r}")
-            listener = _CallbackListener(self, {"on_assigned": on_assign,
-                                                "on_revoked": on_revoke, "on_lost": on_lost})
+        listener = callback_listener(self, listener, on_assign, on_revoke, on_lost)
         self._coordinator.subscribe(topics, listener, pattern)
 
     @_fileutil.translate_errors("consumer")

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import atexit
 import fcntl
+import inspect
 import operator
 import os
 import time
@@ -247,6 +248,11 @@ class Producer:
             assert producer_id is not None
             self._lock_producer_id(producer_id)  # last: nothing may fail after it
         _live_producers.add(self)
+
+    # The dispatch above takes (log, *args, **kwargs): help(), inspect.signature and the
+    # API reference show __init__'s parameters instead.
+    __new__.__signature__ = inspect.signature(__init__).replace(  # type: ignore[attr-defined]
+        return_annotation=inspect.Signature.empty)
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open"

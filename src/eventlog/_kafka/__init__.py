@@ -10,6 +10,7 @@ One room per file::
     _admin.py      the AdminClient calls behind them, with timeouts and error translation
     _producer.py   KafkaProducer: serializers, eventlog's partitioners, futures, flush
     _consumer.py   KafkaConsumer: poll, positions, seek, commits, rebalance listeners
+    _commits.py    its offset commits: synchronous, auto-commit, the commit_async thread
     _aio.py        KafkaAIOConsumer: the asyncio consumer over KafkaConsumer
     _clients.py    the client classes a KafkaLog brings (Log.client_classes)
     _config.py     topic settings <-> Kafka topic configs, client configuration

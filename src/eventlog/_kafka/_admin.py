@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future
 from typing import Any, TypeVar
 
-from confluent_kafka import ConsumerGroupTopicPartitions, KafkaException
+from confluent_kafka import ConsumerGroupTopicPartitions, IsolationLevel, KafkaException
 from confluent_kafka import TopicPartition as KafkaTP
 from confluent_kafka.admin import (  # type: ignore[attr-defined]  # re-exported, untyped
     AdminClient,
@@ -121,13 +121,18 @@ class Admin:
 
     # -- offsets -------------------------------------------------------------------------
 
-    def list_offsets(self, specs: Mapping[TopicPartition, Any]) -> dict[TopicPartition, int]:
+    def list_offsets(self, specs: Mapping[TopicPartition, Any], committed: bool = False
+                     ) -> dict[TopicPartition, int]:
         """``ListOffsets`` for each partition: ``OffsetSpec.earliest()``, ``.latest()`` or
-        ``.for_timestamp(ms)``; -1 where a time lookup found nothing."""
+        ``.for_timestamp(ms)``; -1 where a time lookup found nothing. ``committed``:
+        as a read_committed reader sees them (``.latest()`` is then the LSO)."""
         if not specs:
             return {}
         request = {KafkaTP(tp.topic, tp.partition): spec for tp, spec in specs.items()}
-        futures = self.client.list_offsets(request, request_timeout=self.timeout_s)
+        isolation = IsolationLevel.READ_COMMITTED if committed else \
+            IsolationLevel.READ_UNCOMMITTED
+        futures = self.client.list_offsets(request, isolation_level=isolation,
+                                           request_timeout=self.timeout_s)
         return {TopicPartition(ktp.topic, ktp.partition):
                 int(self._wait(f, f"reading offsets of {ktp.topic}[{ktp.partition}]").offset)
                 for ktp, f in futures.items()}
@@ -135,6 +140,13 @@ class Admin:
     def end_offsets(self, tps: Iterable[TopicPartition]) -> dict[TopicPartition, int]:
         return self.list_offsets({tp: OffsetSpec.latest()  # type: ignore[no-untyped-call]
                                   for tp in tps})
+
+    def last_stable_offsets(self, tps: Iterable[TopicPartition]
+                            ) -> dict[TopicPartition, int]:
+        """Each partition's last stable offset: its first offset of an open
+        transaction, or its end offset when none is open."""
+        return self.list_offsets({tp: OffsetSpec.latest()  # type: ignore[no-untyped-call]
+                                  for tp in tps}, committed=True)
 
     def bounds(self, tps: Iterable[TopicPartition]) -> dict[TopicPartition, tuple[int, int]]:
         tps = list(tps)

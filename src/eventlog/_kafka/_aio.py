@@ -14,13 +14,17 @@ from __future__ import annotations
 import asyncio
 import collections
 import concurrent.futures
+import re
 import time
 from collections.abc import Callable, Iterable, Mapping
 from functools import partial
 from typing import Any, TypeVar
 
+from .._coordinator import RebalanceListener
 from .._types import Record, TopicPartition
 from ..aio import AIOConsumer
+from ..config import check_client_id
+from ..consumer import poll_timeout
 from ..errors import ClosedError, InvalidConfigError
 from ..log import Log
 from ._consumer import KafkaConsumer
@@ -40,6 +44,7 @@ class KafkaAIOConsumer(AIOConsumer):
         self._topics = topics
         self._kafka_options = options
         self.group_id = options.get("group_id")
+        self.client_id = check_client_id(options.get("client_id"))
         self._max_poll_records = int(options.get("max_poll_records", 500))
         timeout_ms = options.get("consumer_timeout_ms")
         self._consumer_timeout_ms = timeout_ms
@@ -88,16 +93,23 @@ class KafkaAIOConsumer(AIOConsumer):
         assert self._consumer is not None
         return await self._in_thread(getattr(self._consumer, method), *args)
 
+    def _subscribe(self, topics: list[str], listener: object | None,
+                   pattern: str | re.Pattern[str] | None) -> None:
+        assert self._consumer is not None
+        self._consumer.subscribe(topics, listener, pattern=pattern)
+
     # -- polling ---------------------------------------------------------------------------
 
-    async def poll(self, timeout: float | None = 0.0, max_records: int | None = None
-                   ) -> list[Record]:
-        """Records, as ``Consumer.poll`` returns them; ``[]`` after ``timeout`` s."""
+    async def poll(self, timeout: float | None = 1.0, max_records: int | None = None, *,
+                   timeout_ms: int | None = None) -> list[Record]:
+        """Records, as ``Consumer.poll`` returns them; ``[]`` after ``timeout`` s (or
+        ``timeout_ms`` milliseconds)."""
+        timeout = poll_timeout(timeout, timeout_ms)
         if max_records is None:
             max_records = self._max_poll_records
         elif type(max_records) is not int or max_records < 1:
             raise InvalidConfigError(f"max_records must be a positive int, not {max_records!r}")
-        deadline = None if timeout is None else time.monotonic() + max(0.0, timeout)
+        deadline = None if timeout is None else time.monotonic() + timeout
         if self._consumer is None:
             await self.start()
         async with self._poll_lock:
@@ -166,8 +178,16 @@ class KafkaAIOConsumer(AIOConsumer):
     async def resume(self, *partitions: TopicPartition) -> None:
         await self._run("resume", *partitions)
 
-    async def subscribe(self, topics: Iterable[str]) -> None:
-        await self._run("subscribe", list(topics))
+    async def subscribe(self, topics: Iterable[str] = (),
+                        pattern: str | re.Pattern[str] | None = None,
+                        listener: RebalanceListener | object | None = None) -> None:
+        """Read ``topics``, or every topic matching ``pattern`` (as
+        ``Consumer.subscribe``)."""
+        self._check_open()
+        if self._consumer is None:
+            await self.start()
+        self._buffer.clear()
+        await self._in_thread(self._subscribe, list(topics), listener, pattern)
 
     async def assign(self, partitions: Iterable[TopicPartition]) -> None:
         await self._run("assign", list(partitions))

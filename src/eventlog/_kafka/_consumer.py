@@ -16,21 +16,21 @@ used to commit).
 from __future__ import annotations
 
 import concurrent.futures
+import re
 import time
 import uuid
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, OFFSET_INVALID, KafkaError
+from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, OFFSET_INVALID
 from confluent_kafka import Consumer as _RawConsumer
 from confluent_kafka import TopicPartition as KafkaTP
 
-from .._coordinator import CommitCallback, RebalanceListener
-from .._fetcher import DEFAULT_FETCH_MAX_BYTES
+from .._coordinator import CommitCallback, RebalanceListener, compile_pattern, resolve_listener
 from .._group import validate_group_id
 from .._types import Record, TopicPartition
-from ..config import check_int
-from ..consumer import Consumer
+from ..config import check_client_id, check_int
+from ..consumer import Consumer, PartitionsCallback, callback_listener, poll_timeout
 from ..errors import (
     ClosedError,
     CommitFailedError,
@@ -40,8 +40,9 @@ from ..errors import (
 )
 from ..log import Log
 from ..serde import Deserializer, deserializer
+from ._commits import Committer
 from ._decode import to_records
-from ._errors import kafka_errors, translate
+from ._errors import kafka_errors
 from ._log import KafkaLog
 
 __all__ = ["KafkaConsumer"]
@@ -57,6 +58,34 @@ def _tp(ktp: Any) -> TopicPartition:
     return TopicPartition(ktp.topic, ktp.partition)
 
 
+def _matching(log: KafkaLog, regex: re.Pattern[str]) -> list[str]:
+    return [name for name in log.topics() if regex.fullmatch(name)]
+
+
+def _subscription(log: KafkaLog, topics: Iterable[str],
+                  pattern: str | re.Pattern[str] | None
+                  ) -> tuple[re.Pattern[str] | None, list[str], list[str]]:
+    """What ``subscribe(topics, pattern=)`` asks for: ``(the compiled pattern or None,
+    the topics it names now, what librdkafka subscribes to)``, or the same errors as
+    on a local log (``InvalidConfigError``, ``UnknownTopicError``)."""
+    if pattern is not None:
+        if isinstance(topics, str) or list(topics):
+            raise InvalidConfigError("subscribe takes topics or a pattern, not both")
+        regex = compile_pattern(pattern)
+        # librdkafka subscribes to a regex when a name starts with "^"; anchored at
+        # both ends, it must match a whole name, as in Kafka's Java client
+        return regex, _matching(log, regex), [f"^({regex.pattern})$"]
+    if isinstance(topics, str):
+        raise InvalidConfigError(f"subscribe needs a list of topic names, not the str "
+                                 f"{topics!r} (write [{topics!r}])")
+    names = sorted(set(topics))
+    if not names or any(not isinstance(t, str) for t in names):
+        raise InvalidConfigError("subscribe needs a list of topic names or a pattern=")
+    for name in names:
+        log.topic(name)  # UnknownTopicError now, as locally
+    return None, names, names
+
+
 class KafkaConsumer(Consumer):
     """``Consumer(log, ...)`` for a log opened on ``kafka://``: the same options, plus
     ``isolation_level`` ("read_committed", the default, never returns records of
@@ -69,12 +98,13 @@ class KafkaConsumer(Consumer):
                  auto_commit_interval_ms: int = 5000,
                  key_deserializer: str | Deserializer | None = None,
                  value_deserializer: str | Deserializer | None = None,
-                 max_poll_records: int = 500, fetch_max_bytes: int = DEFAULT_FETCH_MAX_BYTES,
+                 max_poll_records: int = 500, fetch_max_bytes: int = 4 << 20,
                  partition_assignment_strategy: str = "range",
                  session_timeout_ms: int = 10_000, heartbeat_interval_ms: int = 1_000,
                  max_poll_interval_ms: int = 300_000, group_instance_id: str | None = None,
-                 listener: RebalanceListener | None = None,
+                 listener: RebalanceListener | object | None = None,
                  consumer_timeout_ms: int | None = None,
+                 client_id: str | None = None,
                  isolation_level: str = "read_committed",
                  kafka_config: Mapping[str, Any] | None = None) -> None:
         if not isinstance(log, KafkaLog):
@@ -96,6 +126,7 @@ class KafkaConsumer(Consumer):
                                          f"not {value!r}")
         if group_id is not None:
             validate_group_id(group_id)
+        self.client_id = check_client_id(client_id)
         self._log = log
         self._backend = log.backend
         self.group_id = group_id
@@ -108,7 +139,7 @@ class KafkaConsumer(Consumer):
         self._next_auto_commit = time.monotonic() + self._auto_commit_s
         self._reset = auto_offset_reset
         self._cooperative = _STRATEGIES[partition_assignment_strategy] == "cooperative-sticky"
-        self._listener = listener
+        self._listener = resolve_listener(listener)
         settings: dict[str, Any] = {
             "group.id": group_id or f"eventlog-no-group-{uuid.uuid4().hex}",
             "enable.auto.commit": False,
@@ -121,7 +152,11 @@ class KafkaConsumer(Consumer):
             "max.partition.fetch.bytes": fetch_max_bytes,
             "isolation.level": isolation_level,
             "allow.auto.create.topics": False,
+            # how soon a pattern subscription sees topics created or deleted
+            "topic.metadata.refresh.interval.ms": int(_REFRESH_S * 1000),
         }
+        if client_id is not None:
+            settings["client.id"] = client_id
         if group_instance_id is not None:
             settings["group.instance.id"] = group_instance_id
         config = log.client_config(**settings)
@@ -134,11 +169,13 @@ class KafkaConsumer(Consumer):
         self._pending_seeks: dict[TopicPartition, int] = {}
         self._paused: set[TopicPartition] = set()
         self._subscription: set[str] = set()
+        self._pattern: re.Pattern[str] | None = None
         self._manual = False
         self._all_of: list[str] = []     # a group-less consumer reads all of these
         self._next_refresh = 0.0
         self._in_rebalance = False
-        self._commits: concurrent.futures.ThreadPoolExecutor | None = None
+        self._committer = Committer(self._consumer)
+        self._consumed = 0    # records poll returned
         self._closed = False
         if topics:
             self.subscribe(list(topics))
@@ -157,16 +194,23 @@ class KafkaConsumer(Consumer):
 
     # -- assignment ---------------------------------------------------------------------
 
-    def subscribe(self, topics: Iterable[str], listener: RebalanceListener | None = None
-                  ) -> None:
-        """Read ``topics``: with a ``group_id`` as a member of the Kafka group, without
-        one every partition of them."""
+    def subscribe(self, topics: Iterable[str] = (),
+                  listener: RebalanceListener | object | None = None, *,
+                  pattern: str | re.Pattern[str] | None = None,
+                  on_assign: PartitionsCallback | None = None,
+                  on_revoke: PartitionsCallback | None = None,
+                  on_lost: PartitionsCallback | None = None) -> None:
+        """Read ``topics``, or with ``pattern=`` every topic whose whole name matches
+        the regex (in a group, librdkafka's ``^`` subscription); topics created or
+        deleted later join or leave it within a few seconds. With a ``group_id`` as a
+        member of the Kafka group, without one every partition of them. ``listener``
+        and the callbacks are those of ``Consumer.subscribe``."""
         self._check_open()
-        names = list(topics)
-        for name in names:
-            self._log.topic(name)  # UnknownTopicError now, as locally
+        listener = callback_listener(self, listener, on_assign, on_revoke, on_lost)
+        regex, names, wanted = _subscription(self._log, topics, pattern)
         if listener is not None:
-            self._listener = listener
+            self._listener = resolve_listener(listener)
+        self._pattern = regex
         self._subscription = set(names)
         self._manual = False
         if self.group_id is None:
@@ -174,10 +218,13 @@ class KafkaConsumer(Consumer):
             self._assign_all()
             return
         with kafka_errors("subscribing"):
-            self._consumer.subscribe(names, on_assign=self._on_assign,
+            self._consumer.subscribe(wanted, on_assign=self._on_assign,
                                      on_revoke=self._on_revoke, on_lost=self._on_lost)
 
     def _assign_all(self) -> None:
+        if self._pattern is not None:
+            self._all_of = _matching(self._log, self._pattern)
+            self._subscription = set(self._all_of)
         tps = [TopicPartition(t, i) for t in self._all_of
                for i in range(self._log.admin.check_topic(t))]
         self._next_refresh = time.monotonic() + _REFRESH_S
@@ -194,6 +241,7 @@ class KafkaConsumer(Consumer):
         self._manual = True
         self._all_of = []
         self._subscription = set()
+        self._pattern = None
         with kafka_errors("unsubscribing"):
             self._consumer.unsubscribe()
         self._assign(tps)
@@ -222,6 +270,7 @@ class KafkaConsumer(Consumer):
         self._assigned.clear()
         self._positions.clear()
         self._subscription = set()
+        self._pattern = None
         self._all_of = []
 
     def assignment(self) -> set[TopicPartition]:
@@ -229,6 +278,9 @@ class KafkaConsumer(Consumer):
         return set(self._assigned)
 
     def subscription(self) -> set[str]:
+        """The topics subscribed to (for a pattern, those matching it now)."""
+        if self._pattern is not None:
+            self._subscription = set(_matching(self._log, self._pattern))
         return set(self._subscription)
 
     # -- rebalances (called by librdkafka inside poll) ------------------------------------------
@@ -258,7 +310,7 @@ class KafkaConsumer(Consumer):
                 self._listener.on_revoked(tps)
             if self._auto_commit:
                 try:
-                    self._commit_sync({tp: off for tp, off in self._positions.items()
+                    self._committer.commit({tp: off for tp, off in self._positions.items()
                                        if tp in tps})
                 except EventLogError:
                     pass  # a later owner re-reads from the last good commit
@@ -387,25 +439,55 @@ class KafkaConsumer(Consumer):
             found = self._consumer.offsets_for_times(request, timeout=self._timeout_s)
         return {_tp(k): (None if k.offset < 0 else int(k.offset)) for k in found}
 
-    def lag(self) -> dict[TopicPartition, int]:
-        """End offset minus position, for every assigned partition."""
+    def lag(self, stable: bool = False) -> dict[TopicPartition, int]:
+        """End offset (the high watermark) minus position, for every assigned
+        partition; with ``stable=True``, the last stable offset minus position: what a
+        ``read_committed`` consumer can read now. Cost: a ListOffsets request."""
         self._check_open()
-        return {tp: max(0, self._watermarks(tp)[1] - self.position(tp))
-                for tp in sorted(self._assigned)}
+        tps = sorted(self._assigned)
+        admin = self._log.admin
+        ends = admin.last_stable_offsets(tps) if stable else admin.end_offsets(tps)
+        return {tp: max(0, ends[tp] - self.position(tp)) for tp in tps}
+
+    def last_stable_offsets(self, partitions: Iterable[TopicPartition]
+                            ) -> dict[TopicPartition, int]:
+        """The last stable offset of each partition: the first offset of its oldest
+        open transaction, or its end offset when none is open (Kafka's LSO, from a
+        read_committed ListOffsets request)."""
+        self._check_open()
+        return self._log.admin.last_stable_offsets([TopicPartition(*tp)
+                                                     for tp in partitions])
+
+    def metrics(self) -> dict[str, Any]:
+        """This consumer now, with the names of ``Consumer.metrics``: its ``client_id``
+        and ``group_id``, ``records_consumed`` (records ``poll`` returned), the
+        partitions assigned and paused, ``records_lag`` / ``records_lag_max`` (of
+        ``lag()``). (``offset_resets`` is librdkafka's to count, not reported.) Cost:
+        a ListOffsets request."""
+        self._check_open()
+        lag = self.lag()
+        return {"client_id": self.client_id, "group_id": self.group_id,
+                "records_consumed": self._consumed,
+                "assigned_partitions": len(self._assigned),
+                "paused_partitions": len(self._paused),
+                "records_lag": sum(lag.values()),
+                "records_lag_max": max(lag.values(), default=0)}
 
     # -- polling -------------------------------------------------------------------------
 
-    def poll(self, timeout: float | None = 0.0, max_records: int | None = None
-             ) -> list[Record]:
+    def poll(self, timeout: float | None = 1.0, max_records: int | None = None, *,
+             timeout_ms: int | None = None) -> list[Record]:
         """Records from the assigned partitions, in offset order within a partition; at
-        most ``max_records``. Waits up to ``timeout`` seconds (None: until records
-        arrive) and returns ``[]`` if none came; returns as soon as any are there."""
+        most ``max_records``. Waits up to ``timeout`` seconds (default 1.0; None: until
+        records arrive; or ``timeout_ms`` milliseconds instead) and returns ``[]`` if
+        none came; returns as soon as any are there."""
         self._check_open()
+        timeout = poll_timeout(timeout, timeout_ms)
         if max_records is None:
             max_records = self._max_poll_records
         elif type(max_records) is not int or max_records < 1:
             raise InvalidConfigError(f"max_records must be a positive int, not {max_records!r}")
-        deadline = None if timeout is None else time.monotonic() + max(0.0, timeout)
+        deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             self._maintain()
             left = 0.5 if deadline is None else min(0.5, deadline - time.monotonic())
@@ -414,6 +496,7 @@ class KafkaConsumer(Consumer):
                 more = self._consumer.consume(max_records - 1, 0) if max_records > 1 else []
                 records = self._records([first, *more])
                 if records:
+                    self._consumed += len(records)
                     return records
             if deadline is not None and time.monotonic() >= deadline:
                 return []
@@ -422,12 +505,12 @@ class KafkaConsumer(Consumer):
         if self._pending_seeks:
             self._apply_seeks()
         now = time.monotonic()
-        if self._all_of and now >= self._next_refresh:
+        if (self._all_of or self._pattern is not None) and now >= self._next_refresh:
             self._assign_all()
         if self._auto_commit and now >= self._next_auto_commit:
             self._next_auto_commit = now + self._auto_commit_s
             if self._positions:
-                self._commit_async_raw(dict(self._positions))
+                self._committer.commit_quietly(dict(self._positions))
 
     def _records(self, messages: list[Any]) -> list[Record]:
         ends: dict[tuple[str, int], int] = {}
@@ -458,29 +541,6 @@ class KafkaConsumer(Consumer):
 
     # -- commits -------------------------------------------------------------------------
 
-    def _request(self, offsets: Mapping[TopicPartition, int]) -> list[Any]:
-        return [KafkaTP(tp[0], tp[1], off) for tp, off in offsets.items()]
-
-    def _commit_sync(self, offsets: Mapping[TopicPartition, int]) -> None:
-        if not offsets:
-            return
-        try:
-            result = self._consumer.commit(offsets=self._request(offsets), asynchronous=False)
-        except Exception as exc:
-            error = translate(exc, "committing offsets")
-            if exc.args and getattr(exc.args[0], "code", lambda: 0)() == KafkaError._NO_OFFSET:
-                return
-            raise error from exc
-        for ktp in result or ():
-            if ktp.error is not None:
-                raise translate(ktp.error, f"committing {ktp.topic}[{ktp.partition}]")
-
-    def _commit_async_raw(self, offsets: Mapping[TopicPartition, int]) -> None:
-        try:
-            self._consumer.commit(offsets=self._request(offsets), asynchronous=True)
-        except Exception:  # noqa: S110 - an auto-commit that fails is retried next interval
-            pass
-
     def commit(self, offsets: Mapping[TopicPartition, int] | None = None) -> None:
         """Commit ``offsets`` (default: the positions of the assigned partitions, i.e. the
         next record to read) to the Kafka group, synchronously. ``CommitFailedError``
@@ -495,7 +555,7 @@ class KafkaConsumer(Consumer):
             offsets = {TopicPartition(*tp): off for tp, off in offsets.items()}
             for off in offsets.values():
                 check_int("offset", off, 0)
-        self._commit_sync(offsets)
+        self._committer.commit(offsets)
 
     def commit_async(self, offsets: Mapping[TopicPartition, int] | None = None,
                      callback: CommitCallback | None = None
@@ -508,23 +568,7 @@ class KafkaConsumer(Consumer):
                                     "commit to")
         chosen = dict(self._positions) if offsets is None else \
             {TopicPartition(*tp): off for tp, off in offsets.items()}
-        if self._commits is None:
-            self._commits = concurrent.futures.ThreadPoolExecutor(
-                1, thread_name_prefix="eventlog-kafka-commit")
-
-        def run() -> dict[TopicPartition, int]:
-            error: BaseException | None = None
-            try:
-                self._commit_sync(chosen)
-            except BaseException as exc:
-                error = exc
-            if callback is not None:
-                callback(chosen, error)
-            if error is not None:
-                raise error
-            return chosen
-
-        return self._commits.submit(run)
+        return self._committer.submit(chosen, callback)
 
     def committed(self, tp: TopicPartition) -> int | None:
         """The group's committed offset of ``tp`` (None if none, or without a group)."""
@@ -543,11 +587,10 @@ class KafkaConsumer(Consumer):
         if self._closed:
             return
         try:
-            if self._commits is not None:
-                self._commits.shutdown(wait=True)
+            self._committer.shutdown()
             if autocommit and self._auto_commit and self._positions:
                 try:
-                    self._commit_sync({tp: off for tp, off in self._positions.items()
+                    self._committer.commit({tp: off for tp, off in self._positions.items()
                                        if tp in self._assigned})
                 except EventLogError:
                     pass  # no longer the owner: the new owner reads from the last commit

@@ -11,10 +11,10 @@ from __future__ import annotations
 from collections.abc import Container
 from typing import Any
 
-from confluent_kafka import KafkaError
+from confluent_kafka import TIMESTAMP_LOG_APPEND_TIME, KafkaError
 
 from .._records import serialization_error
-from .._types import Record, make_record
+from .._types import Record, TimestampType, make_record
 from ..errors import EventLogError, SerializationError
 from ..serde import Deserializer
 from ._errors import translate
@@ -24,6 +24,9 @@ QUIET = {KafkaError._PARTITION_EOF, KafkaError._TRANSPORT, KafkaError._ALL_BROKE
          KafkaError._TIMED_OUT, KafkaError._RESOLVE, KafkaError.NOT_COORDINATOR,
          KafkaError.COORDINATOR_NOT_AVAILABLE, KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
          KafkaError.LEADER_NOT_AVAILABLE, KafkaError.NOT_LEADER_FOR_PARTITION}
+
+# confluent-kafka numbers timestamp types 1 and 2; eventlog as Kafka's Java client
+_CREATE, _LOG_APPEND = TimestampType.CREATE_TIME, TimestampType.LOG_APPEND_TIME
 
 
 def to_records(messages: list[Any], assigned: Container[tuple[str, int]],
@@ -71,7 +74,9 @@ def to_records(messages: list[Any], assigned: Container[tuple[str, int]],
             return out, messages[i:], raised
         headers = msg.headers()
         offset = msg.offset()
-        append(make((topic, partition, offset, msg.timestamp()[1], key, value,
-                     [(k, b"" if v is None else v) for k, v in headers] if headers else [])))
+        kind, timestamp = msg.timestamp()
+        append(make((topic, partition, offset, timestamp, key, value,
+                     [(k, b"" if v is None else v) for k, v in headers] if headers else [],
+                     _LOG_APPEND if kind == TIMESTAMP_LOG_APPEND_TIME else _CREATE)))
         ends[last] = offset
     return out, [], None

@@ -43,6 +43,7 @@ from ._config import client_config, from_kafka, parse_address, to_kafka
 __all__ = ["KafkaLog", "KafkaPartition", "KafkaTopic"]
 
 DEFAULT_REQUEST_TIMEOUT_MS = 30_000
+_RDKAFKA_CLIENT_ID = "rdkafka"   # librdkafka's client.id default
 _LOCAL_ONLY_OPTIONS = {
     "fsync": "durability on a cluster is replication: set acks on the producer and "
              "min.insync.replicas on the topic or broker",
@@ -87,11 +88,21 @@ class KafkaBackend:
         unsupported("the offsets sidecar", "Kafka keeps committed offsets in "
                     "__consumer_offsets; use Consumer.commit or Log.group_offsets")
 
-    def group_member(self, group_id: str, **options: Any) -> NoReturn:
+    def topics(self) -> list[str]:
+        return self._log.topics()
+
+    def group_member(self, group_id: str, *, strategy: str, session_timeout_ms: int,
+                     max_poll_interval_ms: int, heartbeat_interval_ms: int,
+                     instance_id: str | None, partition_count: Callable[[str], int],
+                     client_id: str | None = None) -> NoReturn:
         unsupported("local group membership", "Kafka's group coordinator runs groups")
 
     def producer_id_lock_path(self, producer_id: int) -> NoReturn:
         unsupported("producer id locks", "the brokers fence producers (transactional.id)")
+
+    def transactions(self) -> NoReturn:
+        unsupported("the local transaction coordinator", "the brokers' transaction "
+                    "coordinator runs transactions (Producer(transactional_id=...))")
 
 
 class KafkaLog(Log):
@@ -310,7 +321,10 @@ class KafkaLog(Log):
             m.member_id, m.group_instance_id, m.client_id,
             sorted({tp.topic for tp in m.assignment.topic_partitions}),
             sorted(TopicPartition(tp.topic, tp.partition)
-                   for tp in m.assignment.topic_partitions), True) for m in desc.members]
+                   for tp in m.assignment.topic_partitions), True,
+            # librdkafka names a client "rdkafka" when it was given no client.id
+            None if m.client_id == _RDKAFKA_CLIENT_ID else m.client_id)
+            for m in desc.members]
         offsets = self.group_offsets(group_id)
         lag = self.group_lag(group_id)
         status = GroupStatus(group_id, "OK", {}, self.clock(), 0)

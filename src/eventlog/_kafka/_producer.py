@@ -40,7 +40,7 @@ from .._records import (
     serialization_error,
 )
 from .._types import RecordMetadata, TopicPartition
-from ..config import _wall_clock_ms, check_int
+from ..config import _wall_clock_ms, check_client_id, check_int
 from ..errors import (
     ClosedError,
     InvalidConfigError,
@@ -51,7 +51,7 @@ from ..errors import (
     UnknownTopicError,
 )
 from ..log import Log
-from ..producer import DEFAULT_BATCH_BYTES, DEFAULT_LINGER_MS, Producer
+from ..producer import Producer
 from ..serde import Serializer, serializer
 from ._errors import kafka_errors, translate
 from ._log import KafkaLog
@@ -201,10 +201,11 @@ class KafkaProducer(Producer):
     def __init__(self, log: Log, *, key_serializer: str | Serializer | None = None,
                  value_serializer: str | Serializer | None = None,
                  partitioner: str | Callable[[str, bytes | None, int], int] = "xxhash",
-                 linger_ms: int = DEFAULT_LINGER_MS, batch_bytes: int = DEFAULT_BATCH_BYTES,
+                 linger_ms: int = 5, batch_bytes: int = 128 * 1024,
                  enable_idempotence: bool = False, producer_id: int | None = None,
                  acks: str | int = "all", compression_type: str = "none",
                  transactional_id: str | None = None, transaction_timeout_ms: int = 60_000,
+                 client_id: str | None = None,
                  kafka_config: Mapping[str, Any] | None = None) -> None:
         if not isinstance(log, KafkaLog):
             raise TypeError(f"KafkaProducer needs a Log opened on kafka://, not {log!r}")
@@ -221,6 +222,7 @@ class KafkaProducer(Producer):
         check_int("transaction_timeout_ms", transaction_timeout_ms, 1)
         if acks not in _ACKS:
             raise InvalidConfigError(f"acks must be 'all', 1 or 0, not {acks!r}")
+        self.client_id = check_client_id(client_id)
         self._log = log
         self._backend = log.backend
         self._key_ser = serializer(key_serializer)
@@ -242,6 +244,8 @@ class KafkaProducer(Producer):
             "allow.auto.create.topics": False,
             "partitioner": "murmur2_random",
         }
+        if client_id is not None:
+            settings["client.id"] = client_id
         if transactional_id is not None:
             settings["transactional.id"] = transactional_id
             settings["transaction.timeout.ms"] = transaction_timeout_ms
@@ -480,7 +484,7 @@ class KafkaProducer(Producer):
 
     # -- transactions ------------------------------------------------------------------------
 
-    def _txn(self, what: str, call: Callable[[], None]) -> None:
+    def _call_txn(self, what: str, call: Callable[[], None]) -> None:
         if self.transactional_id is None:
             raise TransactionError(f"{what} needs a producer with transactional_id=")
         if self._closing:
@@ -497,14 +501,14 @@ class KafkaProducer(Producer):
     def init_transactions(self, timeout: float | None = None) -> None:
         """Register ``transactional_id`` with the cluster: fences older producers with
         the id and aborts what they left open (librdkafka's ``init_transactions``)."""
-        self._txn("init_transactions", lambda: self._producer.init_transactions(
+        self._call_txn("init_transactions", lambda: self._producer.init_transactions(
             -1 if timeout is None else timeout))
 
     def begin_transaction(self) -> None:
         """Start a transaction: the records sent until commit or abort belong to it."""
         if self._in_transaction:
             raise TransactionError("a transaction is already open")
-        self._txn("begin_transaction", self._producer.begin_transaction)
+        self._call_txn("begin_transaction", self._producer.begin_transaction)
         self._in_transaction = True
 
     def send_offsets_to_transaction(self, offsets: Mapping[TopicPartition, int],
@@ -522,7 +526,7 @@ class KafkaProducer(Producer):
             metadata = self._group_metadata[group_id] = probe.consumer_group_metadata()
             probe.close()
         tps = [KafkaTP(tp.topic, tp.partition, off) for tp, off in offsets.items()]
-        self._txn("send_offsets_to_transaction", lambda: self._producer.
+        self._call_txn("send_offsets_to_transaction", lambda: self._producer.
                   send_offsets_to_transaction(tps, metadata,
                                               -1 if timeout is None else timeout))
 
@@ -530,7 +534,7 @@ class KafkaProducer(Producer):
         """Flush and commit the open transaction: its records and offsets take effect."""
         if not self._in_transaction:
             raise TransactionError("commit_transaction without begin_transaction")
-        self._txn("commit_transaction", lambda: self._producer.commit_transaction(
+        self._call_txn("commit_transaction", lambda: self._producer.commit_transaction(
             -1 if timeout is None else timeout))
         self._in_transaction = False
 
@@ -538,7 +542,7 @@ class KafkaProducer(Producer):
         """Abort the open transaction: ``read_committed`` consumers never see it."""
         if not self._in_transaction:
             raise TransactionError("abort_transaction without begin_transaction")
-        self._txn("abort_transaction", lambda: self._producer.abort_transaction(
+        self._call_txn("abort_transaction", lambda: self._producer.abort_transaction(
             -1 if timeout is None else timeout))
         self._in_transaction = False
 
@@ -586,6 +590,7 @@ class KafkaProducer(Producer):
         """The partition ids of ``topic``."""
         return list(range(self._topic_info(topic).partitions))
 
-    def metrics(self) -> dict[str, float]:
-        """librdkafka's queue: records and bytes waiting to be acknowledged."""
-        return {"records_pending": float(len(self._producer))}
+    def metrics(self) -> dict[str, Any]:
+        """librdkafka's queue: the records waiting to be acknowledged, and the
+        ``client_id`` they belong to (None if none was given)."""
+        return {"client_id": self.client_id, "records_pending": float(len(self._producer))}

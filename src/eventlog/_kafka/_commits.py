@@ -1,0 +1,80 @@
+"""Offset commits of a ``KafkaConsumer`` to its Kafka group: the synchronous commit
+(with Kafka's errors translated), the fire-and-forget auto-commit, and the one
+background thread that runs ``commit_async`` calls in call order."""
+
+from __future__ import annotations
+
+import concurrent.futures
+from collections.abc import Mapping
+from typing import Any
+
+from confluent_kafka import KafkaError
+from confluent_kafka import TopicPartition as KafkaTP
+
+from .._coordinator import CommitCallback
+from .._types import TopicPartition
+from ._errors import translate
+
+__all__ = ["Committer"]
+
+
+def _request(offsets: Mapping[TopicPartition, int]) -> list[Any]:
+    return [KafkaTP(tp[0], tp[1], off) for tp, off in offsets.items()]
+
+
+class Committer:
+    """Commits offsets (the next offsets to read) through one librdkafka consumer."""
+
+    def __init__(self, consumer: Any) -> None:
+        self._consumer = consumer
+        self._thread: concurrent.futures.ThreadPoolExecutor | None = None
+
+    def commit(self, offsets: Mapping[TopicPartition, int]) -> None:
+        """Commit and wait for the group's answer (nothing to do for no offsets)."""
+        if not offsets:
+            return
+        try:
+            result = self._consumer.commit(offsets=_request(offsets), asynchronous=False)
+        except Exception as exc:
+            error = translate(exc, "committing offsets")
+            if exc.args and getattr(exc.args[0], "code", lambda: 0)() == KafkaError._NO_OFFSET:
+                return
+            raise error from exc
+        for ktp in result or ():
+            if ktp.error is not None:
+                raise translate(ktp.error, f"committing {ktp.topic}[{ktp.partition}]")
+
+    def commit_quietly(self, offsets: Mapping[TopicPartition, int]) -> None:
+        """Send a commit without waiting (auto-commit: one that fails is retried at the
+        next interval)."""
+        try:
+            self._consumer.commit(offsets=_request(offsets), asynchronous=True)
+        except Exception:  # noqa: S110 - an auto-commit that fails is retried next interval
+            pass
+
+    def submit(self, offsets: dict[TopicPartition, int], callback: CommitCallback | None
+               ) -> concurrent.futures.Future[dict[TopicPartition, int]]:
+        """``commit`` in the background thread, after the ones submitted before;
+        ``callback(offsets, error)`` runs when done and the future resolves alike."""
+        if self._thread is None:
+            self._thread = concurrent.futures.ThreadPoolExecutor(
+                1, thread_name_prefix="eventlog-kafka-commit")
+
+        def run() -> dict[TopicPartition, int]:
+            error: BaseException | None = None
+            try:
+                self.commit(offsets)
+            except BaseException as exc:
+                error = exc
+            if callback is not None:
+                callback(offsets, error)
+            if error is not None:
+                raise error
+            return offsets
+
+        return self._thread.submit(run)
+
+    def shutdown(self) -> None:
+        """Wait for the submitted commits to finish."""
+        if self._thread is not None:
+            self._thread.shutdown(wait=True)
