@@ -288,6 +288,7 @@ class Columns(NamedTuple):
     headers: list[Headers | None] | None
     timestamps: Sequence[int] | int
     sizes: list[int]
+    largest: int | None = None  # max(sizes), when the caller knows it
 
     def total_bytes(self, indexes: Sequence[int]) -> int:
         sizes = self.sizes
@@ -615,7 +616,11 @@ class Accumulator:
         Cost: one ``Sender.write`` per ``chunk_bytes``.
         """
         self.drain(topic, partition)  # records sent earlier go first
-        per_chunk = max(1, len(indexes) * chunk_bytes // max(1, columns.total_bytes(indexes)))
+        if columns.largest is not None and len(indexes) * columns.largest <= chunk_bytes:
+            per_chunk = len(indexes)  # one chunk, whatever the sizes: no gather of them
+        else:
+            per_chunk = max(1, len(indexes) * chunk_bytes
+                            // max(1, columns.total_bytes(indexes)))
         with self._partition_lock(topic, partition):
             for start in range(0, len(indexes), per_chunk):
                 chunk = indexes[start:start + per_chunk]
