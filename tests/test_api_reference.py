@@ -179,6 +179,13 @@ def test_literal_defaults_agree_with_the_internal_ones():
 
     assert default(eventlog.Consumer, "fetch_max_bytes") == DEFAULT_FETCH_MAX_BYTES
     assert default(eventlog.Log.group_status, "window") == DEFAULT_WINDOW
+    from eventlog._kafka_wire._group_coordinator import MIN_SESSION_TIMEOUT_MS
+    from eventlog._kafka_wire._server import DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_FRAME_BYTES
+
+    assert default(eventlog.KafkaServer, "max_frame_bytes") == DEFAULT_MAX_FRAME_BYTES
+    assert default(eventlog.KafkaServer, "max_connections") == DEFAULT_MAX_CONNECTIONS
+    assert default(eventlog.KafkaServer, "group_min_session_timeout_ms") == \
+        MIN_SESSION_TIMEOUT_MS
 
 
 @pytest.mark.parametrize("module", MODULES)

@@ -25,7 +25,7 @@ from eventlog.aio import AIOConsumer, AIOProducer
 pytest.importorskip("confluent_kafka")
 
 
-@pytest.fixture(params=["local", "kafka"])
+@pytest.fixture(params=["local", pytest.param("kafka", marks=pytest.mark.kafka)])
 def any_log(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[eventlog.Log]:
     if request.param == "local":
         log = eventlog.open(tmp_path / "log")
@@ -454,3 +454,16 @@ def test_transactions_commit_and_abort_on_kafka(kafka_log):
     assert kafka_log.group_offsets(group) == {TP(topic, 0): 1}
     with eventlog.Consumer(kafka_log, topic, isolation_level="read_uncommitted") as c:
         assert [r.value for r in drain(c, 3)] == ["committed", "aborted", "aborted too"]
+
+
+def test_records_pending_at_interpreter_exit_are_flushed(any_log):
+    from tests.conftest import run_python
+
+    topic = name()
+    any_log.create_topic(topic)
+    run_python("import sys, eventlog\n"
+               "log = eventlog.open(sys.argv[1])\n"
+               "p = eventlog.Producer(log, linger_ms=60_000)\n"
+               "for i in range(10):\n"
+               "    p.send(sys.argv[2], i)\n", any_log.path, topic)
+    assert any_log.topic(topic).partition(0).end_offset == 10

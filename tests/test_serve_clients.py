@@ -91,10 +91,13 @@ def test_kafka_python_round_trip_idempotent(eventlog_kafka, eventlog_log, codec)
     header = eventlog_log.backend.partition("t", part).fetch(0, 1 << 20)[0].header
     assert header.producer_id >= 0 and header.base_sequence == 0  # stored as idempotent
 
-    c = kafka.KafkaConsumer(bootstrap_servers=eventlog_kafka, auto_offset_reset="earliest",
-                            consumer_timeout_ms=5000)
+    c = kafka.KafkaConsumer(bootstrap_servers=eventlog_kafka, auto_offset_reset="earliest")
     c.assign([kafka.TopicPartition("t", part)])
-    got = [(m.offset, m.key, m.value, m.headers) for m in c]
+    got = []
+    deadline = time.monotonic() + 20
+    while len(got) < 30 and time.monotonic() < deadline:
+        for msgs in c.poll(timeout_ms=200).values():
+            got += [(m.offset, m.key, m.value, m.headers) for m in msgs]
     c.close()
     assert got == [(i, b"key", b"v%d" % i, [("h", b"%d" % i)]) for i in range(30)]
 

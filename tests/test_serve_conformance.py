@@ -223,3 +223,44 @@ def test_group_assignment_and_commits_observe_the_same(both):
                 m.close()
         return {"sizes": sizes, "committed": committed, "ends": ends, "state": state}
     both(scenario)
+
+
+def test_kafka_python_client_observes_the_same(both):
+    kafka = pytest.importorskip("kafka")
+
+    def scenario(bootstrap: str, topic: str) -> dict[str, Any]:
+        _create(bootstrap, topic, 2)
+        p = kafka.KafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=True,
+                                compression_type="gzip")
+        mds = [p.send(topic, value=b"v%d" % i, key=b"k%d" % (i % 3), partition=i % 2,
+                      timestamp_ms=1_700_000_000_000 + i).get(30) for i in range(20)]
+        p.close()
+        c = kafka.KafkaConsumer(bootstrap_servers=bootstrap, group_id=f"kp-{topic}",
+                                auto_offset_reset="earliest", enable_auto_commit=False)
+        tps = [kafka.TopicPartition(topic, i) for i in range(2)]
+        try:
+            fresh = [c.committed(tp) for tp in tps]
+            c.assign(tps)
+            records = []
+            deadline = time.monotonic() + 30
+            while len(records) < 20 and time.monotonic() < deadline:
+                for msgs in c.poll(timeout_ms=500).values():
+                    records += [(m.partition, m.offset, m.key, m.value, m.timestamp)
+                                for m in msgs]
+            c.commit()
+            observed = {
+                "delivered": sorted((m.partition, m.offset) for m in mds),
+                "records": sorted(records),
+                "fresh": fresh,
+                "committed": [c.committed(tp) for tp in tps],
+                "beginning": sorted((tp.partition, o) for tp, o in
+                                    c.beginning_offsets(tps).items()),
+                "end": sorted((tp.partition, o) for tp, o in c.end_offsets(tps).items()),
+                "by_time": sorted((tp.partition, None if o is None else o.offset)
+                                  for tp, o in c.offsets_for_times(
+                                      dict.fromkeys(tps, 1_700_000_000_010)).items()),
+            }
+        finally:
+            c.close()
+        return observed
+    both(scenario)

@@ -198,3 +198,30 @@ def test_three_consumer_processes_split_partitions_and_survive_a_kill(eventlog_l
                 if proc.poll() is None:
                     proc.kill()
                 proc.wait()
+
+
+def test_cooperative_sticky_rebalances(eventlog_kafka, eventlog_log):
+    confluent_kafka = pytest.importorskip("confluent_kafka")
+    eventlog_log.create_topic("coop", partitions=4)
+    conf = {"bootstrap.servers": eventlog_kafka, "group.id": "coop",
+            "partition.assignment.strategy": "cooperative-sticky",
+            "session.timeout.ms": 6000, "heartbeat.interval.ms": 300}
+    a = confluent_kafka.Consumer(conf)
+    b = confluent_kafka.Consumer(conf)
+    try:
+        a.subscribe(["coop"])
+        wait_until(lambda: a.poll(0.05) or len(a.assignment()) == 4, what="a to own all")
+        b.subscribe(["coop"])
+
+        def split():
+            a.poll(0.05)
+            b.poll(0.05)
+            return sorted([len(a.assignment()), len(b.assignment())]) == [2, 2]
+        wait_until(split, what="an incremental 2/2 split")
+        assert {tp.partition for tp in a.assignment()} | {tp.partition for tp in b.assignment()} \
+            == {0, 1, 2, 3}
+        b.close()
+        wait_until(lambda: a.poll(0.05) or len(a.assignment()) == 4,
+                   what="a to take the partitions back")
+    finally:
+        a.close()

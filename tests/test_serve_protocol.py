@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import struct
 import threading
+import uuid
 
 import pytest
 from hypothesis import given
@@ -21,7 +22,7 @@ from eventlog._kafka_wire._codec import Reader
 from eventlog.errors import ProtocolError
 
 from .conftest import soak
-from .kafka_wire import WireClient, batch, produce_body
+from .kafka_wire import WireClient, batch, produce_body, wait_until
 
 pytest.importorskip("crc32c")
 pytest.importorskip("cramjam")
@@ -64,12 +65,22 @@ def test_metadata_advertises_the_bound_address(eventlog_kafka, eventlog_log):
     eventlog_log.create_topic("m", partitions=3)
     host, port = eventlog_kafka.rsplit(":", 1)
     with WireClient(eventlog_kafka) as c:
-        for version in (0, 1, 4, 8):
+        for version in (0, 1, 4, 8, 9, 10, 12):
             r = c.request(_apis.METADATA, version, {"topics": [{"name": "m"}],
                                                     "allow_auto_topic_creation": False})
             assert [(b["host"], b["port"]) for b in r["brokers"]] == [("127.0.0.1", int(port))]
             (topic,) = r["topics"]
             assert [p["partition_index"] for p in topic["partitions"]] == [0, 1, 2]
+        topic_id = topic["topic_id"]
+        by_id = c.request(_apis.METADATA, 12, {"topics": [{"topic_id": topic_id, "name": None}]})
+        assert (by_id["topics"][0]["name"], by_id["topics"][0]["topic_id"]) == ("m", topic_id)
+        assert c.request(_apis.METADATA, 12, {"topics": [{"topic_id": uuid.uuid4(), "name": None}]}
+                         )["topics"][0]["error_code"] == E.UNKNOWN_TOPIC_ID
+        eventlog_log.delete_topic("m")
+        eventlog_log.create_topic("m")  # a new topic of the same name gets a new id
+        again = c.request(_apis.METADATA, 12, {"topics": [{"name": "m"}],
+                                               "allow_auto_topic_creation": False})
+        assert again["topics"][0]["topic_id"] != topic_id
         r = c.request(_apis.METADATA, 8, {"topics": [{"name": "absent"}],
                                           "allow_auto_topic_creation": False})
         assert r["topics"][0]["error_code"] == E.UNKNOWN_TOPIC_OR_PARTITION
@@ -296,3 +307,30 @@ def test_fuzzed_frames_against_the_running_server(eventlog_kafka, eventlog_log):
             c.sock.settimeout(30)
             c.read_frame()  # an answer, or the server closed it: either is fine
     _still_serving(eventlog_kafka, eventlog_log)
+
+
+def test_connections_past_the_limit_are_closed(eventlog_log):
+    with eventlog.serve(eventlog_log, max_connections=2) as server:
+        a, b = WireClient(server.bootstrap_servers), WireClient(server.bootstrap_servers)
+        with a, b:
+            assert a.request(_apis.API_VERSIONS, 3, {})["error_code"] == 0
+            assert b.request(_apis.API_VERSIONS, 3, {})["error_code"] == 0
+            with WireClient(server.bootstrap_servers) as third:
+                assert third.closed_by_server()
+        wait_until(lambda: server.connection_count == 0, what="the connections to close")
+        with WireClient(server.bootstrap_servers) as c:  # served again
+            assert c.request(_apis.API_VERSIONS, 3, {})["error_code"] == 0
+
+
+def test_the_public_defaults_are_the_servers():
+    import inspect
+
+    from eventlog import serve as public
+    from eventlog._kafka_wire import _group_coordinator, _server
+
+    assert callable(public)
+    params = inspect.signature(eventlog.KafkaServer).parameters
+    assert params["max_frame_bytes"].default == _server.DEFAULT_MAX_FRAME_BYTES
+    assert params["max_connections"].default == _server.DEFAULT_MAX_CONNECTIONS
+    assert params["group_min_session_timeout_ms"].default == \
+        _group_coordinator.MIN_SESSION_TIMEOUT_MS

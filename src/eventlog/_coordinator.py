@@ -356,6 +356,7 @@ class Coordinator:
         the other members under the group lock.
         """
         slice_s = SLICE_IDLE_S
+        self._drop_deleted()
         if self._mode == "subscribe" and time.monotonic() >= self._next_refresh:
             self._refresh_subscription()
         if self._member is not None:
@@ -365,6 +366,17 @@ class Coordinator:
         if self._auto_commit and time.monotonic() >= self._next_auto_commit:
             self._commit_quietly(None)
         return slice_s
+
+    def _drop_deleted(self) -> None:
+        """Partitions whose topic a fetch found deleted: an explicit assignment raises
+        ``UnknownTopicError`` (until it is changed); a subscription drops them, as a
+        rebalance would (a group's next check rebalances without the topic)."""
+        deleted = self.fetcher.deleted()
+        if not deleted:
+            return
+        if self._mode == "assign":
+            raise next(iter(deleted.values()))
+        self._drop(set(deleted))
 
     def _maintain(self) -> bool:
         """React to rebalances and take ownership of newly assigned partitions.

@@ -22,7 +22,10 @@ longer holds (records deleted under it by retention or ``delete_records``, in an
 process): the fetch resets it and reads from there, never raising
 ``OffsetOutOfRangeError`` unless ``auto_offset_reset`` is ``"none"``. Such a reset of
 a committed offset or a position skips or rereads records, so it is never silent: a
-warning on the ``eventlog`` logger and a count (``metrics()["offset_resets"]``). Decoded batches
+warning on the ``eventlog`` logger and a count (``metrics()["offset_resets"]``). A
+partition whose topic was deleted (in any process) is marked (``PartitionFetch.deleted``)
+and skipped; the coordinator drops it from a subscription or raises for an assignment.
+Decoded batches
 become ``Record`` tuples with the deserializers applied a column at a time
 (``_types.records_from_batches``); a record that fails to deserialize ends the fetch:
 the records before it are returned, its position stays at it, and the next fetch
@@ -52,6 +55,7 @@ from .errors import (
     NotAssignedError,
     OffsetOutOfRangeError,
     SerializationError,
+    UnknownTopicError,
 )
 from .serde import Deserializer, column_unpacker, deserializer
 
@@ -101,8 +105,8 @@ def check_tp(tp: Any) -> TopicPartition:
 class PartitionFetch:
     """Fetch state of one assigned partition."""
 
-    __slots__ = ("counter", "idle", "next_resolve", "owned", "partition", "paused", "position",
-                 "tp", "view", "waiters")
+    __slots__ = ("counter", "deleted", "idle", "next_resolve", "owned", "partition", "paused",
+                 "position", "tp", "view", "waiters")
 
     def __init__(self, tp: TopicPartition, partition: PartitionBackend, owned: bool,
                  committed: bool = False) -> None:
@@ -111,6 +115,9 @@ class PartitionFetch:
         self.owned = owned              # group: we hold its ownership lock
         self.paused = False
         self.position: int | None = None   # None: resolve at the next read
+        # Its topic was deleted (in any process): fetches skip it; the coordinator
+        # drops it from a subscription, or raises this for an explicit assignment.
+        self.deleted: UnknownTopicError | None = None
         self.counter, self.waiters = partition.wake_words()
         # read_committed: the markers seen, and when to look at a blocking transaction
         self.view = CommittedView(partition) if committed else None
@@ -202,8 +209,10 @@ class Fetcher:
         return self._backend.partition(tp.topic, tp.partition)
 
     def add(self, tp: TopicPartition, owned: bool) -> None:
-        """Start fetching ``tp`` (from a position resolved at its first read)."""
-        if tp not in self._parts:
+        """Start fetching ``tp`` (from a position resolved at its first read). A
+        partition of a deleted topic is looked up afresh (the topic created again)."""
+        part = self._parts.get(tp)
+        if part is None or part.deleted is not None:
             self._parts[tp] = PartitionFetch(tp, self.partition(tp), owned, self._committed)
 
     def remove(self, tp: TopicPartition) -> None:
@@ -224,6 +233,10 @@ class Fetcher:
 
     def owned(self) -> set[TopicPartition]:
         return {tp for tp, p in self._parts.items() if p.owned}
+
+    def deleted(self) -> dict[TopicPartition, UnknownTopicError]:
+        """The assigned partitions whose topic a fetch found deleted, and the error."""
+        return {tp: p.deleted for tp, p in self._parts.items() if p.deleted is not None}
 
     def waiting(self) -> bool:
         """True while some assigned partition is not owned yet."""
@@ -282,16 +295,24 @@ class Fetcher:
 
     def lag(self, stable: bool = False) -> dict[TopicPartition, int]:
         """End offset (``stable``: last stable offset) minus position, per assigned
-        partition: a head read each (``stable``: a read from the position)."""
+        partition: a head read each (``stable``: a read from the position). A partition
+        whose topic was deleted has no lag: it is left out (and marked, for the next
+        poll to drop or raise, as a fetch would)."""
         out = {}
         for tp, part in self._parts.items():
-            position = part.position if part.position is not None else self._resolve(part)
-            if stable:
-                view = part.view or CommittedView(part.partition)
-                end = view.last_stable_offset(position)
-            else:
-                end = part.partition.end_offset
-            out[tp] = max(0, end - position)
+            if part.deleted is not None:
+                continue
+            try:
+                position = part.position if part.position is not None \
+                    else self._resolve(part)
+                if stable:
+                    view = part.view or CommittedView(part.partition)
+                    end = view.last_stable_offset(position)
+                else:
+                    end = part.partition.end_offset
+                out[tp] = max(0, end - position)
+            except UnknownTopicError as exc:
+                part.deleted = exc
         return out
 
     def last_stable_offsets(self, partitions: Iterable[TopicPartition]
@@ -407,7 +428,8 @@ class Fetcher:
         if self._pending is not None:
             error, self._pending = self._pending, None
             raise error
-        ready = [p for p in self._parts.values() if p.owned and not p.paused]
+        ready = [p for p in self._parts.values()
+                 if p.owned and not p.paused and p.deleted is None]
         if not ready:
             return Wait([], [], [], min(slice_s, _SLICE_NOTHING_READY_S))
         expected = [p.counter.load() for p in ready]
@@ -422,6 +444,8 @@ class Fetcher:
         if self._pending is not None:
             error, self._pending = self._pending, None
             raise error
+        if any(p.deleted is not None for p in ready):
+            return Wait([], [], [], 0.0)  # no sleep: the coordinator handles it first
         if self._blocked:  # look again soon whether the blocking transaction timed out
             slice_s = min(slice_s, _RESOLVE_EVERY_S)
         return Wait([p.counter for p in ready], [p.waiters for p in ready], expected, slice_s)
@@ -458,6 +482,16 @@ class Fetcher:
                          ) -> list[Record]:
         """Up to ``want`` records from the position; ``mark``: the notify count read
         before this fetch began (None: not known), remembered when nothing is new."""
+        try:
+            return self._fetch_from(part, want, mark)
+        except UnknownTopicError as exc:
+            # Deleted (by this process or another): what was taken from the other
+            # partitions is still returned; this one is skipped from now on.
+            part.deleted = exc
+            return []
+
+    def _fetch_from(self, part: PartitionFetch, want: int, mark: int | None
+                    ) -> list[Record]:
         if want <= 0:
             return []
         position = part.position if part.position is not None else self._resolve(part)
@@ -602,6 +636,7 @@ class Fetcher:
                 part.view._check()
             assert part.idle is None or (type(part.idle[0]) is int
                                          and type(part.idle[1]) is int), (tp, part.idle)
+            assert part.deleted is None or isinstance(part.deleted, UnknownTopicError), tp
         if self._pending is not None:
             error = self._pending
             assert isinstance(error, SerializationError)

@@ -77,7 +77,7 @@ class Word:
     __slots__ = ("_cobj", "address", "mm", "offset")
 
     def __init__(self, mm: mmap.mmap, offset: int) -> None:
-        self.mm = mm
+        self.mm: mmap.mmap | bytearray = mm
         self.offset = offset
         self._cobj: Any = None
         self.address = 0
@@ -93,15 +93,21 @@ class Word:
 
     def release(self) -> None:
         """Drop the buffer export so the mapping can be closed (waits on a released
-        word poll instead of sleeping on a stale address)."""
+        word poll instead of sleeping on a stale address). The word keeps its last
+        value in a buffer of its own: a holder that outlives the mapping (a consumer
+        of a topic deleted in this process) reads a word that no longer changes, never
+        a closed mapping (``ValueError``)."""
         self._cobj = None
         self.address = 0
+        if isinstance(self.mm, mmap.mmap) and not self.mm.closed:
+            self.mm = bytearray(self.mm[self.offset:self.offset + _WORD.size])
+            self.offset = 0
 
     def _check(self) -> None:
         """Assert the invariants of a live (not released) word: it lies inside its
         mapping at a 4-byte-aligned offset (futexes need that), and the address the
         kernel sleeps on is the very word ``load`` reads."""
-        assert not self.mm.closed
+        assert isinstance(self.mm, mmap.mmap) and not self.mm.closed, "released"
         assert self.offset % _WORD.size == 0, self.offset
         assert 0 <= self.offset <= len(self.mm) - _WORD.size, (self.offset, len(self.mm))
         if _libc is None:

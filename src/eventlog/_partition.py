@@ -34,11 +34,12 @@ public surface (``segments``, ``cleaner_lock``, ``swap_in``): nothing here calls
 from __future__ import annotations
 
 import fcntl
+import functools
 import os
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import NamedTuple
+from typing import Concatenate, NamedTuple, ParamSpec, TypeVar
 
 from . import _fileutil, _head, _notify
 from ._format import DecodedBatch, EncodedBatch
@@ -63,6 +64,28 @@ from .monitoring import Problem
 
 CLEANER_LOCK = "cleaner.lock"
 DEFAULT_FETCH_BYTES = 1 << 20
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _unknown_if_deleted(fn: Callable[Concatenate[PartitionLog, _P], _R]
+                        ) -> Callable[Concatenate[PartitionLog, _P], _R]:
+    """A call that raced the deletion of its topic (in another thread, which closes
+    the mappings, or in another process, which removes the directory) meets closed or
+    missing files: a ``ValueError`` of a closed mapping, ``FileNotFoundError`` (as a
+    ``LogDirectoryError``), a batch gone from under it. Report it as the deletion it
+    is, ``UnknownTopicError``; any other failure passes unchanged."""
+    @functools.wraps(fn)
+    def wrapper(plog: PartitionLog, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+        try:
+            return fn(plog, *args, **kwargs)
+        except (ValueError, OSError, CorruptRecordError) as exc:
+            if plog.deleted():
+                raise UnknownTopicError(f"the topic of partition {plog.directory} was "
+                                        "deleted") from exc
+            raise
+    return wrapper
 
 
 class StorageContext:
@@ -165,6 +188,7 @@ class PartitionLog(PartitionRetention):
                                   self._locked, self._exclusive)
         self._own_seq = -1          # seq of the last state this process published
         self._closed = False
+        self._deleted = False       # closed because this process deleted the topic
         try:
             if read_only:
                 pass  # a reader: it trusts the published state and repairs nothing
@@ -183,6 +207,7 @@ class PartitionLog(PartitionRetention):
 
     # -- state ----------------------------------------------------------------------
 
+    @_unknown_if_deleted
     @_fileutil.translate_errors("partition")
     def state(self) -> HeadState:
         """The published state (lock-free). Cost: one head read."""
@@ -202,6 +227,17 @@ class PartitionLog(PartitionRetention):
 
     def _raise_deleted(self) -> None:
         raise UnknownTopicError(f"the topic of partition {self.directory} was deleted")
+
+    def deleted(self) -> bool:
+        """True once the topic was deleted, by this process or another (one head
+        read). Never raises."""
+        if self._deleted:
+            return True
+        try:
+            st = self._head.read()
+        except ValueError:  # the head was closed meanwhile (by ``close``)
+            return self._deleted
+        return st is not None and st.deleted
 
     @property
     def start_offset(self) -> int:
@@ -235,6 +271,8 @@ class PartitionLog(PartitionRetention):
 
     def _check_open(self) -> None:
         if self._closed:
+            if self._deleted:  # as other processes see it (FLAG_DELETED), not ClosedError
+                self._raise_deleted()
             raise ClosedError(f"partition {self.directory} is closed")
 
     @contextmanager
@@ -302,6 +340,7 @@ class PartitionLog(PartitionRetention):
 
     # -- writing --------------------------------------------------------------------
 
+    @_unknown_if_deleted
     def append(self, batch: EncodedBatch) -> AppendResult:
         """Append one encoded batch; return its base offset. Visible to readers in every
         process when this returns (and on disk, with ``fsync="always"``).
@@ -382,6 +421,7 @@ class PartitionLog(PartitionRetention):
         Taken under the writer lock, so no append is half done when it lands."""
         with self._locked() as st:
             self._publish(st._replace(flags=st.flags | _head.FLAG_DELETED))
+            self._deleted = True
 
     def _roll(self, st: HeadState, active: Segment, config: TopicConfig, now: int
               ) -> tuple[HeadState, Segment]:
@@ -478,6 +518,9 @@ class PartitionLog(PartitionRetention):
             if clean and self._ctx.failure is None:
                 self._recovery.close_clean()
         finally:
+            # Closed for a topic another process deleted (``TopicStore`` forgets it):
+            # later calls through handles still held raise UnknownTopicError too.
+            self._deleted = self.deleted()
             self._closed = True
             with self._ctx.dirty_lock:
                 self._ctx.dirty.discard(self)
@@ -486,6 +529,7 @@ class PartitionLog(PartitionRetention):
 
     # -- reading --------------------------------------------------------------------
 
+    @_unknown_if_deleted
     @_fileutil.translate_errors("partition")
     def fetch(self, offset: int, max_bytes: int = DEFAULT_FETCH_BYTES,
               max_records: int | None = None, state: HeadState | None = None
@@ -555,6 +599,7 @@ class PartitionLog(PartitionRetention):
             if fresh is not None:
                 segments.reload(fresh.layout_epoch)
 
+    @_unknown_if_deleted
     @_fileutil.translate_errors("partition")
     def offset_for_time(self, timestamp_ms: int) -> int | None:
         """The earliest offset whose record has a timestamp >= ``timestamp_ms``, or None.

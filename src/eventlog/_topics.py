@@ -169,9 +169,13 @@ class TopicFiles:
         store = self.store
         if store.closed:
             raise ClosedError("the log is closed")
-        return PartitionLog(os.path.join(self.directory, str(partition_id)),
-                            lambda: self.metadata().config, store.context,
-                            recover=store.recovering, on_roll=self._on_roll)
+        try:
+            return PartitionLog(os.path.join(self.directory, str(partition_id)),
+                                lambda: self.metadata().config, store.context,
+                                recover=store.recovering, on_roll=self._on_roll)
+        except FileNotFoundError:
+            self.metadata(force=True)  # deleted by another process: UnknownTopicError
+            raise
 
     def _on_roll(self, plog: PartitionLog) -> None:
         _compaction.maybe_compact(plog, self.metadata().config, self.store.context.clock())
@@ -194,6 +198,13 @@ class TopicFiles:
                 assert plog.directory == os.path.join(self.directory, str(i)), plog
         if self._stat() == self._meta_stat != (0, 0):
             assert self._read_meta() == meta
+
+    def forget(self) -> None:
+        """The topic was deleted (by this process or another): close its partitions,
+        and make every later use of this object raise ``UnknownTopicError``, not reopen
+        files that are gone (a ``Topic`` façade may still hold it)."""
+        self._deleted = True
+        self.close(clean=False)
 
     def close(self, clean: bool) -> None:
         """Close the partitions opened so far (``clean``: fsync and mark them clean)."""
@@ -262,7 +273,7 @@ class TopicStore:
         with self._lock:
             if self._topics.get(files.name) is files:
                 del self._topics[files.name]
-        files.close(clean=False)
+        files.forget()
 
     @_fileutil.translate_errors("log directory")
     def topic(self, name: str, refresh: bool = False) -> TopicFiles:

@@ -15,19 +15,11 @@ or a trusted network only.
 from __future__ import annotations
 
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ._kafka_wire import _apis
-from ._kafka_wire._admin import AdminHandlers
-from ._kafka_wire._batch import crc32c
-from ._kafka_wire._broker import Broker
-from ._kafka_wire._compression import require_codecs
-from ._kafka_wire._fetch import FetchHandler
-from ._kafka_wire._group_apis import GroupHandlers
-from ._kafka_wire._group_coordinator import MIN_SESSION_TIMEOUT_MS, GroupCoordinator
-from ._kafka_wire._produce import ProduceHandlers
-from ._kafka_wire._server import DEFAULT_MAX_FRAME_BYTES, Handler, Server
-from .log import Log
+if TYPE_CHECKING:
+    from ._kafka_wire._server import Handler
+    from .log import Log
 
 __all__ = ["KafkaServer", "serve"]
 
@@ -38,15 +30,28 @@ class KafkaServer:
     ``auto_create_topics`` (Kafka's ``auto.create.topics.enable``, on by default as in
     Kafka) creates a topic of ``num_partitions`` partitions when a client asks for its
     metadata and allows it. ``max_frame_bytes`` bounds one request (Kafka's
-    ``socket.request.max.bytes``). ``group_min_session_timeout_ms`` is Kafka's
-    ``group.min.session.timeout.ms`` (6 s): lower it in tests that kill consumers.
+    ``socket.request.max.bytes``); ``max_connections`` bounds the connections open at
+    once (a thread each; Kafka's ``max.connections``). ``group_min_session_timeout_ms``
+    is Kafka's ``group.min.session.timeout.ms`` (6 s): lower it in tests that kill consumers.
     The log is not closed by the server.
     """
 
     def __init__(self, log: Log, host: str = "127.0.0.1", port: int = 0, *,
                  auto_create_topics: bool = True, num_partitions: int = 1,
-                 max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
-                 group_min_session_timeout_ms: int = MIN_SESSION_TIMEOUT_MS) -> None:
+                 max_frame_bytes: int = 100 * 2**20, max_connections: int = 1000,
+                 group_min_session_timeout_ms: int = 6_000) -> None:
+        # the protocol server's modules load here, not at ``import eventlog``
+        from ._kafka_wire import _apis  # noqa: PLC0415
+        from ._kafka_wire._admin import AdminHandlers  # noqa: PLC0415
+        from ._kafka_wire._batch import crc32c  # noqa: PLC0415
+        from ._kafka_wire._broker import Broker  # noqa: PLC0415
+        from ._kafka_wire._compression import require_codecs  # noqa: PLC0415
+        from ._kafka_wire._fetch import FetchHandler  # noqa: PLC0415
+        from ._kafka_wire._group_apis import GroupHandlers  # noqa: PLC0415
+        from ._kafka_wire._group_coordinator import GroupCoordinator  # noqa: PLC0415
+        from ._kafka_wire._produce import ProduceHandlers  # noqa: PLC0415
+        from ._kafka_wire._server import Server  # noqa: PLC0415
+
         require_codecs()
         crc32c(b"")
         log.backend.check_open()
@@ -81,7 +86,8 @@ class KafkaServer:
             _apis.DESCRIBE_CONFIGS.key: admin.describe_configs,
             _apis.CREATE_PARTITIONS.key: admin.create_partitions,
         }
-        self._server = Server(handlers, host, port, max_frame_bytes=max_frame_bytes)
+        self._server = Server(handlers, host, port, max_frame_bytes=max_frame_bytes,
+                              max_connections=max_connections)
         self._closed = False
         self._groups.start()
         self._server.start()

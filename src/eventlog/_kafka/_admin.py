@@ -24,7 +24,7 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]  # re-exported
 
 from .._types import TopicPartition
 from ..errors import BrokerUnavailableError, UnknownTopicError
-from ._errors import kafka_errors, translate
+from ._errors import UNREACHABLE, kafka_errors, translate
 
 _T = TypeVar("_T")
 _POLL_S = 0.05
@@ -65,7 +65,7 @@ class Admin:
                 return self.client.list_topics(topic, timeout=self.timeout_s)
             except KafkaException as exc:
                 error = exc.args[0] if exc.args else None
-                if getattr(error, "code", lambda: None)() in (-185, -195, -187):
+                if getattr(error, "code", lambda: None)() in UNREACHABLE:
                     raise BrokerUnavailableError(
                         f"no Kafka broker at {self.client} answered within "
                         f"{self.timeout_s:g} s ({error})") from exc

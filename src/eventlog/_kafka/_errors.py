@@ -15,6 +15,7 @@ from confluent_kafka import KafkaError, KafkaException
 
 from ..errors import (
     BrokerUnavailableError,
+    ClosedError,
     ClusterError,
     CommitFailedError,
     EventLogError,
@@ -31,6 +32,9 @@ from ..errors import (
 )
 
 _E = KafkaError
+# librdkafka names its client-side error codes with a leading underscore
+# (KafkaError._TRANSPORT, ._TIMED_OUT, ...): that is their public, documented spelling,
+# not a private attribute.
 _BY_CODE: dict[int, type[EventLogError]] = {
     _E.TOPIC_ALREADY_EXISTS: TopicExistsError,
     _E.UNKNOWN_TOPIC_OR_PART: UnknownTopicError,
@@ -61,6 +65,8 @@ _BY_CODE: dict[int, type[EventLogError]] = {
     _E.REBALANCE_IN_PROGRESS: CommitFailedError,
     _E.ILLEGAL_GENERATION: CommitFailedError,
     _E.UNKNOWN_MEMBER_ID: CommitFailedError,
+    _E._PURGE_QUEUE: ClosedError,      # records still queued when the producer closed
+    _E._PURGE_INFLIGHT: ClosedError,
 }
 
 
@@ -81,6 +87,9 @@ def translate(error: Any, what: str) -> EventLogError:
         exc.code = error.name()
         exc.retriable = bool(error.retriable())
     return exc
+
+
+UNREACHABLE = frozenset({_E._TIMED_OUT, _E._TRANSPORT, _E._ALL_BROKERS_DOWN, _E._RESOLVE})
 
 
 @contextlib.contextmanager

@@ -16,9 +16,11 @@ Transactions map straight onto librdkafka's transactional producer.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -59,7 +61,20 @@ __all__ = ["KafkaFuture", "KafkaProducer"]
 _METADATA_TTL_S = 5.0     # how long a topic's partition count is trusted
 _CHECK_EVERY = 1000       # sends between looks at the clock for that
 _POLL_S = 0.1
+_SERVE_EVERY = 1000       # sends between two servings of delivery reports by send()
 _ACKS = {"all": "all", -1: "all", 1: "1", 0: "0", "1": "1", "0": "0"}
+
+
+_live: weakref.WeakSet[KafkaProducer] = weakref.WeakSet()
+
+
+@atexit.register
+def _flush_at_exit() -> None:
+    # As for a local producer: records sent but not yet acknowledged would be lost when
+    # the interpreter exits without close(); flush them (best effort, bounded).
+    for producer in list(_live):
+        with contextlib.suppress(Exception):
+            producer.close(timeout=5)
 
 
 def _identity(obj: Any) -> Any:
@@ -69,84 +84,94 @@ def _identity(obj: Any) -> Any:
 class KafkaFuture:
     """The future of one record sent to Kafka; librdkafka's delivery report resolves
     it. ``result()``, ``exception()``, ``done()``, ``add_done_callback(fn)``, as
-    ``RecordFuture``. Thread-safe."""
+    ``RecordFuture``. Thread-safe.
 
-    __slots__ = ("_callbacks", "_error", "_message", "_metadata", "_producer", "_topic")
+    One is made per record, so it is small: ``_state`` is None while pending, then
+    librdkafka's delivered message (turned into ``RecordMetadata`` when first asked
+    for: four accessor calls most senders never make), or the error. Callbacks wait in
+    the producer's ``waiting`` table, which is empty unless someone added one."""
+
+    __slots__ = ("_producer", "_state", "_topic")
 
     def __init__(self, producer: KafkaProducer, topic: str) -> None:
         self._producer = producer
         self._topic = topic
-        self._message: Any = None  # the delivered message, until result() reads it
-        self._metadata: RecordMetadata | None = None
-        self._error: BaseException | None = None
-        self._callbacks: list[Callable[[KafkaFuture], None]] | None = None
+        self._state: Any = None
 
     def __repr__(self) -> str:
-        state = "pending" if not self.done() else ("failed" if self._error else "done")
+        state = "pending" if self._state is None else (
+            "failed" if isinstance(self._state, BaseException) else "done")
         return f"<KafkaFuture {self._topic} {state}>"
 
     def __call__(self, err: Any, msg: Any) -> None:
-        # librdkafka's delivery report (on_delivery=future). The RecordMetadata is built
-        # when asked for: four accessor calls per record, which most senders never make.
-        if err is not None:
-            self._error = translate(err, f"sending to topic {self._topic!r}")
-        else:
-            self._message = msg
-        if self._callbacks is not None:
-            callbacks, self._callbacks = self._callbacks, None
-            for fn in callbacks:
-                with contextlib.suppress(Exception):
-                    fn(self)
+        # librdkafka's delivery report (on_delivery=future)
+        self._state = msg if err is None else \
+            translate(err, f"sending to topic {self._topic!r}")
+        if self._producer.waiting:
+            self._run_callbacks()
+
+    def _run_callbacks(self) -> None:
+        producer = self._producer
+        with producer.callback_lock:
+            callbacks = producer.waiting.pop(id(self), None)
+        for fn in callbacks[1] if callbacks else ():
+            with contextlib.suppress(Exception):
+                fn(self)
 
     def fail(self, error: BaseException) -> None:
-        if not self.done():
-            self._error = error
-            callbacks, self._callbacks = self._callbacks, None
-            for fn in callbacks or ():
-                with contextlib.suppress(Exception):
-                    fn(self)
+        if self._state is None:
+            self._state = error
+            self._run_callbacks()
 
     def done(self) -> bool:
         """True once the record is stored or failed."""
-        return self._message is not None or self._metadata is not None or \
-            self._error is not None
+        return self._state is not None
 
-    def _wait(self, timeout: float | None) -> None:
+    def _wait(self, timeout: float | None) -> Any:
         deadline = None if timeout is None else time.monotonic() + timeout
-        while not self.done():
+        while self._state is None:
             left = _POLL_S if deadline is None else min(_POLL_S, deadline - time.monotonic())
             if left <= 0:
                 raise TimeoutError(f"record for topic {self._topic!r} was not acknowledged "
                                    f"within {timeout} s")
             self._producer.serve(left)
+        return self._state
 
     def result(self, timeout: float | None = None) -> RecordMetadata:
         """Wait (up to ``timeout`` s; None: forever) and return where the record was
         stored; raise the error that kept it from being stored."""
-        self._wait(timeout)
-        if self._error is not None:
-            raise self._error
-        if self._metadata is None:
-            msg = self._message
-            self._metadata = RecordMetadata(msg.topic(), msg.partition(), msg.offset(),
-                                            msg.timestamp()[1])
-            self._message = None
-        return self._metadata
+        state = self._wait(timeout)
+        if isinstance(state, RecordMetadata):
+            return state
+        if isinstance(state, BaseException):
+            raise state
+        self._state = md = RecordMetadata(state.topic(), state.partition(), state.offset(),
+                                          state.timestamp()[1])
+        return md
+
+    def delivered(self) -> Any:
+        """Wait and return librdkafka's message (or the ``RecordMetadata`` made of it);
+        raise the error. For ``send_batch``, which needs three of its fields."""
+        state = self._wait(None)
+        if isinstance(state, BaseException):
+            raise state
+        return state
 
     def exception(self, timeout: float | None = None) -> BaseException | None:
         """Wait like ``result`` and return the error, or None."""
-        self._wait(timeout)
-        return self._error
+        state = self._wait(timeout)
+        return state if isinstance(state, BaseException) else None
 
     def add_done_callback(self, fn: Callable[[KafkaFuture], None]) -> None:
         """Call ``fn(future)`` once the record is stored or failed (at once if done)."""
-        if not self.done():
-            with self._producer.callback_lock:
-                if not self.done():
-                    if self._callbacks is None:
-                        self._callbacks = []
-                    self._callbacks.append(fn)
-                    return
+        if self._state is None:
+            producer = self._producer
+            with producer.callback_lock:
+                entry = producer.waiting.setdefault(id(self), (self, []))
+                entry[1].append(fn)
+            if self._state is not None:  # delivered meanwhile: whoever pops first runs it
+                self._run_callbacks()
+            return
         with contextlib.suppress(Exception):
             fn(self)
 
@@ -207,6 +232,7 @@ class KafkaProducer(Producer):
         self.transactional_id = transactional_id
         self._clock = log.clock
         self._wall_clock = log.clock is _wall_clock_ms
+        self._plain = self._wall_clock and not self._custom  # send's inlined path applies
         settings: dict[str, Any] = {
             "linger.ms": linger_ms, "batch.size": batch_bytes,
             "acks": _ACKS[acks], "compression.type": compression_type,
@@ -227,14 +253,19 @@ class KafkaProducer(Producer):
         self._topics: dict[str, _TopicInfo] = {}
         self._info_lock = threading.Lock()
         self.callback_lock = threading.Lock()
+        # futures with callbacks still to run, by id (see KafkaFuture)
+        self.waiting: dict[int, tuple[KafkaFuture, list[Callable[[KafkaFuture], None]]]] = {}
         self._group_metadata: dict[str, Any] = {}
         self._in_transaction = False
         self._closing = False
         self._closed = False
         self._stop = threading.Event()
+        self._served = 0.0                  # when a send last served delivery reports
+        self._unserved = _SERVE_EVERY       # sends until the next one does
         self._poller = threading.Thread(target=self._serve_forever, daemon=True,
                                         name="eventlog-kafka-producer")
         self._poller.start()
+        _live.add(self)
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open"
@@ -251,8 +282,16 @@ class KafkaProducer(Producer):
         self._producer.poll(timeout)
 
     def _serve_forever(self) -> None:
-        while not self._stop.is_set():
-            self._producer.poll(_POLL_S)
+        # While sends are running they serve delivery reports themselves (every
+        # _SERVE_EVERY sends, in the sending thread, as librdkafka's own examples do):
+        # this thread then stays out of their way, rather than contend for the GIL.
+        stop, poll = self._stop, self._producer.poll
+        while not stop.is_set():
+            idle = time.monotonic() - self._served
+            if idle < _POLL_S:
+                stop.wait(_POLL_S - idle)
+            else:
+                poll(_POLL_S)
 
     # -- metadata -------------------------------------------------------------------------
 
@@ -304,7 +343,7 @@ class KafkaProducer(Producer):
         if self._closing:
             raise ClosedError("the producer is closed")
         if key is None and headers is None and partition is None and timestamp_ms is None \
-                and self._wall_clock and not self._custom:
+                and self._plain:
             # The common case, inlined (benchmarks/bench_kafka.py): a keyless record,
             # librdkafka's sticky partition, its clock.
             info = self._topics.get(topic)
@@ -324,6 +363,11 @@ class KafkaProducer(Producer):
                 if len(v) > info.max_message_bytes:
                     check_size(len(v), info.max_message_bytes, topic)
             future = KafkaFuture(self, topic)
+            self._unserved -= 1
+            if self._unserved <= 0:
+                self._unserved = _SERVE_EVERY
+                self._served = time.monotonic()
+                self._producer.poll(0)
             try:
                 self._produce(topic, v, on_delivery=future)
             except BufferError:
@@ -421,11 +465,15 @@ class KafkaProducer(Producer):
         self.flush()
         chunks: dict[int, tuple[list[int], list[int], list[int]]] = {}
         for i, future in enumerate(futures):
-            md = future.result()
-            indexes, offsets, times = chunks.setdefault(md.partition, ([], [], []))
+            state = future.delivered()
+            if isinstance(state, RecordMetadata):
+                p, offset, ts = state.partition, state.offset, state.timestamp_ms
+            else:  # librdkafka's message: three accessors, no RecordMetadata built
+                p, offset, ts = state.partition(), state.offset(), state.timestamp()[1]
+            indexes, offsets, times = chunks.setdefault(p, ([], [], []))
             indexes.append(i)
-            offsets.append(md.offset)
-            times.append(md.timestamp_ms)
+            offsets.append(offset)
+            times.append(ts)
         out: list[Chunk] = [(p, idx, 0, offs, times, -1)
                             for p, (idx, offs, times) in chunks.items()]
         return BatchMetadata(topic, count, out)
@@ -529,7 +577,8 @@ class KafkaProducer(Producer):
             self._stop.set()
             self._poller.join()
             self._producer.purge()
-            self._producer.poll(0)  # failed futures of purged records: _PURGE_QUEUE
+            self._producer.poll(0)  # purged records' futures fail with ClosedError
+            _live.discard(self)
 
     # -- introspection ------------------------------------------------------------------------
 

@@ -8,6 +8,7 @@ default loopback listener), never a name that might resolve to ``::1``.
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 from ..errors import EventLogError, TopicExistsError, UnknownTopicError
@@ -19,6 +20,7 @@ from ._topic_configs import describe, to_settings
 __all__ = ["AdminHandlers"]
 
 _TOPIC_RESOURCE = 2
+_ID_NAMESPACE = uuid.UUID("5f0e3c2a-6d1b-4c8e-9a57-0b9a1f2e7c41")  # of eventlog topic ids
 _BROKER_RESOURCE = 4
 
 
@@ -36,12 +38,12 @@ class AdminHandlers:
     def metadata(self, ctx: RequestContext, req: dict[str, Any]) -> dict[str, Any]:
         """Metadata: brokers (this one), topics, partitions (led by this node)."""
         requested = req["topics"]
-        if requested is None or (ctx.version == 0 and not requested):
-            names = self._log.topics()
-        else:
-            names = [t["name"] for t in requested]
         auto = req["allow_auto_topic_creation"] and self._broker.auto_create_topics
-        topics = [self._topic_metadata(name, auto) for name in names]
+        if requested is None or (ctx.version == 0 and not requested):
+            topics = [self._topic_metadata(name, False) for name in self._log.topics()]
+        else:
+            topics = [self._topic_metadata(t["name"], auto) if t["name"] is not None
+                      else self._by_id(t["topic_id"]) for t in requested]
         return {"brokers": [{"node_id": NODE_ID, "host": ctx.local_host,
                              "port": ctx.local_port, "rack": None}],
                 "cluster_id": self._broker.cluster_id, "controller_id": NODE_ID,
@@ -63,10 +65,28 @@ class AdminHandlers:
         except EventLogError as exc:
             return {"error_code": E.code_for(exc), "name": name, "partitions": []}
         node = [NODE_ID]
-        return {"error_code": 0, "name": name, "is_internal": False, "partitions": [
+        return {"error_code": 0, "name": name, "topic_id": self._topic_id(name),
+                "is_internal": False, "partitions": [
             {"error_code": 0, "partition_index": i, "leader_id": NODE_ID, "leader_epoch": 0,
              "replica_nodes": node, "isr_nodes": node, "offline_replicas": []}
             for i in range(count)]}
+
+    def _topic_id(self, name: str) -> uuid.UUID:
+        """A topic's id (Metadata v10+): stable for the topic's life, new when a topic of
+        the same name is created again, as Kafka's are (eventlog has no ids of its own:
+        this one is derived from the log, the name and the creation time)."""
+        created = self._log.backend.metadata(name).created_ms
+        return uuid.uuid5(_ID_NAMESPACE, f"{self._broker.cluster_id}/{name}/{created}")
+
+    def _by_id(self, topic_id: uuid.UUID | None) -> dict[str, Any]:
+        for name in self._log.topics():
+            try:
+                if topic_id is not None and self._topic_id(name) == topic_id:
+                    return self._topic_metadata(name, False)
+            except EventLogError:
+                continue  # deleted meanwhile
+        return {"error_code": E.UNKNOWN_TOPIC_ID, "name": None, "topic_id": topic_id,
+                "partitions": []}
 
     def create_topics(self, ctx: RequestContext, req: dict[str, Any]) -> dict[str, Any]:
         """CreateTopics: one node, so replication factor 1 (or -1, the default)."""

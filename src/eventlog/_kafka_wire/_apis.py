@@ -23,6 +23,7 @@ from ._types import (
     NBYTES,
     NSTRING,
     STRING,
+    UUID,
     Array,
     Field,
     Struct,
@@ -125,10 +126,10 @@ LIST_OFFSETS = Api(2, "ListOffsets", 1, 5, 6, Struct(
             F("leader_epoch", INT32, 4, default=-1))))),
 ))
 
-METADATA = Api(3, "Metadata", 0, 8, 9, Struct(
-    F("topics", ARRAY(F("name", STRING), nullable=True)),
+METADATA = Api(3, "Metadata", 0, 12, 9, Struct(
+    F("topics", ARRAY(F("topic_id", UUID, 10), F("name", NSTRING), nullable=True)),
     F("allow_auto_topic_creation", BOOL, 4, default=True),
-    F("include_cluster_authorized_operations", BOOL, 8),
+    F("include_cluster_authorized_operations", BOOL, 8, 10),
     F("include_topic_authorized_operations", BOOL, 8),
 ), Struct(
     F("throttle_time_ms", INT32, 3),
@@ -138,7 +139,8 @@ METADATA = Api(3, "Metadata", 0, 8, 9, Struct(
     F("controller_id", INT32, 1, default=-1),
     F("topics", ARRAY(
         F("error_code", INT16),
-        F("name", STRING),
+        F("name", NSTRING),
+        F("topic_id", UUID, 10),
         F("is_internal", BOOL, 1),
         F("partitions", ARRAY(
             F("error_code", INT16),
@@ -149,7 +151,7 @@ METADATA = Api(3, "Metadata", 0, 8, 9, Struct(
             F("isr_nodes", Array(INT32)),
             F("offline_replicas", Array(INT32), 5))),
         F("topic_authorized_operations", INT32, 8, default=-2147483648))),
-    F("cluster_authorized_operations", INT32, 8, default=-2147483648),
+    F("cluster_authorized_operations", INT32, 8, 10, default=-2147483648),
 ))
 
 OFFSET_COMMIT = Api(8, "OffsetCommit", 0, 7, 8, Struct(

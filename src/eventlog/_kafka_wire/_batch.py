@@ -49,19 +49,20 @@ ATTR_TIMESTAMP_TYPE = 0x08
 ATTR_TRANSACTIONAL = 0x10
 ATTR_CONTROL = 0x20
 
-_crc32c: Callable[[bytes | memoryview], int] | None
-try:
-    from crc32c import crc32c as _crc32c
-except ImportError:  # pragma: no cover - the serve extra is missing
-    _crc32c = None
+_crc32c: list[Callable[[bytes | memoryview], int]] = []  # loaded at first use
 
 
 def crc32c(data: bytes | memoryview) -> int:
-    """CRC-32C (Castagnoli) of ``data``; needs the ``crc32c`` package."""
-    if _crc32c is None:
-        raise ImportError("eventlog serve needs the crc32c package: pip install "
-                          "'eventlog[serve]'")
-    return int(_crc32c(data))
+    """CRC-32C (Castagnoli) of ``data``; needs the ``crc32c`` package (loaded at the
+    first call: importing it costs more than the rest of eventlog's start-up)."""
+    if not _crc32c:
+        try:
+            from crc32c import crc32c as fn  # noqa: PLC0415
+        except ImportError as exc:
+            raise ImportError("eventlog serve needs the crc32c package: pip install "
+                              "'eventlog[serve]'") from exc
+        _crc32c.append(fn)
+    return int(_crc32c[0](data))
 
 
 class BatchError(ProtocolError):

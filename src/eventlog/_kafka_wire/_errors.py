@@ -42,6 +42,7 @@ GROUP_ID_NOT_FOUND = 69
 NON_EMPTY_GROUP = 68
 MEMBER_ID_REQUIRED = 79
 INVALID_RECORD = 87
+UNKNOWN_TOPIC_ID = 100
 
 # Most specific first: several eventlog errors derive from each other's bases.
 _BY_TYPE: tuple[tuple[type[BaseException], int], ...] = (

@@ -12,8 +12,10 @@ are what its Kafka clients resume from. The metadata string of a commit is not k
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
+from .._offsets import OffsetStore
 from .._types import TopicPartition
 from ..errors import EventLogError, InvalidGroupError
 from . import _errors as E
@@ -24,6 +26,7 @@ from ._server import RequestContext
 __all__ = ["GroupHandlers"]
 
 _GROUP_KEY = 0
+_MAX_STORES = 4096
 
 
 class GroupHandlers:
@@ -34,6 +37,19 @@ class GroupHandlers:
         self._log = broker.log
         self._backend = broker.log.backend
         self._groups = coordinator
+        # One OffsetStore per group, kept: a store reads only what was appended since its
+        # last read, where a new one would replay the whole file at every request.
+        self._stores: dict[str, OffsetStore] = {}
+        self._stores_lock = threading.Lock()
+
+    def _store(self, group_id: str) -> OffsetStore:
+        with self._stores_lock:
+            store = self._stores.get(group_id)
+            if store is None:
+                if len(self._stores) >= _MAX_STORES:  # many group ids: start afresh
+                    self._stores.clear()
+                store = self._stores[group_id] = self._backend.offset_store(group_id)
+            return store
 
     def find_coordinator(self, ctx: RequestContext, req: dict[str, Any]) -> dict[str, Any]:
         """FindCoordinator: this node, for groups; transactions are not served."""
@@ -99,7 +115,7 @@ class GroupHandlers:
                 ends[tp] = end
         if offsets:
             try:
-                self._backend.offset_store(group_id).commit(
+                self._store(group_id).commit(
                     offsets, self._backend.clock(), req["generation_id"], req["member_id"],
                     ends=ends)
             except EventLogError as exc:
@@ -113,7 +129,7 @@ class GroupHandlers:
     def offset_fetch(self, ctx: RequestContext, req: dict[str, Any]) -> dict[str, Any]:
         """OffsetFetch: committed offsets (-1 where none), all of them for null topics."""
         try:
-            committed = self._backend.offset_store(req["group_id"]).read()
+            committed = self._store(req["group_id"]).read()
         except InvalidGroupError:
             return {"topics": [], "error_code": E.INVALID_GROUP_ID}
         except EventLogError as exc:

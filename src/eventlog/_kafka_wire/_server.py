@@ -14,7 +14,8 @@ announced size only after that check, so a connection holds at most one frame. A
 oversized or negative length prefix, a truncated frame, an unknown API key or an
 unsupported version (other than ApiVersions, which answers ``UNSUPPORTED_VERSION``
 as Kafka does), or any request that does not parse closes that connection; the server
-and the log go on.
+and the log go on. At most ``max_connections`` connections are open at once (a thread
+each); one more is closed as soon as it is accepted.
 """
 
 from __future__ import annotations
@@ -31,11 +32,13 @@ from . import _errors
 from ._apis import API_VERSIONS, APIS
 from ._codec import Reader, Writer
 
-__all__ = ["DEFAULT_MAX_FRAME_BYTES", "Handler", "RequestContext", "Server"]
+__all__ = ["DEFAULT_MAX_CONNECTIONS", "DEFAULT_MAX_FRAME_BYTES", "Handler", "RequestContext",
+           "Server"]
 
 log = logging.getLogger("eventlog.serve")
 
 DEFAULT_MAX_FRAME_BYTES = 100 * 2**20
+DEFAULT_MAX_CONNECTIONS = 1000  # each is a thread: bounded, as Kafka's max.connections
 _SIZE = struct.Struct(">i")
 _ACCEPT_POLL_S = 0.2
 
@@ -69,9 +72,11 @@ class Server:
     """Accepts connections on ``host:port`` and answers with ``handlers``. Thread-safe."""
 
     def __init__(self, handlers: dict[int, Handler], host: str, port: int, *,
-                 max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES) -> None:
+                 max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
+                 max_connections: int = DEFAULT_MAX_CONNECTIONS) -> None:
         self._handlers = handlers
         self.max_frame_bytes = max_frame_bytes
+        self.max_connections = max_connections
         self.stopping = threading.Event()
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self._listener = socket.socket(family, socket.SOCK_STREAM)
@@ -118,6 +123,11 @@ class Server:
                 if self.stopping.is_set():
                     conn.close()
                     return
+                if len(self._connections) >= self.max_connections:
+                    log.warning("refusing a connection: %d are open (max_connections)",
+                                len(self._connections))
+                    conn.close()
+                    continue
                 self._connections[conn] = thread
             thread.start()
 
@@ -210,6 +220,7 @@ class Server:
         if flexible:
             r.skip_tagged_fields()
         request = api.request.read(r, version, flexible)
+        log.debug("%s v%d from %s (%s)", api.name, version, peer, client_id)
         ctx = RequestContext(version, correlation_id, client_id, local, peer)
         if api is API_VERSIONS:
             body: dict[str, Any] | None = {"error_code": 0, "api_keys": _api_versions_body()}
