@@ -176,6 +176,57 @@ def test_undeserializable_record_names_itself_and_can_be_skipped(log):
         assert [r.value for r in consumer.poll(timeout=1)] == [{"ok": 3}]
 
 
+def test_poll_pauses_the_collector_only_while_it_builds_records(log):
+    import gc
+
+    log.create_topic("t")
+    with Producer(log) as producer:
+        producer.send_batch("t", [{"i": i, "tags": [i]} for i in range(10_000)])
+        producer.send("t", "bad", partition=0)  # not a dict: the deserializer refuses it
+    seen: list[bool] = []
+
+    def strict(data):
+        value = eventlog.serde.deserializer("msgpack")(data)
+        seen.append(gc.isenabled())
+        if not isinstance(value, dict):
+            raise ValueError("not a dict")
+        return value
+
+    was = gc.isenabled()
+    collections_seen = [0]
+
+    def count(phase, info):
+        if phase == "start":
+            collections_seen[0] += 1
+
+    gc.enable()
+    gc.callbacks.append(count)
+    try:
+        with Consumer(log, "t", group_id="g", value_deserializer=strict) as consumer:
+            got = 0
+            while got < 10_000:  # a loop that drops each batch once handled
+                got += len(consumer.poll(timeout=1))
+            assert gc.isenabled()
+            # 20 polls of 500 records, 1,500 containers each: without the pause (or
+            # with the collector back on while the records were alive) there would be
+            # a collection per poll.
+            assert collections_seen[0] < 5
+            with pytest.raises(SerializationError):
+                consumer.poll(timeout=1)
+            assert gc.isenabled()  # back on after a failed poll too
+            assert seen and not any(seen)  # paused while the values were decoded
+            gc.disable()
+            consumer.seek(TP("t", 0), 0)
+            assert len(consumer.poll(timeout=1)) == 500
+            assert not gc.isenabled()  # the user's setting stands
+    finally:
+        gc.callbacks.remove(count)
+        if was:
+            gc.enable()
+        else:
+            gc.disable()
+
+
 def test_without_group_reads_everything_and_commit_raises(filled):
     with Consumer(filled, "orders") as consumer:
         assert len(consumer.assignment()) == 4

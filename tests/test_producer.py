@@ -463,6 +463,32 @@ def test_send_batch_places_keys_where_send_does(orders, partitioner):
     assert len(set(expected)) == 4
 
 
+def test_keyed_send_batch_gathers_every_column_per_partition(log):
+    # Five busy keys and one key sent once, on a partition of its own: every record
+    # keeps its value, key, headers and timestamp, in send order per partition.
+    log.create_topic("t", partitions=16)
+    busy = [f"user-{i}" for i in range(5)]
+    with Producer(log) as producer:
+        placed = producer.send_batch("t", [0] * 30, keys=busy + [f"x{j}" for j in range(25)])
+        taken = set(placed.partitions()[:5])
+        alone = next(f"x{j}" for j, p in enumerate(placed.partitions()[5:]) if p not in taken)
+        keys = [busy[i % 5] for i in range(1000)]
+        keys.insert(500, alone)
+        meta = producer.send_batch(
+            "t", list(range(len(keys))), keys=keys,
+            headers=[[("i", str(i).encode())] for i in range(len(keys))],
+            timestamps_ms=[1000 + i for i in range(len(keys))])
+    assert meta.partitions().count(meta[500].partition) == 1
+    got = {(r.partition, r.offset): r for r in all_records(log, "t")}
+    for i, md in enumerate(meta):
+        r = got[(md.partition, md.offset)]
+        assert unpack(r.value) == i and unpack(r.key) == keys[i]
+        assert r.headers == [("i", str(i).encode())] and r.timestamp_ms == 1000 + i
+    for p in set(meta.partitions()):
+        mine = [md.offset for md in meta if md.partition == p]
+        assert mine == sorted(mine) and len(set(mine)) == len(mine)
+
+
 def test_send_batch_headers_timestamps_and_errors(orders):
     with Producer(orders) as producer:
         meta = producer.send_batch("orders", [1, 2], headers=[[("h", b"1")], None],

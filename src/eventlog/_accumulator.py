@@ -25,6 +25,7 @@ The partition lock is taken first; callbacks run with neither held.
 from __future__ import annotations
 
 import logging
+import operator
 import threading
 import time
 from array import array
@@ -287,13 +288,14 @@ class Columns(NamedTuple):
     headers: list[Headers | None] | None
     timestamps: Sequence[int] | int
     sizes: list[int]
+    largest: int | None = None  # max(sizes), when the caller knows it
 
     def total_bytes(self, indexes: Sequence[int]) -> int:
         sizes = self.sizes
         if isinstance(indexes, range):
             return sum(sizes if len(indexes) == len(sizes) else
                        sizes[indexes.start:indexes.stop])
-        return sum(map(sizes.__getitem__, indexes))
+        return sum(_gather(sizes, indexes))
 
     def take(self, indexes: Sequence[int]) -> tuple[list[bytes | None], list[bytes | None] | None,
                                                  list[Headers | None] | None,
@@ -306,10 +308,28 @@ class Columns(NamedTuple):
             return (self.values[a:b], keys[a:b] if keys is not None else None,
                     hdrs[a:b] if hdrs is not None else None,
                     stamps if isinstance(stamps, int) else stamps[a:b])
-        return (list(map(self.values.__getitem__, indexes)),
-                list(map(keys.__getitem__, indexes)) if keys is not None else None,
-                list(map(hdrs.__getitem__, indexes)) if hdrs is not None else None,
-                stamps if isinstance(stamps, int) else list(map(stamps.__getitem__, indexes)))
+        pick = _picker(indexes)
+        return (pick(self.values), pick(keys) if keys is not None else None,
+                pick(hdrs) if hdrs is not None else None,
+                stamps if isinstance(stamps, int) else pick(stamps))
+
+
+def _picker(indexes: Sequence[int]) -> Callable[[Sequence[Any]], list[Any]]:
+    """A function that gathers the items at ``indexes`` of a column into a list.
+
+    One ``operator.itemgetter`` call per column: the items are fetched in C, where
+    ``map(column.__getitem__, indexes)`` makes a slot-wrapper call per item (measured:
+    the gathers of a keyed ``send_batch`` over 64 partitions were a fifth of its time).
+    """
+    if len(indexes) == 1:  # itemgetter of one index returns the item, not a tuple
+        (only,) = indexes
+        return lambda column: [column[only]]
+    getter = operator.itemgetter(*indexes)
+    return lambda column: list(getter(column))
+
+
+def _gather(column: Sequence[Any], indexes: Sequence[int]) -> list[Any]:
+    return [] if not indexes else _picker(indexes)(column)
 
 
 class ProducerBatch:
@@ -596,7 +616,11 @@ class Accumulator:
         Cost: one ``Sender.write`` per ``chunk_bytes``.
         """
         self.drain(topic, partition)  # records sent earlier go first
-        per_chunk = max(1, len(indexes) * chunk_bytes // max(1, columns.total_bytes(indexes)))
+        if columns.largest is not None and len(indexes) * columns.largest <= chunk_bytes:
+            per_chunk = len(indexes)  # one chunk, whatever the sizes: no gather of them
+        else:
+            per_chunk = max(1, len(indexes) * chunk_bytes
+                            // max(1, columns.total_bytes(indexes)))
         with self._partition_lock(topic, partition):
             for start in range(0, len(indexes), per_chunk):
                 chunk = indexes[start:start + per_chunk]

@@ -47,7 +47,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from . import _notify
 from ._format import ATTR_CONTROL
 from ._isolation import ISOLATION_LEVELS, CommittedView
-from ._types import Record, TopicPartition, records_from_batches
+from ._types import Record, TopicPartition, gc_paused, records_from_batches
 from .config import check_int
 from .errors import (
     EventLogError,
@@ -434,7 +434,10 @@ class Fetcher:
             return Wait([], [], [], min(slice_s, _SLICE_NOTHING_READY_S))
         expected = [p.counter.load() for p in ready]
         self._blocked = False
-        records = self._fetch(ready, max_records, expected)
+        # The collector stays paused until the records are in the caller's hands (see
+        # gc_paused): then a poll loop that drops them first never has them walked.
+        with gc_paused(max_records):
+            records = self._fetch(ready, max_records, expected)
         if records:
             self.records_fetched += len(records)
             return records

@@ -454,7 +454,7 @@ class Producer:
             stamps = self._clock()
         else:
             stamps = check_timestamps(timestamps_ms, count, where)
-        columns = Columns(vals, ks, hdrs, stamps, sizes)
+        columns = Columns(vals, ks, hdrs, stamps, sizes, max(sizes))
         if self._custom_partitioner:  # user code, outside the lock (it uses no cursor)
             groups = self._partitioner.assign(topic, meta.partitions, ks, sizes, partition)
         else:
