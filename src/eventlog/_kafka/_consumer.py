@@ -44,6 +44,7 @@ from ._commits import Committer
 from ._decode import to_records
 from ._errors import kafka_errors
 from ._log import KafkaLog
+from ._lookups import OffsetLookups
 
 __all__ = ["KafkaConsumer"]
 
@@ -164,6 +165,7 @@ class KafkaConsumer(Consumer):
         with kafka_errors("creating a Kafka consumer"):
             self._consumer = _RawConsumer(config)
         self._timeout_s = log.request_timeout_s
+        self._lookups = OffsetLookups(self._consumer, self._timeout_s)
         self._assigned: set[TopicPartition] = set()
         self._positions: dict[TopicPartition, int] = {}
         self._pending_seeks: dict[TopicPartition, int] = {}
@@ -361,16 +363,10 @@ class KafkaConsumer(Consumer):
         if known >= 0:
             return int(known)
         committed = self.committed(tp)
-        start, end = self._watermarks(tp)
+        start, end = self._lookups.bounds(tp)
         if committed is not None and start <= committed <= end:
             return committed
         return start if self._reset != "latest" else end
-
-    def _watermarks(self, tp: TopicPartition) -> tuple[int, int]:
-        with kafka_errors(f"reading the offsets of {tp.topic}[{tp.partition}]"):
-            low, high = self._consumer.get_watermark_offsets(
-                KafkaTP(tp.topic, tp.partition), timeout=self._timeout_s, cached=False)
-        return int(low), int(high)
 
     def seek(self, tp: TopicPartition, offset: int) -> None:
         """Make the next ``poll`` read ``tp`` from ``offset``."""
@@ -393,12 +389,12 @@ class KafkaConsumer(Consumer):
     def seek_to_beginning(self, *partitions: TopicPartition) -> None:
         """Move ``partitions`` (default: all assigned) to their start offsets."""
         for tp in partitions or tuple(self._assigned):
-            self.seek(tp, self._watermarks(TopicPartition(*tp))[0])
+            self.seek(tp, self._lookups.bounds(TopicPartition(*tp))[0])
 
     def seek_to_end(self, *partitions: TopicPartition) -> None:
         """Move ``partitions`` (default: all assigned) to their end offsets."""
         for tp in partitions or tuple(self._assigned):
-            self.seek(tp, self._watermarks(TopicPartition(*tp))[1])
+            self.seek(tp, self._lookups.bounds(TopicPartition(*tp))[1])
 
     def pause(self, *partitions: TopicPartition) -> None:
         """Stop returning records of these partitions until ``resume``."""
@@ -419,25 +415,18 @@ class KafkaConsumer(Consumer):
     def beginning_offsets(self, partitions: Iterable[TopicPartition]
                           ) -> dict[TopicPartition, int]:
         self._check_open()
-        return {TopicPartition(*tp): self._watermarks(TopicPartition(*tp))[0]
-                for tp in partitions}
+        return self._lookups.starts(partitions)
 
     def end_offsets(self, partitions: Iterable[TopicPartition]) -> dict[TopicPartition, int]:
         self._check_open()
-        return {TopicPartition(*tp): self._watermarks(TopicPartition(*tp))[1]
-                for tp in partitions}
+        return self._lookups.ends(partitions)
 
     def offsets_for_times(self, timestamps: Mapping[TopicPartition, int]
                           ) -> dict[TopicPartition, int | None]:
         """For each partition, the earliest offset whose timestamp is >= the given one
         (None if there is none): Kafka's ListOffsets by time."""
         self._check_open()
-        if not timestamps:
-            return {}
-        request = [KafkaTP(tp[0], tp[1], ts) for tp, ts in timestamps.items()]
-        with kafka_errors("looking up offsets by time"):
-            found = self._consumer.offsets_for_times(request, timeout=self._timeout_s)
-        return {_tp(k): (None if k.offset < 0 else int(k.offset)) for k in found}
+        return self._lookups.for_times(timestamps)
 
     def lag(self, stable: bool = False) -> dict[TopicPartition, int]:
         """End offset (the high watermark) minus position, for every assigned
