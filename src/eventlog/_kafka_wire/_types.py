@@ -11,6 +11,7 @@ missing key is written as the default.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import Any
 
@@ -20,16 +21,18 @@ __all__ = ["ARRAY", "BOOL", "BYTES", "FLOAT64", "INT8", "INT16", "INT32", "INT64
            "NBYTES", "NSTRING", "STRING", "UUID", "Array", "Field", "Struct", "Type"]
 
 
-class Type:
+class Type(ABC):
     """One wire type: ``read(r, flexible)`` and ``write(w, value, flexible)``."""
 
     default: Any = None
 
+    @abstractmethod
     def read(self, r: Reader, version: int, flexible: bool) -> Any:
-        raise NotImplementedError
+        """The value at ``r``'s position, in this request or response ``version``."""
 
+    @abstractmethod
     def write(self, w: Writer, value: Any, version: int, flexible: bool) -> None:
-        raise NotImplementedError
+        """Append ``value`` to ``w``, in this ``version``."""
 
 
 class _Int(Type):
