@@ -89,8 +89,9 @@ def _subscription(log: KafkaLog, topics: Iterable[str],
 
 class KafkaConsumer(Consumer):
     """``Consumer(log, ...)`` for a log opened on ``kafka://``: the same options, plus
-    ``isolation_level`` ("read_committed", the default, never returns records of
-    aborted or open transactions; "read_uncommitted" returns everything) and
+    ``isolation_level`` ("read_uncommitted", the default as on a log directory, returns
+    everything; "read_committed" never returns records of aborted or open
+    transactions) and
     ``kafka_config`` (librdkafka settings for this consumer). ``partition_assignment_
     strategy="sticky"`` is Kafka's cooperative-sticky assignor. Not thread-safe."""
 
@@ -106,7 +107,7 @@ class KafkaConsumer(Consumer):
                  listener: RebalanceListener | object | None = None,
                  consumer_timeout_ms: int | None = None,
                  client_id: str | None = None,
-                 isolation_level: str = "read_committed",
+                 isolation_level: str = "read_uncommitted",
                  kafka_config: Mapping[str, Any] | None = None) -> None:
         if not isinstance(log, KafkaLog):
             raise TypeError(f"KafkaConsumer needs a Log opened on kafka://, not {log!r}")
