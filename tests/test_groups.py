@@ -265,3 +265,20 @@ def test_a_commit_records_the_end_offsets_and_goes_ahead_without_one(tmp_path):
         assert [(c.offset, c.end_offset) for c in history[TP("orders", 1)]] == [(3, 7)]
         assert TP("audit", 0) not in history
         store._check()
+
+
+def test_reset_target_is_one_rule_for_both_backends():
+    from eventlog._group_admin import ResetTarget
+
+    assert ResetTarget(to_earliest=True).offset(3, 9, 5, None) == 3
+    assert ResetTarget(to_latest=True).offset(3, 9, 5, None) == 9
+    assert ResetTarget(to_offset=100).offset(3, 9, 5, None) == 9      # kept in range
+    assert ResetTarget(to_timestamp_ms=1).offset(3, 9, 5, 7) == 7
+    assert ResetTarget(to_timestamp_ms=1).offset(3, 9, 5, None) == 9  # nothing that late
+    assert ResetTarget(shift_by=-4).offset(3, 9, 5, None) == 3
+    assert ResetTarget(shift_by=2).offset(3, 9, None, None) == 5      # from the start
+    for bad in ({}, {"to_earliest": True, "shift_by": 1}):
+        with pytest.raises(eventlog.InvalidConfigError):
+            ResetTarget(**bad)
+    with pytest.raises(eventlog.InvalidConfigError):
+        ResetTarget(to_offset="3")  # type: ignore[arg-type]

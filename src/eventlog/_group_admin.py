@@ -38,7 +38,8 @@ from .errors import (
 )
 from .monitoring import GroupStatus, PartitionStatus, Problem
 
-__all__ = ["GroupAdmin", "GroupDescription", "MemberDescription", "partition_lag"]
+__all__ = ["GroupAdmin", "GroupDescription", "MemberDescription", "ResetTarget",
+           "partition_lag"]
 
 
 @dataclass(frozen=True)
@@ -186,14 +187,7 @@ class GroupAdmin:
                       to_earliest: bool, to_latest: bool, to_offset: int | None,
                       to_timestamp_ms: int | None, shift_by: int | None, dry_run: bool
                       ) -> dict[TopicPartition, int]:
-        targets = [to_earliest, to_latest, to_offset is not None,
-                   to_timestamp_ms is not None, shift_by is not None]
-        if sum(bool(t) for t in targets) != 1:
-            raise InvalidConfigError("give exactly one of to_earliest, to_latest, to_offset, "
-                                     "to_timestamp_ms, shift_by")
-        for name, value in (("to_offset", to_offset), ("to_timestamp_ms", to_timestamp_ms),
-                            ("shift_by", shift_by)):
-            check_int(name, value, -(2**63), optional=True)
+        target = ResetTarget(to_earliest, to_latest, to_offset, to_timestamp_ms, shift_by)
         files = self._files(group_id, must_exist=topics is None)
         store = self._store(files)
         with files.locked():
@@ -213,19 +207,9 @@ class GroupAdmin:
                 plog = self._topics.topic(tp.topic).partition_log(tp.partition)
                 start, end = plog.bounds()
                 ends[tp] = end
-                if to_earliest:
-                    offset = start
-                elif to_latest:
-                    offset = end
-                elif to_offset is not None:
-                    offset = to_offset
-                elif to_timestamp_ms is not None:
-                    found = plog.offset_for_time(to_timestamp_ms)
-                    offset = end if found is None else found
-                else:
-                    assert shift_by is not None
-                    offset = current.get(tp, start) + shift_by
-                new[tp] = min(max(offset, start), end)
+                found = plog.offset_for_time(to_timestamp_ms) \
+                    if to_timestamp_ms is not None else None
+                new[tp] = target.offset(start, end, current.get(tp), found)
             if not dry_run:
                 merged = dict(current)
                 merged.update(new)
@@ -261,6 +245,49 @@ class GroupAdmin:
                                         "(reads use the last good commit of each "
                                         "partition)", fix))
         return problems
+
+
+@dataclass(frozen=True)
+class ResetTarget:
+    """Where ``reset_group_offsets`` moves a group's partitions (Kafka's
+    ``--to-earliest``, ``--to-latest``, ``--to-offset``, ``--to-datetime``,
+    ``--shift-by``): exactly one of them, checked at construction. The one rule both
+    backends apply."""
+
+    to_earliest: bool = False
+    to_latest: bool = False
+    to_offset: int | None = None
+    to_timestamp_ms: int | None = None
+    shift_by: int | None = None
+
+    def __post_init__(self) -> None:
+        given = [self.to_earliest, self.to_latest, self.to_offset is not None,
+                 self.to_timestamp_ms is not None, self.shift_by is not None]
+        if sum(bool(g) for g in given) != 1:
+            raise InvalidConfigError("give exactly one of to_earliest, to_latest, to_offset, "
+                                     "to_timestamp_ms, shift_by")
+        for name, value in (("to_offset", self.to_offset),
+                            ("to_timestamp_ms", self.to_timestamp_ms),
+                            ("shift_by", self.shift_by)):
+            check_int(name, value, -(2**63), optional=True)
+
+    def offset(self, start: int, end: int, committed: int | None,
+               found: int | None) -> int:
+        """The new offset of a partition storing ``[start, end)``, now committed at
+        ``committed`` (None: never), where ``found`` is its first offset at or after
+        ``to_timestamp_ms`` (None: none). Kept within ``[start, end]``. O(1)."""
+        if self.to_earliest:
+            offset = start
+        elif self.to_latest:
+            offset = end
+        elif self.to_offset is not None:
+            offset = self.to_offset
+        elif self.to_timestamp_ms is not None:
+            offset = end if found is None else found
+        else:
+            assert self.shift_by is not None
+            offset = (start if committed is None else committed) + self.shift_by
+        return min(max(offset, start), end)
 
 
 def partition_lag(committed: int | None, start: int, end: int) -> int:

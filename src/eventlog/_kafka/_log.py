@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, ClassVar, NoReturn
 
 from .._format import EncodedBatch
+from .._group_admin import ResetTarget
 from .._types import Record, TopicPartition
 from ..config import TopicConfig, TopicMetadata, _wall_clock_ms, check_int
 from ..errors import (
@@ -340,11 +341,7 @@ class KafkaLog(Log):
         ``kafka-consumer-groups.sh --reset-offsets`` does (same targets as locally;
         ``GroupNotEmptyError`` while members are live)."""
         self.check_writable("resetting group offsets")
-        targets = [to_earliest, to_latest, to_offset is not None,
-                   to_timestamp_ms is not None, shift_by is not None]
-        if sum(targets) != 1:
-            raise InvalidConfigError("reset_group_offsets needs exactly one of to_earliest, "
-                                     "to_latest, to_offset, to_timestamp_ms, shift_by")
+        target = ResetTarget(to_earliest, to_latest, to_offset, to_timestamp_ms, shift_by)
         committed = self.group_offsets(group_id)
         if topics is None:
             tps = sorted(committed)
@@ -357,19 +354,7 @@ class KafkaLog(Log):
         new: dict[TopicPartition, int] = {}
         for tp in tps:
             start, end = bounds[tp]
-            if to_earliest:
-                off = start
-            elif to_latest:
-                off = end
-            elif to_offset is not None:
-                off = to_offset
-            elif to_timestamp_ms is not None:
-                found = times.get(tp)
-                off = end if found is None else found
-            else:
-                assert shift_by is not None
-                off = committed.get(tp, start) + shift_by
-            new[tp] = min(max(off, start), end)
+            new[tp] = target.offset(start, end, committed.get(tp), times.get(tp))
         if not dry_run:
             self._check_group_empty(group_id)
             self.admin.alter_group_offsets(group_id, new)
