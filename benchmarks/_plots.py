@@ -11,6 +11,11 @@ saves them, and ``tests/test_benchmarks.py`` checks them on made-up data.
   dashed ``RssAnon`` lines lay on top of each other. ``RssAnon`` gets a panel of its
   own, scaled to its values, and each run its own line style and markers, placed so
   that the markers of different runs do not cover each other.
+- ``peers_figure``: an embedded log against a local broker (``bench_broker.py``):
+  throughput (produce, consume) and latency percentiles side by side, both on log axes
+  with the ticks and bar values of ``latency_figure``, one colour per peer in both
+  panels and one legend for the two. The peers differ by one to two orders of
+  magnitude, which a linear axis would flatten to nothing.
 """
 
 from __future__ import annotations
@@ -44,28 +49,70 @@ def latency_figure(plt: Any, labels: Sequence[str],
                    rows: Sequence[tuple[str, Sequence[float]]]) -> Any:
     """Grouped bars: one group per percentile (``labels``), one bar per row
     ``(name, microseconds per percentile)``, its value written on it."""
+    fig, ax = plt.subplots(figsize=(7, 3.8))
+    _log_bars(ax, labels, rows, lambda v: f"{v:,.0f}", lambda v: f"{v:,.0f}")
+    ax.set_ylabel("microseconds (log scale)")
+    ax.set_title("Produce-to-consume latency")
+    ax.legend(loc="upper left", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def peers_figure(plt: Any, data: dict[str, Any]) -> Any:
+    """``bench_broker.py``'s report data drawn: left, records/s, a group each for
+    produce and consume, a bar per peer; right, microseconds, a group per percentile
+    (p50, p90, p99 of ``data["latency_us"]``), a bar per peer. Peers in the order of
+    ``data["produce"]``, each in one colour in both panels; one legend below both."""
+    names = list(data["produce"])
+    colors = {name: f"C{i}" for i, name in enumerate(names)}
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.6))
+    _log_bars(left, ["produce", "consume"],
+              [(name, [data["produce"][name], data["consume"][name]]) for name in names],
+              _short_rate, _short_rate, colors)
+    left.set_ylabel("records/s (log scale)")
+    left.set_title("Throughput, one partition")
+    _log_bars(right, ["p50", "p90", "p99"],
+              [(name, data["latency_us"][name][:3]) for name in names],
+              lambda v: f"{v:,.0f}", lambda v: f"{v:,.0f}", colors)
+    right.set_ylabel("microseconds (log scale)")
+    right.set_title("Produce-to-consume latency, one record at a time")
+    handles = [plt.Rectangle((0, 0), 1, 1, color=colors[name]) for name in names]
+    fig.legend(handles, names, loc="lower center", ncol=min(len(names), 2), fontsize=9,
+               frameon=False)
+    fig.tight_layout(rect=(0, 0.06 * ((len(names) + 1) // 2) + 0.02, 1, 1))
+    return fig
+
+
+def _short_rate(value: float) -> str:
+    """Records/s as a bar value or tick: 850, 12k, 1.2M."""
+    if value >= 1e6:
+        return f"{value / 1e6:.1f}M"
+    if value >= 1e3:
+        return f"{value / 1e3:,.0f}k"
+    return f"{value:,.0f}"
+
+
+def _log_bars(ax: Any, labels: Sequence[str], rows: Sequence[tuple[str, Sequence[float]]],
+              value_text: Any, tick_text: Any, colors: dict[str, str] | None = None) -> None:
+    """Grouped bars on a log axis: a group per label, a bar per row with its value on
+    it; plain ticks on the 1-2-5 sequence (not ``3 x 10^2``), no minor ticks."""
     from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
 
-    fig, ax = plt.subplots(figsize=(7, 3.8))
     width = 0.8 / len(rows)
     values = [v for _, row in rows for v in row]
     for i, (name, row) in enumerate(rows):
         xs = [x + i * width for x in range(len(labels))]
-        bars = ax.bar(xs, row, width, label=name)
-        ax.bar_label(bars, labels=[f"{v:,.0f}" for v in row], padding=2, fontsize=8)
+        color = colors[name] if colors else None
+        bars = ax.bar(xs, row, width, label=name, color=color)
+        ax.bar_label(bars, labels=[value_text(v) for v in row], padding=2, fontsize=8)
     ax.set_xticks([x + width * (len(rows) - 1) / 2 for x in range(len(labels))], labels)
     ax.set_yscale("log")
     low, high = min(values) * 0.6, max(values) * 1.8   # room above for the values
     ax.set_ylim(low, high)
     ax.yaxis.set_major_locator(FixedLocator(nice_ticks(low, high)))
     ax.yaxis.set_minor_locator(NullLocator())
-    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}"))
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: tick_text(v)))
     ax.grid(axis="y", alpha=0.3)
-    ax.set_ylabel("microseconds (log scale)")
-    ax.set_title("Produce-to-consume latency")
-    ax.legend(loc="upper left", fontsize=8)
-    fig.tight_layout()
-    return fig
 
 
 def rss_figure(plt: Any, runs: Sequence[dict[str, Any]]) -> Any:

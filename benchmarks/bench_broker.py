@@ -1,39 +1,63 @@
-"""An embedded log against a local broker: eventlog against confluent-kafka on a real
-Apache Kafka broker on this machine, the same records, in one run.
+"""An embedded log against a local broker: one run, one Apache Kafka broker, the same
+records, four ways to keep an event log on this machine.
 
-    python benchmarks/bench_broker.py [--records 100000] [--repeat 3] [--latency 1000]
-                                      [--plot FILE.png] [--out FILE]
+    python benchmarks/bench_broker.py [--records 100000] [--repeat 3] [--latency 1500]
+                                      [--no-broker] [--plot FILE.png] [--out FILE]
 
-The comparison a user makes when choosing between an embedded log and a broker next
-to the application. A single-node KRaft broker starts on loopback
-(``tests/kafka_broker.py``: Kafka's own jars, Java 17+); every workload starts from the
-same ~100-byte dicts (``_harness.sample_dicts``) and pays for msgpack both ways.
-Durability alike: the broker acknowledges (``acks=all``, one replica) once a record
-is in its page cache, and eventlog runs with ``fsync="never"``: both survive a crash
-of the application's process, neither an OS crash.
+The comparison a user makes when choosing between a log embedded in the application
+and a broker next to it. The peers, each with the settings a user who takes the
+defaults gets:
 
-- produce: confluent-kafka ``produce()`` per record then ``flush()`` (``linger.ms=5``,
-  ``batch.size=128 KiB``, its defaults otherwise), against eventlog ``send()`` +
-  ``flush()`` (``linger_ms=5``, ``batch_bytes=128 KiB``, the defaults);
-- consume: confluent-kafka ``consume(500)`` and ``msgpack.unpackb`` of each value, the
-  partition assigned (a new group's first join waits 3 s on a broker), against
-  eventlog ``Consumer.poll()``, defaults, a group member (joined before the clock);
-- latency: one record at a time, 0.5 ms apart, ``produce()`` + ``flush()`` against
-  ``send()`` + ``flush()``, read by a consumer blocked in its poll in another thread.
+- **confluent-kafka on a Kafka broker**: a single-node KRaft broker on loopback
+  (``tests/kafka_broker.py``: Kafka's own jars, Java 17+), started with the heap and
+  collector of Kafka's ``kafka-server-start.sh`` (1 GiB, G1); the client's defaults
+  (``acks=all``, ``linger.ms=5``, no compression, no idempotence);
+- **eventlog embedded**: ``eventlog.open(directory)``, defaults (``fsync="interval"``,
+  ``linger_ms=5``);
+- **eventlog on Kafka**: ``eventlog.open("kafka://...")`` on the same broker, defaults;
+- **confluent-kafka through eventlog serve**: the Kafka wire-protocol server in a
+  process of its own on a log directory (``eventlog serve``, defaults; started by
+  ``bench_serve.eventlog_process_target``), the client's defaults as above.
 
-Repeats of the workloads are interleaved; figures are medians. Without Java or
-confluent-kafka the report says why nothing was measured.
+A record is acknowledged once it is in the page cache on every side (the broker's log
+flush policy is the OS's; eventlog's ``fsync="interval"`` also syncs every second), so
+all survive a crash of the application's process and none an OS crash.
+
+Every workload starts from the same ~100-byte dicts (``_harness.sample_dicts``) and pays
+for msgpack both ways; one partition everywhere:
+
+- produce: ``produce()``/``send()`` per record, then ``flush()``, into a fresh topic,
+  by a producer that has sent and flushed one record before (so it is connected, as a
+  long-lived producer is); timed from the first send to the end of the flush;
+- consume: 500 records at a time (eventlog's default ``max_poll_records``;
+  ``consume(500)`` on confluent-kafka), each value decoded, from the start of a topic
+  written once before; no group (the partition assigned). Timed from the topic's
+  first record (a warm-up) to the last: a long-running consumer's rate. The time from
+  creating the consumer to that first record is reported beside it, as what a
+  consumer's start costs;
+- latency: one record at a time, 0.5 ms apart, each sent alone and flushed, carrying
+  ``time.monotonic_ns()``; a consumer blocked in its poll in another thread of the same
+  process notes when it arrives. The same method for all four.
+
+Repeats are interleaved (each round runs every peer, starting one later each round);
+throughputs are medians of the rounds, latency percentiles are over the samples of all
+rounds. A peer that cannot run here (no Java 17+ or Maven for the broker, no
+confluent-kafka, ``--no-broker``) is reported as not measured.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import sys
 import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
+from dataclasses import dataclass
 from typing import Any
 
 import msgpack
@@ -43,172 +67,266 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 import eventlog
 
-PRODUCER = {"acks": "all", "linger.ms": 5, "batch.size": 128 * 1024}
+BROKER = "confluent-kafka on a Kafka broker"
+EMBEDDED = "eventlog embedded"
+ON_KAFKA = "eventlog on Kafka (kafka://)"
+SERVE = "confluent-kafka through eventlog serve"
+PEERS = (BROKER, EMBEDDED, ON_KAFKA, SERVE)
+# KAFKA_HEAP_OPTS and KAFKA_JVM_PERFORMANCE_OPTS of Kafka's own start scripts.
+KAFKA_SCRIPT_JVM = ["-Xmx1G", "-Xms1G", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20",
+                    "-XX:InitiatingHeapOccupancyPercent=35",
+                    "-XX:+ExplicitGCInvokesConcurrent", "-Djava.awt.headless=true"]
+POLL_RECORDS = 500          # eventlog's default max_poll_records, for both clients
+LATENCY_GAP_S = 0.0005
+LATENCY_DEADLINE_S = 120.0  # a sample that never arrives fails the run, not hangs it
+PERCENTILES = (0.5, 0.9, 0.99)
 
 
-def _topic(admin: Any, name: str) -> str:
-    from confluent_kafka.admin import NewTopic
+@dataclass
+class Peer:
+    """How one peer runs each workload (``_harness.interleave`` workloads: each takes a
+    scratch directory, yields the start time, and tears down after the yield)."""
 
-    admin.create_topics([NewTopic(name, 1)])[name].result(timeout=60)
-    return name
+    produce: Callable[[str], Iterator[float]]   # every record into a fresh topic
+    consume: Callable[[str], Iterator[float]]   # every record of a topic written once
+    latency: Callable[[int], list[float]]       # seconds, one sample per record
+    first_record_s: list[float]  # per consume run: from creating the consumer to it
 
 
-def kafka_produce(bootstrap: str, admin: Any, dicts: list[dict[str, Any]]):
-    from confluent_kafka import Producer
+def client_peer(bootstrap: str, dicts: list[dict[str, Any]]) -> Peer:
+    """confluent-kafka, its defaults, on a Kafka-protocol endpoint (broker or serve)."""
+    from bench_serve import create
+    from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
-    def run(_: str):
-        topic = _topic(admin, f"p-{uuid.uuid4().hex[:8]}")
-        producer = Producer({"bootstrap.servers": bootstrap, **PRODUCER})
-        produce, packb, poll = producer.produce, msgpack.packb, producer.poll
+    def produce_into(topic: str) -> Iterator[float]:
+        producer = Producer({"bootstrap.servers": bootstrap})
+        producer.produce(topic, msgpack.packb(None))   # connected before the clock
+        producer.flush(60)
+        send, packb, poll = producer.produce, msgpack.packb, producer.poll
         start = time.perf_counter()
         for i, d in enumerate(dicts):
             while True:
                 try:
-                    produce(topic, packb(d))
+                    send(topic, packb(d))
                     break
                 except BufferError:  # librdkafka's queue is full: let it drain
                     poll(0.001)
             if i % 1000 == 0:
                 poll(0)
-        assert producer.flush(60) == 0
+        if producer.flush(120) != 0:
+            raise RuntimeError(f"records to {bootstrap} left undelivered")
         yield start
-    return run
 
+    def consumer(topic: str) -> Any:
+        # A group id is required even to read an assigned partition; nothing joins it.
+        # Nothing committed, as by eventlog's Consumer without a group.
+        c = Consumer({"bootstrap.servers": bootstrap, "group.id": uuid.uuid4().hex,
+                      "enable.auto.commit": False})
+        c.assign([TopicPartition(topic, 0, OFFSET_BEGINNING)])
+        return c
 
-def eventlog_produce(dicts: list[dict[str, Any]]):
-    def run(tmp: str):
-        with eventlog.open(tmp, fsync="never") as log:
-            log.create_topic("t")
-            producer = eventlog.Producer(log)
-            send = producer.send
-            start = time.perf_counter()
-            for d in dicts:
-                send("t", d)
-            producer.flush()
-            yield start
-            producer.close()
-    return run
+    filled = create(bootstrap)
+    for _ in produce_into(filled):
+        pass
+    first_record_s: list[float] = []
 
-
-def kafka_consume(bootstrap: str, topic: str, n: int):
-    from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
-
-    def run(_: str):
-        consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": uuid.uuid4().hex,
-                             "auto.offset.reset": "earliest", "enable.partition.eof": False})
-        unpackb, got = msgpack.unpackb, 0
+    def consume(_: str) -> Iterator[float]:
+        unpackb, got, n = msgpack.unpackb, 0, len(dicts)
+        created = time.perf_counter()
+        c = consumer(filled)
+        while not _arrived(c.poll(1)):   # the warm-up record the topic starts with
+            pass
         start = time.perf_counter()
-        # Assigned, not subscribed: a broker holds a new group's first join for
-        # group.initial.rebalance.delay.ms (3 s), which is no part of throughput.
-        consumer.assign([TopicPartition(topic, 0, OFFSET_BEGINNING)])
+        first_record_s.append(start - created)
         while got < n:
-            for message in consumer.consume(500, timeout=1):
+            for message in c.consume(POLL_RECORDS, timeout=1):
                 if message.error() is None:
                     unpackb(message.value())
                     got += 1
         yield start
-        consumer.close()
-    return run
+        c.close()
+
+    def latency(count: int) -> list[float]:
+        topic = create(bootstrap)
+        c = consumer(topic)
+        producer = Producer({"bootstrap.servers": bootstrap})
+        producer.produce(topic, msgpack.packb(None))   # connected and fetching first
+        producer.flush(60)
+        while not _arrived(c.poll(1)):
+            pass
+        samples: list[float] = []
+
+        def receive() -> None:
+            deadline = time.monotonic() + LATENCY_DEADLINE_S
+            while len(samples) < count and time.monotonic() < deadline:
+                message = c.poll(1)
+                if _arrived(message):
+                    samples.append((time.monotonic_ns() - msgpack.unpackb(message.value()))
+                                   / 1e9)
+
+        def send() -> None:
+            producer.produce(topic, msgpack.packb(time.monotonic_ns()))
+            producer.flush(60)
+
+        _one_at_a_time(receive, send, count)
+        c.close()
+        return _complete(samples, count, bootstrap)
+
+    return Peer(lambda _: produce_into(create(bootstrap)), consume, latency,
+                first_record_s)
 
 
-def eventlog_consume(path: str, n: int):
-    def run(_: str):
-        with eventlog.open(path) as log:
-            consumer = eventlog.Consumer(log, "t", group_id=uuid.uuid4().hex)
-            start = time.perf_counter()
-            got = 0
-            while got < n:
-                got += len(consumer.poll(timeout=1))
-            yield start
-            consumer.close()
-    return run
+def _arrived(message: Any) -> bool:
+    return message is not None and message.error() is None
 
 
-def kafka_latency(bootstrap: str, admin: Any, count: int) -> list[float]:
-    from confluent_kafka import Consumer, Producer
+def log_peer(log: eventlog.Log, dicts: list[dict[str, Any]]) -> Peer:
+    """eventlog's Producer and Consumer, their defaults, on ``log`` (a directory or
+    ``kafka://``)."""
 
-    topic = _topic(admin, f"lat-{uuid.uuid4().hex[:8]}")
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": uuid.uuid4().hex,
-                         "auto.offset.reset": "earliest"})
-    consumer.subscribe([topic])
-    producer = Producer({"bootstrap.servers": bootstrap, **PRODUCER})
-    producer.produce(topic, msgpack.packb(None))  # joins the group before timing
-    producer.flush(30)
-    while consumer.poll(1) is None:
+    def new_topic() -> str:
+        name = f"bench-{uuid.uuid4().hex[:10]}"
+        log.create_topic(name, partitions=1)
+        return name
+
+    def produce_into(topic: str) -> Iterator[float]:
+        producer = eventlog.Producer(log)
+        producer.send(topic, None)   # connected (on kafka://) before the clock
+        producer.flush()
+        send = producer.send
+        start = time.perf_counter()
+        for d in dicts:
+            send(topic, d)
+        producer.flush()
+        yield start
+        producer.close()
+
+    filled = new_topic()
+    for _ in produce_into(filled):
         pass
-    samples: list[float] = []
+    first_record_s: list[float] = []
 
-    def consume() -> None:
-        while len(samples) < count:
-            message = consumer.poll(1)
-            if message is not None and message.error() is None:
-                samples.append((time.monotonic_ns() - msgpack.unpackb(message.value())) / 1e9)
+    def consume(_: str) -> Iterator[float]:
+        got, n = 0, len(dicts)
+        created = time.perf_counter()
+        consumer = eventlog.Consumer(log, filled)
+        while not consumer.poll(timeout=1, max_records=1):  # the warm-up record
+            pass
+        start = time.perf_counter()
+        first_record_s.append(start - created)
+        while got < n:
+            got += len(consumer.poll(timeout=1))
+        yield start
+        consumer.close()
 
-    thread = threading.Thread(target=consume)
-    thread.start()
-    for _ in range(count):
-        time.sleep(0.0005)
-        producer.produce(topic, msgpack.packb(time.monotonic_ns()))
-        producer.flush(30)
-    thread.join()
-    consumer.close()
-    return samples
+    def latency(count: int) -> list[float]:
+        topic = new_topic()
+        consumer = eventlog.Consumer(log, topic)
+        producer = eventlog.Producer(log)
+        producer.send(topic, None)   # connected and fetching first
+        producer.flush()
+        while not consumer.poll(timeout=1):
+            pass
+        samples: list[float] = []
 
-
-def eventlog_latency(path: str, count: int) -> list[float]:
-    samples: list[float] = []
-    with eventlog.open(path, fsync="never") as log:
-        log.create_topic("lat")
-        consumer = eventlog.Consumer(log, "lat", group_id="latency")
-        consumer.poll(timeout=0)
-
-        def consume() -> None:
-            while len(samples) < count:
+        def receive() -> None:
+            deadline = time.monotonic() + LATENCY_DEADLINE_S
+            while len(samples) < count and time.monotonic() < deadline:
                 for record in consumer.poll(timeout=1):
                     samples.append((time.monotonic_ns() - record.value) / 1e9)
 
-        thread = threading.Thread(target=consume)
-        thread.start()
-        with eventlog.Producer(log) as producer:
-            for _ in range(count):
-                time.sleep(0.0005)
-                producer.send("lat", time.monotonic_ns())
-                producer.flush()
-        thread.join()
+        def send() -> None:
+            producer.send(topic, time.monotonic_ns())
+            producer.flush()
+
+        _one_at_a_time(receive, send, count)
+        producer.close()
         consumer.close()
+        return _complete(samples, count, repr(log))
+
+    return Peer(lambda _: produce_into(new_topic()), consume, latency, first_record_s)
+
+
+def _one_at_a_time(receive: Callable[[], None], send: Callable[[], None], count: int
+                   ) -> None:
+    thread = threading.Thread(target=receive, name="latency-consumer")
+    thread.start()
+    for _ in range(count):
+        time.sleep(LATENCY_GAP_S)
+        send()
+    thread.join()
+
+
+def _complete(samples: list[float], count: int, where: str) -> list[float]:
+    if len(samples) < count:
+        raise RuntimeError(f"{where}: {count - len(samples)} of {count} latency records "
+                           f"did not arrive within {LATENCY_DEADLINE_S:.0f} s")
     return samples
 
 
-def _pct(samples: list[float], q: float) -> float:
+def percentiles(samples: list[float]) -> list[float]:
+    """p50, p90, p99 and max of ``samples``, in microseconds."""
     s = sorted(samples)
-    return s[min(len(s) - 1, int(q * len(s)))]
+    return [s[min(len(s) - 1, int(q * len(s)))] * 1e6 for q in PERCENTILES] + [s[-1] * 1e6]
 
 
-def plot(path: str, rates: dict[str, float], latency: dict[str, list[float]]) -> None:
+def start_peers(stack: ExitStack, dicts: list[dict[str, Any]], no_broker: bool
+                ) -> tuple[dict[str, Peer], dict[str, str]]:
+    """Start every peer that can run here (closed by ``stack``); say why the others
+    cannot."""
+    peers: dict[str, Peer] = {}
+    missing: dict[str, str] = {}
+    directory = stack.enter_context(tempfile.TemporaryDirectory(prefix="eventlog-bench-"))
+    peers[EMBEDDED] = log_peer(stack.enter_context(eventlog.open(directory)), dicts)
+    try:
+        import confluent_kafka  # noqa: F401
+    except ImportError:
+        for name in (BROKER, ON_KAFKA, SERVE):
+            missing[name] = "confluent-kafka is not installed (pip install -e '.[test]')"
+        return peers, missing
+    from bench_serve import eventlog_process_target
+    from tests.kafka_broker import KafkaCluster, unavailable_reason
+
+    reason = "--no-broker" if no_broker else unavailable_reason()
+    if reason is None:
+        cluster = stack.enter_context(KafkaCluster(nodes=1, jvm_options=KAFKA_SCRIPT_JVM))
+        bootstrap = cluster.bootstrap_servers
+        peers[BROKER] = client_peer(bootstrap, dicts)
+        peers[ON_KAFKA] = log_peer(
+            stack.enter_context(eventlog.open(f"kafka://{bootstrap}")), dicts)
+    else:
+        missing[BROKER] = missing[ON_KAFKA] = reason
+    peers[SERVE] = client_peer(stack.enter_context(eventlog_process_target()), dicts)
+    return {name: peers[name] for name in PEERS if name in peers}, missing
+
+
+def measure(peers: dict[str, Peer], n: int, repeat: int, latency_count: int
+            ) -> tuple[dict[str, Result], dict[str, Result], dict[str, list[float]]]:
+    """Throughput results (produce, consume) and latency samples of every peer, each
+    workload's rounds interleaved across the peers."""
+    produced = {name: Result(name, n) for name in peers}
+    interleave(produced, [(name, peer.produce) for name, peer in peers.items()], repeat)
+    consumed = {name: Result(name, n) for name in peers}
+    interleave(consumed, [(name, peer.consume) for name, peer in peers.items()], repeat)
+    samples: dict[str, list[float]] = {name: [] for name in peers}
+    per_round = max(1, latency_count // repeat)
+    order = list(peers)
+    for round_ in range(repeat):
+        shift = round_ % len(order)
+        for name in order[shift:] + order[:shift]:
+            samples[name] += peers[name].latency(per_round)
+    return produced, consumed, samples
+
+
+def plot(path: str, data: dict[str, Any]) -> None:
+    """Write the figure of ``data`` (this script's report data) to ``path``."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from _plots import peers_figure
 
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.8))
-    names = list(rates)
-    colors = ["tab:blue" if n.startswith("eventlog") else "tab:orange" for n in names]
-    left.barh(names[::-1], [rates[n] / 1e6 for n in names[::-1]], color=colors[::-1])
-    left.set_xlabel("M records/s (blue: eventlog, orange: Kafka)")
-    left.set_title("Throughput")
-    labels = ["p50", "p90", "p99"]
-    width = 0.8 / len(latency)
-    for i, (name, samples) in enumerate(latency.items()):
-        xs = [x + i * width for x in range(len(labels))]
-        right.bar(xs, [_pct(samples, q) * 1e6 for q in (0.5, 0.9, 0.99)], width,
-                  label=name, color="tab:blue" if name.startswith("eventlog") else
-                  "tab:orange")
-    right.set_xticks([x + width * (len(latency) - 1) / 2 for x in range(len(labels))], labels)
-    right.set_yscale("log")
-    right.set_ylabel("microseconds (log scale)")
-    right.set_title("Latency, one record at a time")
-    right.legend(fontsize=8)
-    fig.tight_layout()
+    fig = peers_figure(plt, data)
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
@@ -217,80 +335,56 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--records", type=int, default=100_000)
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--latency", type=int, default=1000, help="latency samples")
+    parser.add_argument("--latency", type=int, default=1500,
+                        help="latency samples per peer, spread over the repeats")
+    parser.add_argument("--no-broker", action="store_true",
+                        help="start no Kafka broker: embedded and serve only")
     parser.add_argument("--plot", help="write a PNG of the figures here")
     parser.add_argument("--out")
     args = parser.parse_args()
-    title = "An embedded log against a local Kafka broker"
-    try:
-        import confluent_kafka  # noqa: F401
-        from tests.kafka_broker import KafkaCluster, unavailable_reason
-        reason = unavailable_reason()
-    except ImportError as exc:
-        reason = f"not measured: {exc}"
-    if reason is not None:
-        report(title, command_line(), f"Not measured: {reason}.\n", args.out,
-               {"missing": reason})
-        return
-    from confluent_kafka.admin import AdminClient
-
     n = args.records
     dicts = sample_dicts(n)
     freeze_inputs()
-    with KafkaCluster(nodes=1) as cluster:
-        bootstrap = cluster.bootstrap_servers
-        admin = AdminClient({"bootstrap.servers": bootstrap})
-        results = {name: Result(name, n) for name in (
-            "Kafka: confluent-kafka produce() + flush()", "eventlog: send() + flush()",
-            "Kafka: confluent-kafka consume() + unpackb", "eventlog: Consumer.poll()")}
-        interleave(results, [
-            ("Kafka: confluent-kafka produce() + flush()", kafka_produce(bootstrap, admin, dicts)),
-            ("eventlog: send() + flush()", eventlog_produce(dicts))], args.repeat)
-        topic = _topic(admin, "consume")  # written once, read by every consume run
-        from confluent_kafka import Producer
-
-        filler = Producer({"bootstrap.servers": bootstrap, **PRODUCER})
-        for d in dicts:
-            while True:
-                try:
-                    filler.produce(topic, msgpack.packb(d))
-                    break
-                except BufferError:
-                    filler.poll(0.001)
-        assert filler.flush(60) == 0
-        del filler  # (a live client keeps reconnecting after the broker stops)
-        tmp = tempfile.mkdtemp(prefix="eventlog-bench-broker-")
-        log_path = os.path.join(tmp, "log")
-        for _ in eventlog_produce(dicts)(log_path):
-            pass
-        interleave(results, [
-            ("Kafka: confluent-kafka consume() + unpackb", kafka_consume(bootstrap, topic, n)),
-            ("eventlog: Consumer.poll()", eventlog_consume(log_path, n))], args.repeat)
-        latency = {"Kafka: confluent-kafka": kafka_latency(bootstrap, admin, args.latency),
-                   "eventlog embedded": eventlog_latency(os.path.join(tmp, "lat"),
-                                                         args.latency)}
-    rates = {name: r.rate for name, r in results.items()}
-    rows = [(name, f"{rate / 1e6:.3f}") for name, rate in rates.items()]
-    lat_rows = [(name, *(f"{_pct(s, q) * 1e6:.0f}" for q in (0.5, 0.9, 0.99)),
-                 f"{max(s) * 1e6:.0f}") for name, s in latency.items()]
-    produce_x = rates["eventlog: send() + flush()"] / \
-        rates["Kafka: confluent-kafka produce() + flush()"]
-    consume_x = rates["eventlog: Consumer.poll()"] / \
-        rates["Kafka: confluent-kafka consume() + unpackb"]
-    body = (f"{n} msgpack dicts per run; medians of {args.repeat} interleaved runs; one "
-            "partition; a single-node broker on loopback.\n\n"
-            + table(rows, ("workload", "M records/s"))
-            + f"\n\neventlog against the broker: produce {produce_x:.1f}x, consume "
-              f"{consume_x:.1f}x.\n\nProduce-to-consume latency, {args.latency} records "
-              "one at a time, 0.5 ms apart (flush after each), consumer in another "
-              "thread, microseconds:\n\n"
-            + table(lat_rows, ("client", "p50", "p90", "p99", "max")))
+    with ExitStack() as stack:
+        peers, missing = start_peers(stack, dicts, args.no_broker)
+        produced, consumed, samples = measure(peers, n, args.repeat, args.latency)
+    data: dict[str, Any] = {
+        "records": n, "produce": {name: r.rate for name, r in produced.items()},
+        "consume": {name: r.rate for name, r in consumed.items()},
+        "first_record_ms": {name: statistics.median(peer.first_record_s) * 1e3
+                            for name, peer in peers.items()},
+        "latency_us": {name: percentiles(s) for name, s in samples.items()},
+        "missing": missing}
+    rows = []
+    for name in PEERS:
+        if name in missing:
+            rows.append((name, f"not measured: {missing[name]}", "", "", "", "", "", ""))
+            continue
+        rows.append((name, f"{data['produce'][name]:,.0f}", f"{data['consume'][name]:,.0f}",
+                     f"{data['first_record_ms'][name]:,.1f}",
+                     *(f"{v:,.0f}" for v in data["latency_us"][name])))
+    per_round = max(1, args.latency // args.repeat)
+    body = (f"{n:,} msgpack dicts of about 100 bytes, one partition, default settings "
+            f"on every side; throughput: medians of {args.repeat} interleaved runs; "
+            f"latency: {per_round * args.repeat:,} records per peer one at a time, "
+            f"{LATENCY_GAP_S * 1e3:g} ms apart, each flushed alone, read by a consumer "
+            "in another thread of the same process (percentiles over all rounds).\n\n"
+            + table(rows, ("peer", "produce records/s", "consume records/s",
+                           "consumer's first record ms", "latency p50 µs", "p90 µs",
+                           "p99 µs", "max µs")))
+    if EMBEDDED in data["produce"] and len(data["produce"]) > 1:
+        base = EMBEDDED
+        body += "\n\nAgainst eventlog embedded:\n\n" + table(
+            [(name, f"{data['produce'][name] / data['produce'][base]:.2f}x",
+              f"{data['consume'][name] / data['consume'][base]:.2f}x",
+              f"{data['latency_us'][name][0] / data['latency_us'][base][0]:.1f}x")
+             for name in data["produce"] if name != base],
+            ("peer", "produce", "consume", "latency p50"))
     if args.plot:
-        plot(args.plot, rates, latency)
+        plot(args.plot, data)
         body += f"\n\nPlot: `{args.plot}`.\n"
-    report(title, command_line(), body, args.out,
-           {"rates": rates, "latency_us": {k: [_pct(s, q) * 1e6 for q in (0.5, 0.9, 0.99)]
-                                           for k, s in latency.items()}})
+    report("An embedded log against a local Kafka broker", command_line(), body, args.out,
+           data)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,10 @@ every benchmark on small inputs in about a minute; ``--smoke`` (for the test sui
 them on tiny inputs, whose figures mean nothing. ``--huge`` adds a 10M-record log (about
 1 GiB) to the open and recovery benchmark. A peer library that is not installed (``pip
 install 'eventlog[bench]'``) is reported as not measured; a failing eventlog benchmark
-makes the run exit with status 1.
+makes the run exit with status 1. The ``broker`` section starts a real Apache Kafka
+broker (``tests/kafka_broker.py``: Java 17+, Kafka's jars fetched once with Maven), in
+every mode; without them, or without confluent-kafka, it reports the peers that need
+them as not measured.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ BENCH = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(BENCH)
 sys.path.insert(0, BENCH)
 from _harness import JSON_ENV, machine, table  # noqa: E402
-from _plots import latency_figure, rss_figure  # noqa: E402
+from _plots import latency_figure, peers_figure, rss_figure  # noqa: E402
 
 # (name, script, arguments per mode, what it measures)
 SECTIONS: list[tuple[str, str, dict[str, list[str]], str]] = [
@@ -80,6 +83,15 @@ SECTIONS.append(
     ("import", "bench_import.py", {
         "full": [], "quick": ["--runs", "9"], "smoke": ["--runs", "2"]},
      "`import eventlog` in a fresh interpreter, with bytecode"))
+# The broker's start is a few seconds (8 s on 2 idle cores with the tiny smoke
+# inputs), so even --smoke runs it; without Java 17+/Maven or confluent-kafka the
+# script reports those peers as not measured and succeeds.
+SECTIONS.append(
+    ("broker", "bench_broker.py", {
+        "full": [], "quick": ["--records", "20000", "--repeat", "2", "--latency", "300"],
+        "smoke": ["--records", "2000", "--repeat", "1", "--latency", "20"]},
+     "confluent-kafka on a local Kafka broker beside eventlog embedded, eventlog on "
+     "Kafka and confluent-kafka through `eventlog serve`: throughput and latency"))
 TIMEOUT_S = {"full": 3600, "quick": 600, "smoke": 300}
 
 
@@ -288,6 +300,10 @@ def plots(sections: dict[str, dict], out: str) -> tuple[dict[str, list[str]], st
     if rss:
         save(rss_figure(plt, rss), "rss", "rss.png")
 
+    broker = sections.get("broker", {}).get("report", {}).get("data")
+    if broker and broker.get("produce"):
+        save(peers_figure(plt, broker), "broker", "broker.png")
+
     scaling = sections.get("scaling", {}).get("report", {}).get("data")
     if scaling:
         fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
@@ -345,6 +361,10 @@ def write_results(out: str, mode: str, command: str, sections: dict[str, dict],
     missing = sections.get("peers", {}).get("report", {}).get("data", {}).get("missing")
     if missing:
         parts.append("**Peers not measured:** " + "; ".join(
+            f"{k}: {v}" for k, v in missing.items()) + "\n")
+    missing = sections.get("broker", {}).get("report", {}).get("data", {}).get("missing")
+    if missing:
+        parts.append("**Not measured beside the Kafka broker:** " + "; ".join(
             f"{k}: {v}" for k, v in missing.items()) + "\n")
     if no_plots:
         parts.append(f"**Plots: {no_plots}.**\n")

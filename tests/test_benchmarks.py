@@ -18,8 +18,10 @@ from tests.conftest import ROOT
 
 PEERS = {"lmdb": "lmdb", "diskcache": "diskcache", "persist-queue": "persistqueue"}
 SECTIONS = ("Storage layer", "Producer throughput", "Consumer", "against peers",
-            "Open and recovery time", "Memory while reading", "Scaling", "Import time")
-PLOTS = ("produce.png", "consume.png", "latency.png", "open.png", "rss.png", "scaling.png")
+            "Open and recovery time", "Memory while reading", "Scaling", "Import time",
+            "against a local Kafka broker")
+PLOTS = ("produce.png", "consume.png", "latency.png", "open.png", "rss.png", "scaling.png",
+         "broker.png")
 
 
 def test_run_all_smoke_writes_results_and_plots(tmp_path):
@@ -106,6 +108,39 @@ def test_the_memory_plot_tells_every_runs_rssanon_line_apart():
     anon_low, anon_high = anon[0].axes.get_ylim()
     [vmrss_ax] = vmrss_axes
     assert anon_high - anon_low < 0.2 * (vmrss_ax.get_ylim()[1] - vmrss_ax.get_ylim()[0])
+    plt.close(fig)
+
+
+def test_the_broker_plot_keeps_each_peers_colour_and_values_in_both_panels():
+    plots = _plots_module()
+    import matplotlib.pyplot as plt
+
+    data = {"produce": {"broker": 150_000.0, "embedded": 600_000.0, "serve": 90_000.0},
+            "consume": {"broker": 450_000.0, "embedded": 700_000.0, "serve": 1.2e6},
+            "latency_us": {"broker": [1800.0, 4200.0, 16000.0, 30000.0],
+                           "embedded": [110.0, 150.0, 400.0, 3000.0],
+                           "serve": [420.0, 600.0, 3000.0, 5000.0]}}
+    fig = plots.peers_figure(plt, data)
+    fig.canvas.draw()
+    throughput, latency = fig.axes
+    for ax in (throughput, latency):
+        assert ax.get_yscale() == "log"
+        low, high = ax.get_ylim()
+        ticks = [t.get_text() for t, v in zip(ax.get_yticklabels(), ax.get_yticks(),
+                                               strict=True) if low <= v <= high]
+        assert len(ticks) >= 3, ticks
+        assert all(re.fullmatch(r"[0-9][0-9,.]*[kM]?", t) for t in ticks), ticks
+    assert sorted(t.get_text() for t in throughput.texts) == sorted(
+        ["150k", "600k", "90k", "450k", "700k", "1.2M"])
+    assert sorted(t.get_text() for t in latency.texts) == sorted(   # p50, p90, p99 only
+        f"{v:,.0f}" for row in data["latency_us"].values() for v in row[:3])
+    for name in data["produce"]:
+        bars = [bar for ax in (throughput, latency) for group in ax.containers
+                if group.get_label() == name for bar in group]
+        assert len(bars) == 2 + 3                              # both panels
+        assert len({tuple(bar.get_facecolor()) for bar in bars}) == 1, name
+    [legend] = fig.legends
+    assert [t.get_text() for t in legend.get_texts()] == list(data["produce"])
     plt.close(fig)
 
 
