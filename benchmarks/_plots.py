@@ -12,10 +12,10 @@ saves them, and ``tests/test_benchmarks.py`` checks them on made-up data.
   own, scaled to its values, and each run its own line style and markers, placed so
   that the markers of different runs do not cover each other.
 - ``peers_figure``: an embedded log against a local broker (``bench_broker.py``):
-  throughput (produce, consume) and latency percentiles side by side, both on log axes
-  with the ticks and bar values of ``latency_figure``, one colour per peer in both
-  panels and one legend for the two. The peers differ by one to two orders of
-  magnitude, which a linear axis would flatten to nothing.
+  throughput (produce, consume) on a linear axis from zero, where the peers differ by
+  a few times, and latency percentiles on the log axis of ``latency_figure``, where
+  they differ by two orders of magnitude; one colour per peer in both panels, one
+  legend for the two.
 """
 
 from __future__ import annotations
@@ -66,10 +66,16 @@ def peers_figure(plt: Any, data: dict[str, Any]) -> Any:
     names = list(data["produce"])
     colors = {name: f"C{i}" for i, name in enumerate(names)}
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.6))
-    _log_bars(left, ["produce", "consume"],
-              [(name, [data["produce"][name], data["consume"][name]]) for name in names],
-              _short_rate, _short_rate, colors)
-    left.set_ylabel("records/s (log scale)")
+    from matplotlib.ticker import FuncFormatter
+
+    # Linear, from zero: the peers' rates differ by a few times at most, and a bar
+    # twice as tall is then twice as fast.
+    values = _bars(left, ["produce", "consume"],
+                   [(name, [data["produce"][name], data["consume"][name]])
+                    for name in names], _short_rate, colors)
+    left.set_ylim(0, max(values) * 1.12)
+    left.yaxis.set_major_formatter(FuncFormatter(lambda v, _: _short_rate(v)))
+    left.set_ylabel("records/s")
     left.set_title("Throughput, one partition")
     _log_bars(right, ["p50", "p90", "p99"],
               [(name, data["latency_us"][name][:3]) for name in names],
@@ -92,27 +98,34 @@ def _short_rate(value: float) -> str:
     return f"{value:,.0f}"
 
 
-def _log_bars(ax: Any, labels: Sequence[str], rows: Sequence[tuple[str, Sequence[float]]],
-              value_text: Any, tick_text: Any, colors: dict[str, str] | None = None) -> None:
-    """Grouped bars on a log axis: a group per label, a bar per row with its value on
-    it; plain ticks on the 1-2-5 sequence (not ``3 x 10^2``), no minor ticks."""
-    from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
-
+def _bars(ax: Any, labels: Sequence[str], rows: Sequence[tuple[str, Sequence[float]]],
+          value_text: Any, colors: dict[str, str] | None = None) -> list[float]:
+    """Grouped bars, a group per label, a bar per row with its value written on it;
+    returns every value drawn."""
     width = 0.8 / len(rows)
-    values = [v for _, row in rows for v in row]
     for i, (name, row) in enumerate(rows):
         xs = [x + i * width for x in range(len(labels))]
         color = colors[name] if colors else None
         bars = ax.bar(xs, row, width, label=name, color=color)
         ax.bar_label(bars, labels=[value_text(v) for v in row], padding=2, fontsize=8)
     ax.set_xticks([x + width * (len(rows) - 1) / 2 for x in range(len(labels))], labels)
+    ax.grid(axis="y", alpha=0.3)
+    return [v for _, row in rows for v in row]
+
+
+def _log_bars(ax: Any, labels: Sequence[str], rows: Sequence[tuple[str, Sequence[float]]],
+              value_text: Any, tick_text: Any, colors: dict[str, str] | None = None) -> None:
+    """``_bars`` on a log axis: plain ticks on the 1-2-5 sequence (not ``3 x 10^2``),
+    no minor ticks."""
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
+
+    values = _bars(ax, labels, rows, value_text, colors)
     ax.set_yscale("log")
     low, high = min(values) * 0.6, max(values) * 1.8   # room above for the values
     ax.set_ylim(low, high)
     ax.yaxis.set_major_locator(FixedLocator(nice_ticks(low, high)))
     ax.yaxis.set_minor_locator(NullLocator())
     ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: tick_text(v)))
-    ax.grid(axis="y", alpha=0.3)
 
 
 def rss_figure(plt: Any, runs: Sequence[dict[str, Any]]) -> Any:

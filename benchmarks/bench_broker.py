@@ -37,7 +37,8 @@ for msgpack both ways; one partition everywhere:
   consumer's start costs;
 - latency: one record at a time, 0.5 ms apart, each sent alone and flushed, carrying
   ``time.monotonic_ns()``; a consumer blocked in its poll in another thread of the same
-  process notes when it arrives. The same method for all four.
+  process notes when it arrives. The same method for all four, each warmed up first
+  by 200 such records, not counted.
 
 Repeats are interleaved (each round runs every peer, starting one later each round);
 throughputs are medians of the rounds, latency percentiles are over the samples of all
@@ -78,6 +79,7 @@ KAFKA_SCRIPT_JVM = ["-Xmx1G", "-Xms1G", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20
                     "-XX:+ExplicitGCInvokesConcurrent", "-Djava.awt.headless=true"]
 POLL_RECORDS = 500          # eventlog's default max_poll_records, for both clients
 LATENCY_GAP_S = 0.0005
+LATENCY_WARMUP = 200        # records, per peer, before the measured rounds
 LATENCY_DEADLINE_S = 120.0  # a sample that never arrives fails the run, not hangs it
 PERCENTILES = (0.5, 0.9, 0.99)
 
@@ -311,6 +313,8 @@ def measure(peers: dict[str, Peer], n: int, repeat: int, latency_count: int
     samples: dict[str, list[float]] = {name: [] for name in peers}
     per_round = max(1, latency_count // repeat)
     order = list(peers)
+    for peer in peers.values():  # untimed: the broker's JIT warms up, as in service
+        peer.latency(min(per_round, LATENCY_WARMUP))
     for round_ in range(repeat):
         shift = round_ % len(order)
         for name in order[shift:] + order[:shift]:
