@@ -93,19 +93,68 @@ class Peer:
     consume: Callable[[str], Iterator[float]]   # every record of a topic written once
     latency: Callable[[int], list[float]]       # seconds, one sample per record
     first_record_s: list[float]  # per consume run: from creating the consumer to it
+    cpu: CpuMeter                # CPU use of the timed spans of produce and consume
 
 
-def client_peer(bootstrap: str, dicts: list[dict[str, Any]]) -> Peer:
+class CpuMeter:
+    """CPU seconds (user + system, every thread) of this process and of the server
+    process (the broker's JVM, ``eventlog serve``; none when embedded) over each timed
+    span, read from ``os.times`` and ``/proc/PID/stat`` (Linux; elsewhere the
+    server's share is not measured)."""
+
+    def __init__(self, server_pid: int | None) -> None:
+        self.server_pid = server_pid
+        self.spans: dict[str, list[tuple[float, float, float | None]]] = {}
+        self._begun = (0.0, 0.0, None)
+
+    def _server_s(self) -> float | None:
+        if self.server_pid is None:
+            return None
+        try:
+            with open(f"/proc/{self.server_pid}/stat") as fh:
+                fields = fh.read().rpartition(")")[2].split()
+        except OSError:
+            return None
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def start(self) -> float:
+        """Begin a span; return its start on ``time.perf_counter``'s clock."""
+        times = os.times()
+        self._begun = (time.perf_counter(), times.user + times.system, self._server_s())
+        return self._begun[0]
+
+    def stop(self, workload: str) -> None:
+        """End the span begun last: ``workload``'s (wall, client, server) seconds."""
+        times = os.times()
+        wall, client, server = self._begun
+        server_now = self._server_s()
+        self.spans.setdefault(workload, []).append((
+            time.perf_counter() - wall, times.user + times.system - client,
+            None if server is None or server_now is None else server_now - server))
+
+    def cores(self, workload: str) -> tuple[float, float | None]:
+        """Median cores busy in ``workload``'s spans: (this process, the server)."""
+        spans = self.spans[workload]
+        client = statistics.median(c / w for w, c, _ in spans)
+        if any(s is None for _, _, s in spans):
+            return client, None
+        return client, statistics.median(s / w for w, _, s in spans if s is not None)
+
+
+def client_peer(bootstrap: str, dicts: list[dict[str, Any]], server_pid: int | None
+                ) -> Peer:
     """confluent-kafka, its defaults, on a Kafka-protocol endpoint (broker or serve)."""
     from bench_serve import create
     from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
-    def produce_into(topic: str) -> Iterator[float]:
+    cpu = CpuMeter(server_pid)
+
+    def produce_into(topic: str, metered: bool = True) -> Iterator[float]:
         producer = Producer({"bootstrap.servers": bootstrap})
         producer.produce(topic, msgpack.packb(None))   # connected before the clock
         producer.flush(60)
         send, packb, poll = producer.produce, msgpack.packb, producer.poll
-        start = time.perf_counter()
+        start = cpu.start()
         for i, d in enumerate(dicts):
             while True:
                 try:
@@ -117,6 +166,8 @@ def client_peer(bootstrap: str, dicts: list[dict[str, Any]]) -> Peer:
                 poll(0)
         if producer.flush(120) != 0:
             raise RuntimeError(f"records to {bootstrap} left undelivered")
+        if metered:
+            cpu.stop("produce")
         yield start
 
     def consumer(topic: str) -> Any:
@@ -128,7 +179,7 @@ def client_peer(bootstrap: str, dicts: list[dict[str, Any]]) -> Peer:
         return c
 
     filled = create(bootstrap)
-    for _ in produce_into(filled):
+    for _ in produce_into(filled, metered=False):
         pass
     first_record_s: list[float] = []
 
@@ -138,13 +189,14 @@ def client_peer(bootstrap: str, dicts: list[dict[str, Any]]) -> Peer:
         c = consumer(filled)
         while not _arrived(c.poll(1)):   # the warm-up record the topic starts with
             pass
-        start = time.perf_counter()
+        start = cpu.start()
         first_record_s.append(start - created)
         while got < n:
             for message in c.consume(POLL_RECORDS, timeout=1):
                 if message.error() is None:
                     unpackb(message.value())
                     got += 1
+        cpu.stop("consume")
         yield start
         c.close()
 
@@ -175,36 +227,58 @@ def client_peer(bootstrap: str, dicts: list[dict[str, Any]]) -> Peer:
         return _complete(samples, count, bootstrap)
 
     return Peer(lambda _: produce_into(create(bootstrap)), consume, latency,
-                first_record_s)
+                first_record_s, cpu)
+
+
+def _child_pid(word: bytes) -> int | None:
+    """The pid of a child of this process with ``word`` in its command line (Linux)."""
+    me = os.getpid()
+    for entry in os.listdir("/proc") if os.path.isdir("/proc") else ():
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as fh:
+                ppid = int(fh.read().rpartition(")")[2].split()[1])
+            with open(f"/proc/{entry}/cmdline", "rb") as fh:
+                command = fh.read().split(b"\0")
+        except (OSError, ValueError, IndexError):
+            continue
+        if ppid == me and word in command:
+            return int(entry)
+    return None
 
 
 def _arrived(message: Any) -> bool:
     return message is not None and message.error() is None
 
 
-def log_peer(log: eventlog.Log, dicts: list[dict[str, Any]]) -> Peer:
+def log_peer(log: eventlog.Log, dicts: list[dict[str, Any]], server_pid: int | None
+             ) -> Peer:
     """eventlog's Producer and Consumer, their defaults, on ``log`` (a directory or
     ``kafka://``)."""
+    cpu = CpuMeter(server_pid)
 
     def new_topic() -> str:
         name = f"bench-{uuid.uuid4().hex[:10]}"
         log.create_topic(name, partitions=1)
         return name
 
-    def produce_into(topic: str) -> Iterator[float]:
+    def produce_into(topic: str, metered: bool = True) -> Iterator[float]:
         producer = eventlog.Producer(log)
         producer.send(topic, None)   # connected (on kafka://) before the clock
         producer.flush()
         send = producer.send
-        start = time.perf_counter()
+        start = cpu.start()
         for d in dicts:
             send(topic, d)
         producer.flush()
+        if metered:
+            cpu.stop("produce")
         yield start
         producer.close()
 
     filled = new_topic()
-    for _ in produce_into(filled):
+    for _ in produce_into(filled, metered=False):
         pass
     first_record_s: list[float] = []
 
@@ -214,10 +288,11 @@ def log_peer(log: eventlog.Log, dicts: list[dict[str, Any]]) -> Peer:
         consumer = eventlog.Consumer(log, filled)
         while not consumer.poll(timeout=1, max_records=1):  # the warm-up record
             pass
-        start = time.perf_counter()
+        start = cpu.start()
         first_record_s.append(start - created)
         while got < n:
             got += len(consumer.poll(timeout=1))
+        cpu.stop("consume")
         yield start
         consumer.close()
 
@@ -246,7 +321,8 @@ def log_peer(log: eventlog.Log, dicts: list[dict[str, Any]]) -> Peer:
         consumer.close()
         return _complete(samples, count, repr(log))
 
-    return Peer(lambda _: produce_into(new_topic()), consume, latency, first_record_s)
+    return Peer(lambda _: produce_into(new_topic()), consume, latency, first_record_s,
+                cpu)
 
 
 def _one_at_a_time(receive: Callable[[], None], send: Callable[[], None], count: int
@@ -279,7 +355,7 @@ def start_peers(stack: ExitStack, dicts: list[dict[str, Any]], no_broker: bool
     peers: dict[str, Peer] = {}
     missing: dict[str, str] = {}
     directory = stack.enter_context(tempfile.TemporaryDirectory(prefix="eventlog-bench-"))
-    peers[EMBEDDED] = log_peer(stack.enter_context(eventlog.open(directory)), dicts)
+    peers[EMBEDDED] = log_peer(stack.enter_context(eventlog.open(directory)), dicts, None)
     try:
         import confluent_kafka  # noqa: F401
     except ImportError:
@@ -293,12 +369,15 @@ def start_peers(stack: ExitStack, dicts: list[dict[str, Any]], no_broker: bool
     if reason is None:
         cluster = stack.enter_context(KafkaCluster(nodes=1, jvm_options=KAFKA_SCRIPT_JVM))
         bootstrap = cluster.bootstrap_servers
-        peers[BROKER] = client_peer(bootstrap, dicts)
+        jvm = cluster.nodes[0].process
+        pid = None if jvm is None else jvm.pid
+        peers[BROKER] = client_peer(bootstrap, dicts, pid)
         peers[ON_KAFKA] = log_peer(
-            stack.enter_context(eventlog.open(f"kafka://{bootstrap}")), dicts)
+            stack.enter_context(eventlog.open(f"kafka://{bootstrap}")), dicts, pid)
     else:
         missing[BROKER] = missing[ON_KAFKA] = reason
-    peers[SERVE] = client_peer(stack.enter_context(eventlog_process_target()), dicts)
+    bootstrap = stack.enter_context(eventlog_process_target())
+    peers[SERVE] = client_peer(bootstrap, dicts, _child_pid(b"serve"))
     return {name: peers[name] for name in PEERS if name in peers}, missing
 
 
@@ -335,6 +414,10 @@ def plot(path: str, data: dict[str, Any]) -> None:
     plt.close(fig)
 
 
+def _cores(value: float | None) -> str:
+    return "—" if value is None else f"{value:.2f}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--records", type=int, default=100_000)
@@ -358,6 +441,8 @@ def main() -> None:
         "first_record_ms": {name: statistics.median(peer.first_record_s) * 1e3
                             for name, peer in peers.items()},
         "latency_us": {name: percentiles(s) for name, s in samples.items()},
+        "cpu_cores": {name: {w: peer.cpu.cores(w) for w in ("produce", "consume")}
+                      for name, peer in peers.items()},
         "missing": missing}
     rows = []
     for name in PEERS:
@@ -384,6 +469,14 @@ def main() -> None:
               f"{data['latency_us'][name][0] / data['latency_us'][base][0]:.1f}x")
              for name in data["produce"] if name != base],
             ("peer", "produce", "consume", "latency p50"))
+    body += ("\n\nCPU while producing and consuming, in cores busy (CPU seconds of "
+             "every thread / wall seconds, medians; the server is the broker's JVM or "
+             "the `eventlog serve` process; embedded, there is none):\n\n" + table(
+                 [(name, *(_cores(v) for w in ("produce", "consume")
+                           for v in data["cpu_cores"][name][w]))
+                  for name in data["cpu_cores"]],
+                 ("peer", "produce: this process", "produce: server",
+                  "consume: this process", "consume: server")))
     if args.plot:
         plot(args.plot, data)
         body += f"\n\nPlot: `{args.plot}`.\n"
