@@ -1,7 +1,7 @@
 """An embedded log against a local broker: one run, one Apache Kafka broker, the same
 records, four ways to keep an event log on this machine.
 
-    python benchmarks/bench_broker.py [--records 100000] [--repeat 3] [--latency 1500]
+    python benchmarks/bench_broker.py [--records 100000] [--repeat 5] [--latency 1500]
                                       [--no-broker] [--plot FILE.png] [--out FILE]
 
 The comparison a user makes when choosing between a log embedded in the application
@@ -38,7 +38,10 @@ for msgpack both ways; one partition everywhere:
 - latency: one record at a time, 0.5 ms apart, each sent alone and flushed, carrying
   ``time.monotonic_ns()``; a consumer blocked in its poll in another thread of the same
   process notes when it arrives. The same method for all four, each warmed up first
-  by 200 such records, not counted.
+  by 200 such records, not counted;
+- CPU: user + system seconds of every thread of this process and of the server
+  process over each timed produce and consume, per record: what each way costs in
+  cores, and a figure that other jobs on a shared machine hardly move.
 
 Repeats are interleaved (each round runs every peer, starting one later each round);
 throughputs are medians of the rounds, latency percentiles are over the samples of all
@@ -132,13 +135,16 @@ class CpuMeter:
             time.perf_counter() - wall, times.user + times.system - client,
             None if server is None or server_now is None else server_now - server))
 
-    def cores(self, workload: str) -> tuple[float, float | None]:
-        """Median cores busy in ``workload``'s spans: (this process, the server)."""
+    def us_per_record(self, workload: str, records: int) -> tuple[float, float | None]:
+        """Median CPU microseconds per record in ``workload``'s spans: (this process,
+        the server). Unlike a rate, CPU time hardly moves when other jobs take turns
+        on the cores."""
         spans = self.spans[workload]
-        client = statistics.median(c / w for w, c, _ in spans)
-        if any(s is None for _, _, s in spans):
+        client = statistics.median(c for _, c, _ in spans) / records * 1e6
+        servers = [s for _, _, s in spans if s is not None]
+        if len(servers) < len(spans):
             return client, None
-        return client, statistics.median(s / w for w, _, s in spans if s is not None)
+        return client, statistics.median(servers) / records * 1e6
 
 
 def client_peer(bootstrap: str, dicts: list[dict[str, Any]], server_pid: int | None
@@ -414,14 +420,14 @@ def plot(path: str, data: dict[str, Any]) -> None:
     plt.close(fig)
 
 
-def _cores(value: float | None) -> str:
-    return "—" if value is None else f"{value:.2f}"
+def _cpu(value: float | None) -> str:
+    return "—" if value is None else f"{value:.1f}"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--records", type=int, default=100_000)
-    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--latency", type=int, default=1500,
                         help="latency samples per peer, spread over the repeats")
     parser.add_argument("--no-broker", action="store_true",
@@ -441,8 +447,9 @@ def main() -> None:
         "first_record_ms": {name: statistics.median(peer.first_record_s) * 1e3
                             for name, peer in peers.items()},
         "latency_us": {name: percentiles(s) for name, s in samples.items()},
-        "cpu_cores": {name: {w: peer.cpu.cores(w) for w in ("produce", "consume")}
-                      for name, peer in peers.items()},
+        "cpu_us_per_record": {
+            name: {w: peer.cpu.us_per_record(w, n) for w in ("produce", "consume")}
+            for name, peer in peers.items()},
         "missing": missing}
     rows = []
     for name in PEERS:
@@ -469,12 +476,12 @@ def main() -> None:
               f"{data['latency_us'][name][0] / data['latency_us'][base][0]:.1f}x")
              for name in data["produce"] if name != base],
             ("peer", "produce", "consume", "latency p50"))
-    body += ("\n\nCPU while producing and consuming, in cores busy (CPU seconds of "
-             "every thread / wall seconds, medians; the server is the broker's JVM or "
-             "the `eventlog serve` process; embedded, there is none):\n\n" + table(
-                 [(name, *(_cores(v) for w in ("produce", "consume")
-                           for v in data["cpu_cores"][name][w]))
-                  for name in data["cpu_cores"]],
+    body += ("\n\nCPU per record while producing and consuming, microseconds (user + "
+             "system, every thread, medians; the server is the broker's JVM or the "
+             "`eventlog serve` process; embedded, there is none):\n\n" + table(
+                 [(name, *(_cpu(v) for w in ("produce", "consume")
+                           for v in data["cpu_us_per_record"][name][w]))
+                  for name in data["cpu_us_per_record"]],
                  ("peer", "produce: this process", "produce: server",
                   "consume: this process", "consume: server")))
     if args.plot:
