@@ -8,6 +8,7 @@ not measured; any eventlog benchmark that fails makes run_all.py exit 1.
 from __future__ import annotations
 
 import importlib.util
+import os
 import re
 import subprocess
 import sys
@@ -52,6 +53,28 @@ def test_run_all_smoke_writes_results_and_plots(tmp_path):
     for name in PLOTS:
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert f"![{name}]({name})" in text
+
+
+def test_bench_broker_without_java_measures_the_rest_and_says_what_it_did_not(tmp_path):
+    # PATH holds only this interpreter's directory: no java, no mvn for the broker.
+    pytest.importorskip("confluent_kafka")
+    env = {k: v for k, v in os.environ.items() if k != "JAVA_HOME"}
+    env["PATH"] = os.path.dirname(sys.executable)
+    out = tmp_path / "broker.md"
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "bench_broker.py"), "--records", "500",
+         "--repeat", "1", "--latency", "10", "--out", str(out)],
+        capture_output=True, text=True, timeout=300, env=env, cwd=ROOT)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    rows: dict[str, str] = {}   # the first table's row of each peer
+    for line in out.read_text().splitlines():
+        if line.startswith("| "):
+            rows.setdefault(line.split(" | ")[0].strip("| "), line)
+    for peer in ("confluent-kafka on a Kafka broker", "eventlog on Kafka (kafka://)"):
+        assert "not measured: no Kafka broker: Java 17+ is not installed" in rows[peer]
+    for peer in ("eventlog embedded", "confluent-kafka through eventlog serve"):
+        produce = rows[peer].split(" | ")[1]
+        assert re.fullmatch(r"[0-9,]+", produce), rows[peer]
 
 
 # -- the plots that need care to read (benchmarks/_plots.py), on made-up data ----------
