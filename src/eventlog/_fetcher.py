@@ -39,7 +39,9 @@ consumer's); a ``Wait`` may be slept on in any thread.
 
 from __future__ import annotations
 
+import gc
 import logging
+import operator
 import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -47,7 +49,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from . import _notify
 from ._format import ATTR_CONTROL
 from ._isolation import ISOLATION_LEVELS, CommittedView
-from ._types import Record, TopicPartition, gc_paused, records_from_batches
+from ._types import Record, TopicPartition, pause_gc, records_from_batches
 from .config import check_int
 from .errors import (
     EventLogError,
@@ -91,6 +93,7 @@ _RESET_ATTEMPTS = 4
 # holding it timed out (or was orphaned) and aborts it.
 _HIDDEN_FETCHES = 64
 _RESOLVE_EVERY_S = 0.5
+_load = operator.methodcaller("load")
 
 
 def check_tp(tp: Any) -> TopicPartition:
@@ -196,6 +199,14 @@ class Fetcher:
         self._committed = isolation_level == "read_committed"
         self._group_id = group_id
         self._blocked = False           # the last fetch stopped at a last stable offset
+        # The partitions a fetch reads (owned, not paused, topic not deleted), in
+        # assignment order, and their notify counters; None: to be listed again (every
+        # change of those three, or of the assignment, sets it so).
+        self._ready: list[PartitionFetch] | None = None
+        self._counters: list[_notify.Word] = []
+        self._waiters: list[_notify.Word] = []
+        # Some assigned partition's topic was found deleted (``deleted()`` says which).
+        self.found_deleted = False
 
     def __repr__(self) -> str:
         return f"<Fetcher partitions={len(self._parts)}>"
@@ -214,12 +225,24 @@ class Fetcher:
         part = self._parts.get(tp)
         if part is None or part.deleted is not None:
             self._parts[tp] = PartitionFetch(tp, self.partition(tp), owned, self._committed)
+            self._changed()
 
     def remove(self, tp: TopicPartition) -> None:
         self._parts.pop(tp, None)
+        self._changed()
 
     def clear(self) -> None:
         self._parts.clear()
+        self._changed()
+
+    def _changed(self) -> None:
+        """The assignment, or whether a partition is ready, changed."""
+        self._ready = None
+        self.found_deleted = any(p.deleted is not None for p in self._parts.values())
+
+    def _mark_deleted(self, part: PartitionFetch, exc: UnknownTopicError) -> None:
+        part.deleted = exc
+        self._changed()
 
     def own(self, tp: TopicPartition) -> None:
         """The consumer now owns ``tp``: read it from the offset its previous owner
@@ -227,6 +250,7 @@ class Fetcher:
         part = self._parts[tp]
         part.owned = True
         part.position = None
+        self._ready = None
 
     def assigned(self) -> set[TopicPartition]:
         return set(self._parts)
@@ -285,10 +309,12 @@ class Fetcher:
     def pause(self, *partitions: TopicPartition) -> None:
         for tp in partitions:
             self._part(tp).paused = True
+        self._ready = None
 
     def resume(self, *partitions: TopicPartition) -> None:
         for tp in partitions:
             self._part(tp).paused = False
+        self._ready = None
 
     def paused(self) -> set[TopicPartition]:
         return {tp for tp, p in self._parts.items() if p.paused}
@@ -312,7 +338,7 @@ class Fetcher:
                     end = part.partition.end_offset
                 out[tp] = max(0, end - position)
             except UnknownTopicError as exc:
-                part.deleted = exc
+                self._mark_deleted(part, exc)
         return out
 
     def last_stable_offsets(self, partitions: Iterable[TopicPartition]
@@ -428,27 +454,39 @@ class Fetcher:
         if self._pending is not None:
             error, self._pending = self._pending, None
             raise error
-        ready = [p for p in self._parts.values()
-                 if p.owned and not p.paused and p.deleted is None]
+        ready = self._ready
+        if ready is None:
+            ready = self._list_ready()
         if not ready:
             return Wait([], [], [], min(slice_s, _SLICE_NOTHING_READY_S))
-        expected = [p.counter.load() for p in ready]
+        expected = list(map(_load, self._counters))
         self._blocked = False
         # The collector stays paused until the records are in the caller's hands (see
-        # gc_paused): then a poll loop that drops them first never has them walked.
-        with gc_paused(max_records):
+        # pause_gc): then a poll loop that drops them first never has them walked.
+        paused = pause_gc(max_records)
+        try:
             records = self._fetch(ready, max_records, expected)
+        finally:
+            if paused:
+                gc.enable()
         if records:
             self.records_fetched += len(records)
             return records
         if self._pending is not None:
             error, self._pending = self._pending, None
             raise error
-        if any(p.deleted is not None for p in ready):
+        if self._ready is not ready and any(p.deleted is not None for p in ready):
             return Wait([], [], [], 0.0)  # no sleep: the coordinator handles it first
         if self._blocked:  # look again soon whether the blocking transaction timed out
             slice_s = min(slice_s, _RESOLVE_EVERY_S)
-        return Wait([p.counter for p in ready], [p.waiters for p in ready], expected, slice_s)
+        return Wait(self._counters, self._waiters, expected, slice_s)
+
+    def _list_ready(self) -> list[PartitionFetch]:
+        ready = self._ready = [p for p in self._parts.values()
+                               if p.owned and not p.paused and p.deleted is None]
+        self._counters = [p.counter for p in ready]
+        self._waiters = [p.waiters for p in ready]
+        return ready
 
     def _fetch(self, ready: list[PartitionFetch], max_records: int, counts: list[int]
                ) -> list[Record]:
@@ -482,58 +520,54 @@ class Fetcher:
                          ) -> list[Record]:
         """Up to ``want`` records from the position; ``mark``: the notify count read
         before this fetch began (None: not known), remembered when nothing is new."""
+        if want <= 0:
+            return []
         try:
-            return self._fetch_from(part, want, mark)
+            position = part.position if part.position is not None else self._resolve(part)
+            for attempt in range(_RESET_ATTEMPTS):
+                try:
+                    batches = part.partition.fetch(position, self._fetch_max_bytes, want)
+                    break
+                except OffsetOutOfRangeError as exc:
+                    # Outside the partition (records deleted under the position, by any
+                    # process, or a seek): auto_offset_reset. The start may move again
+                    # before the fetch from there, so look again, a few times.
+                    position = self._out_of_range(part, "position", position,
+                                                  exc.start_offset, exc.end_offset)
+                    if attempt == _RESET_ATTEMPTS - 1:
+                        return []  # still moving: the next fetch goes on from the reset
+            if not batches:
+                if mark is not None:
+                    part.idle = (mark, position)
+                return []
+            resume = batches[-1].header.next_offset
+            if part.view is not None:
+                kept = self._committed_batches(part, position, batches)
+                if kept is None:
+                    return []
+                batches, resume = kept
+                if not batches:
+                    part.position = max(position, resume)
+                    return []
+            tp = part.tp
+            try:
+                records = records_from_batches(batches, position, tp.topic, tp.partition, want,
+                                               self._keys, self._values)
+            except _DeserializeError:
+                return self._salvage(batches, position, part, want)
+            if not records or len(records) < want or records[-1].offset == _last_offset(batches):
+                # Everything the batches hold from the position was returned: move past
+                # their whole span, over gaps compaction left (else lag never reaches 0),
+                # and over the markers and aborted batches read_committed dropped.
+                part.position = resume
+            else:
+                part.position = records[-1].offset + 1
+            return records
         except UnknownTopicError as exc:
             # Deleted (by this process or another): what was taken from the other
             # partitions is still returned; this one is skipped from now on.
-            part.deleted = exc
+            self._mark_deleted(part, exc)
             return []
-
-    def _fetch_from(self, part: PartitionFetch, want: int, mark: int | None
-                    ) -> list[Record]:
-        if want <= 0:
-            return []
-        position = part.position if part.position is not None else self._resolve(part)
-        for attempt in range(_RESET_ATTEMPTS):
-            try:
-                batches = part.partition.fetch(position, self._fetch_max_bytes, want)
-                break
-            except OffsetOutOfRangeError as exc:
-                # Outside the partition (records deleted under the position, by any
-                # process, or a seek): auto_offset_reset. The start may move again
-                # before the fetch from there, so look again, a few times.
-                position = self._out_of_range(part, "position", position,
-                                              exc.start_offset, exc.end_offset)
-                if attempt == _RESET_ATTEMPTS - 1:
-                    return []  # still moving: the next fetch goes on from the reset
-        if not batches:
-            if mark is not None:
-                part.idle = (mark, position)
-            return []
-        resume = batches[-1].header.next_offset
-        if part.view is not None:
-            kept = self._committed_batches(part, position, batches)
-            if kept is None:
-                return []
-            batches, resume = kept
-            if not batches:
-                part.position = max(position, resume)
-                return []
-        tp = part.tp
-        try:
-            records = records_from_batches(batches, position, tp.topic, tp.partition, want,
-                                           self._keys, self._values)
-        except _DeserializeError:
-            return self._salvage(batches, position, part, want)
-        if not records or len(records) < want or records[-1].offset == _last_offset(batches):
-            # Everything the batches hold from the position was returned: move past
-            # their whole span, over gaps compaction left (else lag never reaches 0),
-            # and over the markers and aborted batches read_committed dropped.
-            part.position = resume
-        else:
-            part.position = records[-1].offset + 1
-        return records
 
     def _committed_batches(self, part: PartitionFetch, position: int,
                            batches: list[DecodedBatch]

@@ -82,35 +82,28 @@ _CREATE, _LOG_APPEND = TimestampType.CREATE_TIME, TimestampType.LOG_APPEND_TIME
 _GC_PAUSE_MIN_RECORDS = 256
 
 
-class gc_paused:  # (lower case: used as a function, ``with gc_paused(n):``)
-    """Pause the cyclic garbage collector while ``records`` acyclic objects are built.
+def pause_gc(records: int) -> bool:
+    """Pause the cyclic garbage collector before ``records`` acyclic objects are built,
+    if that many are worth it and it runs; True if it was paused. The caller enables it
+    again in a ``finally`` (``if paused: gc.enable()``), so a user's ``gc.disable()``
+    stands and an error cannot leave it off.
 
     Records, their header lists and decoded columns cannot form cycles, yet each 700
     new containers trigger a collection that walks all young objects: measured, that
-    tripled the cost of building records (967 -> 326 ns each). The collector is
-    re-enabled only if it was enabled before, so a user's ``gc.disable()`` stands, and
-    always (an error included) before the ``with`` block is left.
+    tripled the cost of building records (967 -> 326 ns each).
 
-    A class, not a ``@contextmanager`` generator: leaving a generator raises a
-    ``StopIteration``, a new container that set off the collection of the young
-    records at once (while they are alive: a walk of every one of them). With nothing
-    allocated after ``gc.enable()``, a caller that drops the records before it makes
-    new containers (a poll loop handling a batch) never pays that walk: freeing them
-    takes the young count back down.
+    A call and a ``try``/``finally``, not a context manager: leaving a ``@contextmanager``
+    generator raises a ``StopIteration``, a new container that set off the collection
+    of the young records at once (while they are alive: a walk of every one of them),
+    and a class's ``__enter__``/``__exit__`` are two more calls on a consumer's hot
+    path. With nothing allocated after ``gc.enable()``, a caller that drops the records
+    before it makes new containers (a poll loop handling a batch) never pays that walk:
+    freeing them takes the young count back down.
     """
-
-    __slots__ = ("_paused",)
-
-    def __init__(self, records: int) -> None:
-        self._paused = records >= _GC_PAUSE_MIN_RECORDS and gc.isenabled()
-
-    def __enter__(self) -> None:
-        if self._paused:
-            gc.disable()
-
-    def __exit__(self, *exc: object) -> None:
-        if self._paused:
-            gc.enable()
+    if records >= _GC_PAUSE_MIN_RECORDS and gc.isenabled():
+        gc.disable()
+        return True
+    return False
 
 
 def records_from_batches(batches: Sequence[DecodedBatch], offset: int, topic: str,
@@ -125,10 +118,13 @@ def records_from_batches(batches: Sequence[DecodedBatch], offset: int, topic: st
     Cost: O(records).
     """
     out: list[Record] = []
-    remaining = max_records
-    total = sum(b.header.record_count for b in batches)
-    with gc_paused(total):
-        _build(out, batches, offset, topic, partition, remaining, key_fn, value_fn)
+    # (counted only while the collector runs: a consumer's fetch has paused it already)
+    paused = gc.isenabled() and pause_gc(sum(b.header.record_count for b in batches))
+    try:
+        _build(out, batches, offset, topic, partition, max_records, key_fn, value_fn)
+    finally:
+        if paused:
+            gc.enable()
     return out
 
 
