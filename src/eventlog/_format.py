@@ -50,7 +50,8 @@ from __future__ import annotations
 import bisect
 import operator
 import struct
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
+from functools import partial
 from itertools import repeat
 from typing import Any, NamedTuple
 
@@ -80,6 +81,7 @@ NO_PRODUCER_ID = -1
 NO_SEQUENCE = -1
 
 _packb = msgpack.Packer(use_bin_type=True, autoreset=True).pack
+_unpackb = msgpack.unpackb
 _xxh3 = xxhash.xxh3_64_intdigest
 _NONE_TYPE = type(None)
 _VALUE_TYPES = frozenset((bytes, _NONE_TYPE))
@@ -106,6 +108,11 @@ class BatchHeader(NamedTuple):
     def next_offset(self) -> int:
         """The offset after the last offset this batch covers."""
         return self.base_offset + self.last_offset_delta + 1
+
+
+# tuple.__new__ bound to BatchHeader builds a header without a Python-level frame
+# (``BatchHeader._make`` is one): every batch a consumer reads has its header read.
+_make_header: Callable[[Iterable[Any]], BatchHeader] = partial(tuple.__new__, BatchHeader)
 
 
 class EncodedBatch:
@@ -247,7 +254,7 @@ def read_header(buf: Any, pos: int, limit: int) -> BatchHeader:
     """
     if pos + HEADER_BYTES > limit:
         raise CorruptRecordError(f"truncated batch header at position {pos}")
-    header = BatchHeader._make(HEADER.unpack_from(buf, pos))
+    header = _make_header(HEADER.unpack_from(buf, pos))
     if header.magic != MAGIC:
         raise CorruptRecordError(f"bad batch magic {header.magic!r} at position {pos}")
     if header.version != VERSION:
@@ -272,7 +279,11 @@ def read_header(buf: Any, pos: int, limit: int) -> BatchHeader:
 def verify_checksum(buf: Any, pos: int, header: BatchHeader) -> None:
     """Raise ``CorruptRecordError`` unless the batch's checksum matches. Cost: O(length)."""
     with memoryview(buf) as view:
-        actual = _xxh3(view[pos + CHECKSUM_START:pos + header.length])
+        _verify(view, pos, header)
+
+
+def _verify(view: memoryview, pos: int, header: BatchHeader) -> None:
+    actual = _xxh3(view[pos + CHECKSUM_START:pos + header.length])
     if actual != header.checksum:
         raise CorruptRecordError(f"checksum mismatch in batch at position {pos} "
                                  f"(offset {header.base_offset}): stored "
@@ -352,14 +363,15 @@ def decode_batch(buf: Any, pos: int, limit: int, *, verify: bool = True) -> Deco
     Cost: O(batch length).
     """
     header = read_header(buf, pos, limit)
-    if verify:
-        verify_checksum(buf, pos, header)
-    try:
-        with memoryview(buf) as view:
-            columns = msgpack.unpackb(view[pos + HEADER_BYTES:pos + header.length],
-                                      raw=False, use_list=True, strict_map_key=True)
-    except Exception as exc:  # msgpack raises many types on malformed input
-        raise _fail(header, pos, f"payload does not unpack ({type(exc).__name__})") from exc
+    with memoryview(buf) as view:
+        if verify:
+            _verify(view, pos, header)
+        try:
+            columns = _unpackb(view[pos + HEADER_BYTES:pos + header.length],
+                               raw=False, use_list=True, strict_map_key=True)
+        except Exception as exc:  # msgpack raises many types on malformed input
+            raise _fail(header, pos, f"payload does not unpack "
+                        f"({type(exc).__name__})") from exc
     return _check_columns(header, pos, columns)
 
 

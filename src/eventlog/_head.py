@@ -50,6 +50,8 @@ import mmap
 import os
 import struct
 import time
+from collections.abc import Callable, Iterable
+from functools import partial
 from typing import NamedTuple
 
 import xxhash
@@ -100,7 +102,9 @@ class HeadState(NamedTuple):
         return bool(self.flags & FLAG_DELETED)
 
 
-_make_state = HeadState._make
+# tuple.__new__ bound to HeadState builds a state without a Python-level frame
+# (``HeadState._make`` is one): ``read`` runs at every fetch.
+_make_state: Callable[[Iterable[int]], HeadState] = partial(tuple.__new__, HeadState)
 
 
 def initial_state(now_ms: int, base_offset: int = 0) -> HeadState:

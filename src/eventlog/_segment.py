@@ -372,7 +372,7 @@ class Segment(SegmentLookups):
 
     def read_batch(self, position: int, limit: int) -> DecodedBatch | None:
         """Decode the verified batch at ``position``; None at unwritten space/limit."""
-        mm = self.mapping(limit)
+        mm = self._mm if self._mapped_bytes >= limit else self.mapping(limit)
         if mm is None or position >= limit or _format.is_unwritten(mm, position, limit):
             return None
         return _format.decode_batch(mm, position, limit)

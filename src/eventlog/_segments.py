@@ -303,12 +303,14 @@ class SegmentList:
                     break
                 header = batch.header
                 position += header.length
-                if header.next_offset <= offset:
+                next_offset = header.next_offset
+                if next_offset <= offset:
                     continue
                 out.append(batch)
                 nbytes += header.length
-                nrecords += header.record_count - batch.index_of(offset)
-                offset = header.next_offset
+                nrecords += header.record_count - (0 if offset <= header.base_offset
+                                                   else batch.index_of(offset))
+                offset = next_offset
                 if nbytes >= max_bytes or (max_records is not None and
                                            nrecords >= max_records):
                     self._remember(offset, segment, position)
