@@ -44,6 +44,7 @@ import logging
 import operator
 import time
 from collections.abc import Callable, Iterable, Mapping
+from functools import partial
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from . import _notify
@@ -186,8 +187,11 @@ class Fetcher:
         self._reset = auto_offset_reset
         self._key_des = deserializer(key_deserializer)
         self._value_des = deserializer(value_deserializer)
-        self._key_column = column_unpacker(self._key_des)
-        self._value_column = column_unpacker(self._value_des)
+        # what records_from_batches maps a column with (partials: a call less each)
+        self._keys = partial(_deserialize_column, self._key_des,
+                             whole=column_unpacker(self._key_des))
+        self._values = partial(_deserialize_column, self._value_des,
+                               whole=column_unpacker(self._value_des))
         self._fetch_max_bytes = fetch_max_bytes
         self.records_fetched = 0        # records returned by fetch, since creation
         self.offset_resets = 0          # positions reset for being out of range
@@ -607,12 +611,6 @@ class Fetcher:
         except EventLogError as exc:
             _logger.warning("could not look at the transaction holding %s[%d]: %s",
                             part.tp.topic, part.tp.partition, exc)
-
-    def _keys(self, column: list[Any]) -> list[Any]:
-        return _deserialize_column(self._key_des, column, self._key_column)
-
-    def _values(self, column: list[Any]) -> list[Any]:
-        return _deserialize_column(self._value_des, column, self._value_column)
 
     def _salvage(self, batches: list[DecodedBatch], position: int, part: PartitionFetch,
                  want: int) -> list[Record]:

@@ -340,6 +340,21 @@ class DecodedBatch:
             return [[] for _ in repeat(None, self.header.record_count)]
         return [[(k, v) for k, v in h] if h else [] for h in self.headers]
 
+    def fields(self, i: int) -> tuple[int, int, bytes | None, bytes | None,
+                                      list[tuple[str, bytes]]]:
+        """The offset, timestamp, key, value and headers of record ``i``: what
+        ``offsets()``, ``timestamps()``, ``key_column()``, ``values`` and
+        ``header_column()`` hold at ``i``, without building those columns. O(1)."""
+        header = self.header
+        offset = header.base_offset + (i if self.offset_deltas is None
+                                       else self.offset_deltas[i])
+        timestamp = header.first_timestamp_ms
+        if self.timestamp_deltas is not None:
+            timestamp += self.timestamp_deltas[i]
+        h = None if self.headers is None else self.headers[i]
+        return (offset, timestamp, None if self.keys is None else self.keys[i],
+                self.values[i], [(k, v) for k, v in h] if h else [])
+
     def index_of(self, offset: int) -> int:
         """Position within the batch of the first record with offset >= ``offset``."""
         base = self.header.base_offset

@@ -139,6 +139,23 @@ def _build(out: list[Record], batches: Sequence[DecodedBatch], offset: int, topi
         stop = count if remaining is None else min(count, start + remaining)
         if start >= stop:
             continue
+        kind = _LOG_APPEND if batch.header.attributes & ATTR_LOG_APPEND_TIME else _CREATE
+        if stop - start == 1:
+            # One record (a batch sent alone): its fields directly, deserialized as a
+            # column of one; the columns below cost it ~1 us more
+            # (tests/test_records_from_batches.py holds both to the batch's columns).
+            at, timestamp, key, value, headers_i = batch.fields(start)
+            if key_fn is not None and batch.keys is not None:
+                key = key_fn([key])[0]
+            if value_fn is not None:
+                value = value_fn([value])[0]
+            out.append(_make_record((topic, partition, at, timestamp, key, value, headers_i,
+                                     kind)))
+            if remaining is not None:
+                remaining -= 1
+                if remaining <= 0:
+                    break
+            continue
         whole = start == 0 and stop == count
         values = batch.values if whole else batch.values[start:stop]
         keys: Any
@@ -160,7 +177,6 @@ def _build(out: list[Record], batches: Sequence[DecodedBatch], offset: int, topi
             headers = map(list, repeat((), stop - start))
         else:
             headers = batch.header_column()[start:stop]
-        kind = _LOG_APPEND if batch.header.attributes & ATTR_LOG_APPEND_TIME else _CREATE
         out.extend(map(_make_record, zip(repeat(topic), repeat(partition), offsets, timestamps,
                                          keys, values, headers, repeat(kind))))
         if remaining is not None:
