@@ -184,6 +184,7 @@ class _ReadOnlyWord(_notify.Word):
         self.offset = offset
         self._cobj = None
         self.address = 0
+        self.pointer = None
 
     def store(self, value: int) -> None:
         pass
