@@ -279,15 +279,15 @@ def read_header(buf: Any, pos: int, limit: int) -> BatchHeader:
 def verify_checksum(buf: Any, pos: int, header: BatchHeader) -> None:
     """Raise ``CorruptRecordError`` unless the batch's checksum matches. Cost: O(length)."""
     with memoryview(buf) as view:
-        _verify(view, pos, header)
-
-
-def _verify(view: memoryview, pos: int, header: BatchHeader) -> None:
-    actual = _xxh3(view[pos + CHECKSUM_START:pos + header.length])
+        actual = _xxh3(view[pos + CHECKSUM_START:pos + header.length])
     if actual != header.checksum:
-        raise CorruptRecordError(f"checksum mismatch in batch at position {pos} "
-                                 f"(offset {header.base_offset}): stored "
-                                 f"{header.checksum:#018x}, computed {actual:#018x}")
+        raise _mismatch(header, pos, actual)
+
+
+def _mismatch(header: BatchHeader, pos: int, actual: int) -> CorruptRecordError:
+    return CorruptRecordError(f"checksum mismatch in batch at position {pos} "
+                              f"(offset {header.base_offset}): stored "
+                              f"{header.checksum:#018x}, computed {actual:#018x}")
 
 
 def read_batch_header(buf: Any, pos: int, limit: int) -> BatchHeader:
@@ -379,8 +379,10 @@ def decode_batch(buf: Any, pos: int, limit: int, *, verify: bool = True) -> Deco
     """
     header = read_header(buf, pos, limit)
     with memoryview(buf) as view:
-        if verify:
-            _verify(view, pos, header)
+        # (verify_checksum inline: decoding is every consumer's hot path)
+        if verify and (actual := _xxh3(view[pos + CHECKSUM_START:pos + header.length])
+                       ) != header.checksum:
+            raise _mismatch(header, pos, actual)
         try:
             columns = _unpackb(view[pos + HEADER_BYTES:pos + header.length],
                                raw=False, use_list=True, strict_map_key=True)

@@ -303,7 +303,8 @@ class SegmentList:
                     break
                 header = batch.header
                 position += header.length
-                next_offset = header.next_offset
+                # (BatchHeader.next_offset, inline: a property is a call per batch)
+                next_offset = header.base_offset + header.last_offset_delta + 1
                 if next_offset <= offset:
                     continue
                 out.append(batch)

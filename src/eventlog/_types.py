@@ -118,68 +118,67 @@ def records_from_batches(batches: Sequence[DecodedBatch], offset: int, topic: st
     Cost: O(records).
     """
     out: list[Record] = []
+    remaining = max_records
     # (counted only while the collector runs: a consumer's fetch has paused it already)
     paused = gc.isenabled() and pause_gc(sum(b.header.record_count for b in batches))
     try:
-        _build(out, batches, offset, topic, partition, max_records, key_fn, value_fn)
+        for batch in batches:
+            header = batch.header
+            if header.attributes & ATTR_CONTROL:
+                continue  # a transaction's marker: never a record (as in Kafka)
+            start = 0 if offset <= header.base_offset else batch.index_of(offset)
+            count = header.record_count
+            stop = count if remaining is None else min(count, start + remaining)
+            if start >= stop:
+                continue
+            kind = _LOG_APPEND if header.attributes & ATTR_LOG_APPEND_TIME else _CREATE
+            if stop - start == 1:
+                # One record (a batch sent alone): its fields directly, deserialized as
+                # a column of one; the columns below cost it ~1 us more
+                # (tests/test_records_from_batches.py holds both to the batch's columns).
+                at, timestamp, key, value, headers_i = batch.fields(start)
+                if key_fn is not None and batch.keys is not None:
+                    key = key_fn([key])[0]
+                if value_fn is not None:
+                    value = value_fn([value])[0]
+                out.append(_make_record((topic, partition, at, timestamp, key, value,
+                                         headers_i, kind)))
+            else:
+                _extend(out, batch, start, stop, topic, partition, kind, key_fn, value_fn)
+            if remaining is not None:
+                remaining -= stop - start
+                if remaining <= 0:
+                    break
     finally:
         if paused:
             gc.enable()
     return out
 
 
-def _build(out: list[Record], batches: Sequence[DecodedBatch], offset: int, topic: str,
-           partition: int, remaining: int | None, key_fn: Callable[[Any], Any] | None,
-           value_fn: Callable[[Any], Any] | None) -> None:
-    for batch in batches:
-        if batch.header.attributes & ATTR_CONTROL:
-            continue  # a transaction's marker: never a record (as in Kafka)
-        start = batch.index_of(offset)
-        count = batch.header.record_count
-        stop = count if remaining is None else min(count, start + remaining)
-        if start >= stop:
-            continue
-        kind = _LOG_APPEND if batch.header.attributes & ATTR_LOG_APPEND_TIME else _CREATE
-        if stop - start == 1:
-            # One record (a batch sent alone): its fields directly, deserialized as a
-            # column of one; the columns below cost it ~1 us more
-            # (tests/test_records_from_batches.py holds both to the batch's columns).
-            at, timestamp, key, value, headers_i = batch.fields(start)
-            if key_fn is not None and batch.keys is not None:
-                key = key_fn([key])[0]
-            if value_fn is not None:
-                value = value_fn([value])[0]
-            out.append(_make_record((topic, partition, at, timestamp, key, value, headers_i,
-                                     kind)))
-            if remaining is not None:
-                remaining -= 1
-                if remaining <= 0:
-                    break
-            continue
-        whole = start == 0 and stop == count
-        values = batch.values if whole else batch.values[start:stop]
-        keys: Any
-        if batch.keys is None:
-            keys = repeat(None)
-        else:
-            keys = batch.keys if whole else batch.keys[start:stop]
-            if key_fn is not None:
-                keys = key_fn(keys)
-        if value_fn is not None:
-            values = value_fn(values)
-        offsets = batch.offsets()[start:stop]
-        if batch.timestamp_deltas is None:
-            timestamps: Any = repeat(batch.header.first_timestamp_ms)
-        else:
-            timestamps = batch.timestamps()[start:stop]
-        headers: Any
-        if batch.headers is None:
-            headers = map(list, repeat((), stop - start))
-        else:
-            headers = batch.header_column()[start:stop]
-        out.extend(map(_make_record, zip(repeat(topic), repeat(partition), offsets, timestamps,
-                                         keys, values, headers, repeat(kind))))
-        if remaining is not None:
-            remaining -= stop - start
-            if remaining <= 0:
-                break
+def _extend(out: list[Record], batch: DecodedBatch, start: int, stop: int, topic: str,
+            partition: int, kind: TimestampType, key_fn: Callable[[Any], Any] | None,
+            value_fn: Callable[[Any], Any] | None) -> None:
+    """Records ``start:stop`` of ``batch``, built a column at a time."""
+    whole = start == 0 and stop == batch.header.record_count
+    values = batch.values if whole else batch.values[start:stop]
+    keys: Any
+    if batch.keys is None:
+        keys = repeat(None)
+    else:
+        keys = batch.keys if whole else batch.keys[start:stop]
+        if key_fn is not None:
+            keys = key_fn(keys)
+    if value_fn is not None:
+        values = value_fn(values)
+    offsets = batch.offsets()[start:stop]
+    if batch.timestamp_deltas is None:
+        timestamps: Any = repeat(batch.header.first_timestamp_ms)
+    else:
+        timestamps = batch.timestamps()[start:stop]
+    headers: Any
+    if batch.headers is None:
+        headers = map(list, repeat((), stop - start))
+    else:
+        headers = batch.header_column()[start:stop]
+    out.extend(map(_make_record, zip(repeat(topic), repeat(partition), offsets, timestamps,
+                                     keys, values, headers, repeat(kind))))
