@@ -286,7 +286,9 @@ class SegmentList:
                                              f"{self.directory}")
             position = self._position_of(segment, offset, st)
         while segment is not None and offset < st.end_offset:
-            limit = self.limit(segment, st)
+            # (the active segment's limit inline: where every tailing read is)
+            limit = (st.active_position if segment.base_offset == st.active_base
+                     else self.limit(segment, st))
             while position < limit:
                 try:
                     if partial is not None and partial[0] is segment and \
