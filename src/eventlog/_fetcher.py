@@ -27,7 +27,8 @@ partition whose topic was deleted (in any process) is marked (``PartitionFetch.d
 and skipped; the coordinator drops it from a subscription or raises for an assignment.
 Decoded batches
 become ``Record`` tuples with the deserializers applied a column at a time
-(``_types.records_from_batches``); a record that fails to deserialize ends the fetch:
+(``_types.records_from_batches``, ``_deserialize``); a record that fails to
+deserialize ends the fetch:
 the records before it are returned, its position stays at it, and the next fetch
 raises a ``SerializationError`` naming its topic, partition and offset.
 
@@ -43,11 +44,11 @@ import gc
 import logging
 import operator
 import time
-from collections.abc import Callable, Iterable, Mapping
-from functools import partial
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from . import _notify
+from ._deserialize import DeserializeError, column_function, salvage, serialization_error
 from ._format import ATTR_CONTROL
 from ._isolation import ISOLATION_LEVELS, CommittedView
 from ._types import Record, TopicPartition, pause_gc, records_from_batches
@@ -60,7 +61,7 @@ from .errors import (
     SerializationError,
     UnknownTopicError,
 )
-from .serde import Deserializer, column_unpacker, deserializer
+from .serde import Deserializer, deserializer
 
 if TYPE_CHECKING:
     from ._backend import Backend, PartitionBackend
@@ -187,11 +188,8 @@ class Fetcher:
         self._reset = auto_offset_reset
         self._key_des = deserializer(key_deserializer)
         self._value_des = deserializer(value_deserializer)
-        # what records_from_batches maps a column with (partials: a call less each)
-        self._keys = partial(_deserialize_column, self._key_des,
-                             whole=column_unpacker(self._key_des))
-        self._values = partial(_deserialize_column, self._value_des,
-                               whole=column_unpacker(self._value_des))
+        self._keys = column_function(self._key_des)
+        self._values = column_function(self._value_des)
         self._fetch_max_bytes = fetch_max_bytes
         self.records_fetched = 0        # records returned by fetch, since creation
         self.offset_resets = 0          # positions reset for being out of range
@@ -557,7 +555,7 @@ class Fetcher:
             try:
                 records = records_from_batches(batches, position, tp.topic, tp.partition, want,
                                                self._keys, self._values)
-            except _DeserializeError:
+            except DeserializeError:
                 return self._salvage(batches, position, part, want)
             if not records or len(records) < want or records[-1].offset == _last_offset(batches):
                 # Everything the batches hold from the position was returned: move past
@@ -617,33 +615,13 @@ class Fetcher:
         """A record failed to deserialize: return the records before it, keep an error
         naming it for the next fetch, and leave the position at it."""
         raw = records_from_batches(batches, position, part.tp.topic, part.tp.partition, want)
-        out: list[Record] = []
-        key_des, value_des = self._key_des, self._value_des
-        for record in raw:
-            try:
-                key = None if record.key is None else key_des(record.key)
-            except Exception as exc:
-                self._fail(part, record, "key", exc)
-                return out
-            try:
-                value = None if record.value is None else value_des(record.value)
-            except Exception as exc:
-                self._fail(part, record, "value", exc)
-                return out
-            out.append(record._replace(key=key, value=value))
-            part.position = record.offset + 1
+        out, failed = salvage(raw, self._key_des, self._value_des)
+        if out:
+            part.position = out[-1].offset + 1
+        if failed is not None:
+            self._pending = serialization_error(*failed)
+            part.position = failed[0].offset
         return out
-
-    def _fail(self, part: PartitionFetch, record: Record, what: str, exc: Exception) -> None:
-        error = SerializationError(
-            f"topic {record.topic!r} partition {record.partition} offset {record.offset}: "
-            f"could not deserialize the {what} ({type(exc).__name__}: {exc}); seek past "
-            "it to skip it")
-        error.topic, error.partition, error.offset = (record.topic, record.partition,
-                                                      record.offset)
-        error.__cause__ = exc
-        self._pending = error
-        part.position = record.offset
 
     # -- invariants -------------------------------------------------------------------------
 
@@ -679,26 +657,6 @@ class Fetcher:
                 assert pending.position == error.offset, (pending.position, error.offset)
 
 
-# Shortest column decoded in one pass (serde.column_unpacker): below it, setting up
-# the pass costs more than it saves.
-_WHOLE_COLUMN_MIN = 8
-
-
-def _deserialize_column(fn: Deserializer, column: list[Any],
-                        whole: Callable[[list[Any]], list[Any] | None] | None = None
-                        ) -> list[Any]:
-    try:
-        if None in column:
-            return [None if x is None else fn(x) for x in column]
-        if whole is not None and len(column) >= _WHOLE_COLUMN_MIN:
-            out = whole(column)
-            if out is not None:
-                return out
-        return list(map(fn, column))  # (and a value that failed the pass fails here)
-    except Exception as exc:
-        raise _DeserializeError() from exc
-
-
 def _last_offset(batches: list[DecodedBatch]) -> int:
     for batch in reversed(batches):
         if batch.header.attributes & ATTR_CONTROL:
@@ -707,7 +665,3 @@ def _last_offset(batches: list[DecodedBatch]) -> int:
         if offsets:
             return offsets[-1]
     return -1
-
-
-class _DeserializeError(Exception):
-    """Internal: a deserializer failed somewhere in a column."""
