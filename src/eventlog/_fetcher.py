@@ -494,8 +494,8 @@ class Fetcher:
                ) -> list[Record]:
         n = len(ready)
         start = self._rr % n
-        order = ready[start:] + ready[:start]
-        marks = counts[start:] + counts[:start]
+        order, marks = ((ready, counts) if start == 0 else
+                        (ready[start:] + ready[:start], counts[start:] + counts[:start]))
         out: list[Record] = []
         share = max(1, max_records // n, min(MIN_SHARE, max_records // 4))
         hungry = []
@@ -658,7 +658,7 @@ class Fetcher:
 
 
 def _last_offset(batches: list[DecodedBatch]) -> int:
-    for batch in reversed(batches):
+    for batch in batches[::-1]:  # (reversed() of named tuples types as Any)
         if batch.header.attributes & ATTR_CONTROL:
             continue
         offsets = batch.offsets()

@@ -297,26 +297,21 @@ def read_batch_header(buf: Any, pos: int, limit: int) -> BatchHeader:
     return header
 
 
-class DecodedBatch:
-    """A verified batch with its columns unpacked.
+class DecodedBatch(NamedTuple):
+    """A verified batch with its columns unpacked (never changed once built).
 
     Offsets and timestamps are materialized lazily: most readers need only values.
+    A named tuple, built by ``tuple.__new__`` without a Python-level ``__init__``: one
+    is built for every batch a consumer reads.
     """
 
-    __slots__ = ("header", "headers", "keys", "offset_deltas", "position", "timestamp_deltas",
-                 "values")
-
-    def __init__(self, header: BatchHeader, position: int, values: list[bytes | None],
-                 keys: list[bytes | None] | None, timestamp_deltas: list[int] | None,
-                 headers: list[list[list[Any]] | None] | None,
-                 offset_deltas: list[int] | None) -> None:
-        self.header = header
-        self.position = position
-        self.values = values
-        self.keys = keys
-        self.timestamp_deltas = timestamp_deltas
-        self.headers = headers
-        self.offset_deltas = offset_deltas
+    header: BatchHeader
+    position: int
+    values: list[bytes | None]
+    keys: list[bytes | None] | None
+    timestamp_deltas: list[int] | None
+    headers: list[list[list[Any]] | None] | None
+    offset_deltas: list[int] | None
 
     def offsets(self) -> Sequence[int]:
         base = self.header.base_offset
@@ -363,6 +358,9 @@ class DecodedBatch:
         if self.offset_deltas is None:
             return min(offset - base, self.header.record_count)
         return bisect.bisect_left(self.offset_deltas, offset - base)
+
+
+_make_batch: Callable[[Iterable[Any]], DecodedBatch] = partial(tuple.__new__, DecodedBatch)
 
 
 def _fail(header: BatchHeader, pos: int, what: str) -> CorruptRecordError:
@@ -434,4 +432,4 @@ def decode_batch(buf: Any, pos: int, limit: int, *, verify: bool = True) -> Deco
         raise _fail(header, pos, "dense batch has an offset column")
     if header.attributes & ATTR_LOG_APPEND_TIME:
         deltas = None
-    return DecodedBatch(header, pos, values, keys, deltas, headers, odeltas)
+    return _make_batch((header, pos, values, keys, deltas, headers, odeltas))
