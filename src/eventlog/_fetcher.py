@@ -542,7 +542,8 @@ class Fetcher:
                 if mark is not None:
                     part.idle = (mark, position)
                 return []
-            resume = batches[-1].header.next_offset
+            last = batches[-1].header  # (its next_offset, inline: one call less)
+            resume = last.base_offset + last.last_offset_delta + 1
             if part.view is not None:
                 kept = self._committed_batches(part, position, batches)
                 if kept is None:
