@@ -357,7 +357,7 @@ class Consumer:
         wait sleeps in the kernel (an idle loop of polls costs no CPU) and wakes within
         microseconds of an append in any process. ``timeout_ms=`` (milliseconds, as
         kafka-python's ``poll(timeout_ms=)``) may be given instead of ``timeout``.
-        Cost, one record ready: about 40 Python calls (docs/benchmarks.md).
+        Cost with one record ready: about 20 Python-level calls (docs/benchmarks.md).
         """
         # The hot path of every consumer: OSError is translated here rather than by a
         # translate_errors wrapper, and the checks of the common arguments are inline
