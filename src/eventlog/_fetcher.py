@@ -309,14 +309,14 @@ class Fetcher:
         self._pending = None
 
     def pause(self, *partitions: TopicPartition) -> None:
+        self._ready = None  # (first: a partition not assigned raises halfway)
         for tp in partitions:
             self._part(tp).paused = True
-        self._ready = None
 
     def resume(self, *partitions: TopicPartition) -> None:
+        self._ready = None
         for tp in partitions:
             self._part(tp).paused = False
-        self._ready = None
 
     def paused(self) -> set[TopicPartition]:
         return {tp for tp, p in self._parts.items() if p.paused}
@@ -634,6 +634,11 @@ class Fetcher:
         assert type(self._rr) is int and self._rr >= 0, self._rr
         assert type(self.records_fetched) is int and self.records_fetched >= 0
         assert type(self.offset_resets) is int and self.offset_resets >= 0
+        assert self.found_deleted == any(p.deleted is not None for p in self._parts.values())
+        if self._ready is not None:
+            assert self._ready == [p for p in self._parts.values()
+                                   if p.owned and not p.paused and p.deleted is None]
+            assert self._counters == [p.counter for p in self._ready]
         for tp, part in self._parts.items():
             assert type(tp) is TopicPartition and part.tp == tp, (tp, part.tp)
             assert type(tp.partition) is int and tp.partition >= 0, tp
