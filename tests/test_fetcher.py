@@ -297,3 +297,19 @@ class FetcherMachine(RuleBasedStateMachine):
 
 
 TestFetcherMachine = FetcherMachine.TestCase
+
+
+def test_a_pause_that_names_an_unassigned_partition_still_pauses_those_before_it(log):
+    log.create_topic("t", partitions=2)
+    append(log, "t", 0, [0, 1])
+    append(log, "t", 1, [2])
+    fetcher = fetcher_for(log, [TP("t", 0), TP("t", 1)])
+    assert isinstance(fetcher.fetch(1, 0.25), list)   # the ready partitions are listed
+    with pytest.raises(eventlog.NotAssignedError):
+        fetcher.pause(TP("t", 0), TP("t", 9))
+    fetcher._check()
+    assert {r.partition for r in fetch_all(fetcher)} == {1}
+    with pytest.raises(eventlog.NotAssignedError):
+        fetcher.resume(TP("t", 0), TP("t", 9))
+    fetcher._check()
+    assert [r.offset for r in fetch_all(fetcher)] == [1]

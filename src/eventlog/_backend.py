@@ -145,7 +145,8 @@ class LocalBackend:
         self._context = context
         self._fsync_commits = context.options.fsync == "always"
         self._store = store
-        self._check_open = check_open
+        # The Log's own check, not a method calling it: a consumer's poll calls it.
+        self.check_open: Callable[[], None] = check_open
         self._is_closed = is_closed
         self._transactions: TransactionCoordinator | None = None
 
@@ -159,9 +160,6 @@ class LocalBackend:
     @property
     def read_only(self) -> bool:
         return self._context.options.read_only
-
-    def check_open(self) -> None:
-        self._check_open()
 
     def metadata(self, topic: str, refresh: bool = False) -> TopicMetadata:
         return self._store.topic(topic, refresh=refresh).metadata()

@@ -28,6 +28,7 @@ runs commits alongside it.
 from __future__ import annotations
 
 import logging
+import math
 import queue
 import re
 import threading
@@ -224,6 +225,10 @@ class Coordinator:
         self._subscription: list[str] = []
         self._pattern: re.Pattern[str] | None = None
         self._next_refresh = 0.0
+        # poll's step runs again at this time.monotonic() (0: at the next poll), and
+        # until then a poll may sleep this long
+        self._next_upkeep = 0.0
+        self._slice_s = SLICE_IDLE_S
         self._commit_queue: queue.Queue[Any] | None = None
         self._commit_thread: threading.Thread | None = None
 
@@ -261,6 +266,7 @@ class Coordinator:
             self._listener = resolve_listener(listener)
         if self._mode == "assign":
             self._drop(self.fetcher.assigned())
+        self._next_upkeep = 0.0
         self._mode = "subscribe"
         self._pattern = regex
         self._subscription = names
@@ -301,6 +307,7 @@ class Coordinator:
         if self._mode == "subscribe":
             self.unsubscribe()
         self._mode = "assign"
+        self._next_upkeep = 0.0
         self._drop(self.fetcher.assigned() - wanted)
         for tp in wanted:
             self.fetcher.add(tp, owned=True)
@@ -310,6 +317,7 @@ class Coordinator:
         self._leave()
         self._drop(self.fetcher.assigned())
         self._mode = None
+        self._next_upkeep = 0.0
         self._pattern = None
         self._subscription = []
 
@@ -351,20 +359,40 @@ class Coordinator:
         re-read the topics of a subscription without a group), and auto-commit when it
         is due. Returns the longest the poll may then sleep before calling this again.
 
-        Cost: nothing for a manual assignment; for a member a stat of the group state
-        and, at most every ``heartbeat_interval_ms``, a heartbeat write and a look at
-        the other members under the group lock.
+        Cost: one ``time.monotonic()`` while nothing is due (the deadline of the next
+        of these steps is kept: ``_upkeep``); nothing more for a manual assignment; for
+        a member a stat of the group state at most every 5 ms and, at most every
+        ``heartbeat_interval_ms``, a heartbeat write and a look at the other members
+        under the group lock.
         """
+        if time.monotonic() < self._next_upkeep and not self.fetcher.found_deleted:
+            return self._slice_s
+        return self._upkeep()
+
+    def _upkeep(self) -> float:
+        """The steps of ``poll``, and when the next one falls due (``_next_upkeep``)."""
         slice_s = SLICE_IDLE_S
         self._drop_deleted()
-        if self._mode == "subscribe" and time.monotonic() >= self._next_refresh:
-            self._refresh_subscription()
-        if self._member is not None:
+        now = time.monotonic()
+        due = math.inf
+        if self._mode == "subscribe":
+            if now >= self._next_refresh:
+                self._refresh_subscription()
+            due = self._next_refresh
+        member = self._member
+        if member is not None:
             if self._maintain():
                 slice_s = SLICE_WAITING_S
+                due = now  # try to take the partitions at every poll
+            else:
+                due = min(due, member.next_maintain)
             slice_s = min(slice_s, self._heartbeat_s)
-        if self._auto_commit and time.monotonic() >= self._next_auto_commit:
-            self._commit_quietly(None)
+        if self._auto_commit:
+            if now >= self._next_auto_commit:
+                self._commit_quietly(None)
+            due = min(due, self._next_auto_commit)
+        self._next_upkeep = due
+        self._slice_s = slice_s
         return slice_s
 
     def _drop_deleted(self) -> None:

@@ -27,7 +27,8 @@ partition whose topic was deleted (in any process) is marked (``PartitionFetch.d
 and skipped; the coordinator drops it from a subscription or raises for an assignment.
 Decoded batches
 become ``Record`` tuples with the deserializers applied a column at a time
-(``_types.records_from_batches``); a record that fails to deserialize ends the fetch:
+(``_types.records_from_batches``, ``_deserialize``); a record that fails to
+deserialize ends the fetch:
 the records before it are returned, its position stays at it, and the next fetch
 raises a ``SerializationError`` naming its topic, partition and offset.
 
@@ -39,15 +40,18 @@ consumer's); a ``Wait`` may be slept on in any thread.
 
 from __future__ import annotations
 
+import gc
 import logging
+import operator
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from . import _notify
+from ._deserialize import DeserializeError, column_function, salvage, serialization_error
 from ._format import ATTR_CONTROL
 from ._isolation import ISOLATION_LEVELS, CommittedView
-from ._types import Record, TopicPartition, gc_paused, records_from_batches
+from ._types import Record, TopicPartition, pause_gc, records_from_batches
 from .config import check_int
 from .errors import (
     EventLogError,
@@ -57,7 +61,7 @@ from .errors import (
     SerializationError,
     UnknownTopicError,
 )
-from .serde import Deserializer, column_unpacker, deserializer
+from .serde import Deserializer, deserializer
 
 if TYPE_CHECKING:
     from ._backend import Backend, PartitionBackend
@@ -91,6 +95,7 @@ _RESET_ATTEMPTS = 4
 # holding it timed out (or was orphaned) and aborts it.
 _HIDDEN_FETCHES = 64
 _RESOLVE_EVERY_S = 0.5
+_load = operator.methodcaller("load")
 
 
 def check_tp(tp: Any) -> TopicPartition:
@@ -183,8 +188,8 @@ class Fetcher:
         self._reset = auto_offset_reset
         self._key_des = deserializer(key_deserializer)
         self._value_des = deserializer(value_deserializer)
-        self._key_column = column_unpacker(self._key_des)
-        self._value_column = column_unpacker(self._value_des)
+        self._keys = column_function(self._key_des)
+        self._values = column_function(self._value_des)
         self._fetch_max_bytes = fetch_max_bytes
         self.records_fetched = 0        # records returned by fetch, since creation
         self.offset_resets = 0          # positions reset for being out of range
@@ -196,6 +201,14 @@ class Fetcher:
         self._committed = isolation_level == "read_committed"
         self._group_id = group_id
         self._blocked = False           # the last fetch stopped at a last stable offset
+        # The partitions a fetch reads (owned, not paused, topic not deleted), in
+        # assignment order, and their notify counters; None: to be listed again (every
+        # change of those three, or of the assignment, sets it so).
+        self._ready: list[PartitionFetch] | None = None
+        self._counters: list[_notify.Word] = []
+        self._waiters: list[_notify.Word] = []
+        # Some assigned partition's topic was found deleted (``deleted()`` says which).
+        self.found_deleted = False
 
     def __repr__(self) -> str:
         return f"<Fetcher partitions={len(self._parts)}>"
@@ -214,12 +227,24 @@ class Fetcher:
         part = self._parts.get(tp)
         if part is None or part.deleted is not None:
             self._parts[tp] = PartitionFetch(tp, self.partition(tp), owned, self._committed)
+            self._changed()
 
     def remove(self, tp: TopicPartition) -> None:
         self._parts.pop(tp, None)
+        self._changed()
 
     def clear(self) -> None:
         self._parts.clear()
+        self._changed()
+
+    def _changed(self) -> None:
+        """The assignment, or whether a partition is ready, changed."""
+        self._ready = None
+        self.found_deleted = any(p.deleted is not None for p in self._parts.values())
+
+    def _mark_deleted(self, part: PartitionFetch, exc: UnknownTopicError) -> None:
+        part.deleted = exc
+        self._changed()
 
     def own(self, tp: TopicPartition) -> None:
         """The consumer now owns ``tp``: read it from the offset its previous owner
@@ -227,6 +252,7 @@ class Fetcher:
         part = self._parts[tp]
         part.owned = True
         part.position = None
+        self._ready = None
 
     def assigned(self) -> set[TopicPartition]:
         return set(self._parts)
@@ -283,10 +309,12 @@ class Fetcher:
         self._pending = None
 
     def pause(self, *partitions: TopicPartition) -> None:
+        self._ready = None  # (first: a partition not assigned raises halfway)
         for tp in partitions:
             self._part(tp).paused = True
 
     def resume(self, *partitions: TopicPartition) -> None:
+        self._ready = None
         for tp in partitions:
             self._part(tp).paused = False
 
@@ -312,7 +340,7 @@ class Fetcher:
                     end = part.partition.end_offset
                 out[tp] = max(0, end - position)
             except UnknownTopicError as exc:
-                part.deleted = exc
+                self._mark_deleted(part, exc)
         return out
 
     def last_stable_offsets(self, partitions: Iterable[TopicPartition]
@@ -428,34 +456,46 @@ class Fetcher:
         if self._pending is not None:
             error, self._pending = self._pending, None
             raise error
-        ready = [p for p in self._parts.values()
-                 if p.owned and not p.paused and p.deleted is None]
+        ready = self._ready
+        if ready is None:
+            ready = self._list_ready()
         if not ready:
             return Wait([], [], [], min(slice_s, _SLICE_NOTHING_READY_S))
-        expected = [p.counter.load() for p in ready]
+        expected = list(map(_load, self._counters))
         self._blocked = False
         # The collector stays paused until the records are in the caller's hands (see
-        # gc_paused): then a poll loop that drops them first never has them walked.
-        with gc_paused(max_records):
+        # pause_gc): then a poll loop that drops them first never has them walked.
+        paused = pause_gc(max_records)
+        try:
             records = self._fetch(ready, max_records, expected)
+        finally:
+            if paused:
+                gc.enable()
         if records:
             self.records_fetched += len(records)
             return records
         if self._pending is not None:
             error, self._pending = self._pending, None
             raise error
-        if any(p.deleted is not None for p in ready):
+        if self._ready is not ready and any(p.deleted is not None for p in ready):
             return Wait([], [], [], 0.0)  # no sleep: the coordinator handles it first
         if self._blocked:  # look again soon whether the blocking transaction timed out
             slice_s = min(slice_s, _RESOLVE_EVERY_S)
-        return Wait([p.counter for p in ready], [p.waiters for p in ready], expected, slice_s)
+        return Wait(self._counters, self._waiters, expected, slice_s)
+
+    def _list_ready(self) -> list[PartitionFetch]:
+        ready = self._ready = [p for p in self._parts.values()
+                               if p.owned and not p.paused and p.deleted is None]
+        self._counters = [p.counter for p in ready]
+        self._waiters = [p.waiters for p in ready]
+        return ready
 
     def _fetch(self, ready: list[PartitionFetch], max_records: int, counts: list[int]
                ) -> list[Record]:
         n = len(ready)
         start = self._rr % n
-        order = ready[start:] + ready[:start]
-        marks = counts[start:] + counts[:start]
+        order, marks = ((ready, counts) if start == 0 else
+                        (ready[start:] + ready[:start], counts[start:] + counts[:start]))
         out: list[Record] = []
         share = max(1, max_records // n, min(MIN_SHARE, max_records // 4))
         hungry = []
@@ -482,58 +522,55 @@ class Fetcher:
                          ) -> list[Record]:
         """Up to ``want`` records from the position; ``mark``: the notify count read
         before this fetch began (None: not known), remembered when nothing is new."""
+        if want <= 0:
+            return []
         try:
-            return self._fetch_from(part, want, mark)
+            position = part.position if part.position is not None else self._resolve(part)
+            for attempt in range(_RESET_ATTEMPTS):
+                try:
+                    batches = part.partition.fetch(position, self._fetch_max_bytes, want)
+                    break
+                except OffsetOutOfRangeError as exc:
+                    # Outside the partition (records deleted under the position, by any
+                    # process, or a seek): auto_offset_reset. The start may move again
+                    # before the fetch from there, so look again, a few times.
+                    position = self._out_of_range(part, "position", position,
+                                                  exc.start_offset, exc.end_offset)
+                    if attempt == _RESET_ATTEMPTS - 1:
+                        return []  # still moving: the next fetch goes on from the reset
+            if not batches:
+                if mark is not None:
+                    part.idle = (mark, position)
+                return []
+            last = batches[-1].header  # (its next_offset, inline: one call less)
+            resume = last.base_offset + last.last_offset_delta + 1
+            if part.view is not None:
+                kept = self._committed_batches(part, position, batches)
+                if kept is None:
+                    return []
+                batches, resume = kept
+                if not batches:
+                    part.position = max(position, resume)
+                    return []
+            tp = part.tp
+            try:
+                records = records_from_batches(batches, position, tp.topic, tp.partition, want,
+                                               self._keys, self._values)
+            except DeserializeError:
+                return self._salvage(batches, position, part, want)
+            if not records or len(records) < want or records[-1].offset == _last_offset(batches):
+                # Everything the batches hold from the position was returned: move past
+                # their whole span, over gaps compaction left (else lag never reaches 0),
+                # and over the markers and aborted batches read_committed dropped.
+                part.position = resume
+            else:
+                part.position = records[-1].offset + 1
+            return records
         except UnknownTopicError as exc:
             # Deleted (by this process or another): what was taken from the other
             # partitions is still returned; this one is skipped from now on.
-            part.deleted = exc
+            self._mark_deleted(part, exc)
             return []
-
-    def _fetch_from(self, part: PartitionFetch, want: int, mark: int | None
-                    ) -> list[Record]:
-        if want <= 0:
-            return []
-        position = part.position if part.position is not None else self._resolve(part)
-        for attempt in range(_RESET_ATTEMPTS):
-            try:
-                batches = part.partition.fetch(position, self._fetch_max_bytes, want)
-                break
-            except OffsetOutOfRangeError as exc:
-                # Outside the partition (records deleted under the position, by any
-                # process, or a seek): auto_offset_reset. The start may move again
-                # before the fetch from there, so look again, a few times.
-                position = self._out_of_range(part, "position", position,
-                                              exc.start_offset, exc.end_offset)
-                if attempt == _RESET_ATTEMPTS - 1:
-                    return []  # still moving: the next fetch goes on from the reset
-        if not batches:
-            if mark is not None:
-                part.idle = (mark, position)
-            return []
-        resume = batches[-1].header.next_offset
-        if part.view is not None:
-            kept = self._committed_batches(part, position, batches)
-            if kept is None:
-                return []
-            batches, resume = kept
-            if not batches:
-                part.position = max(position, resume)
-                return []
-        tp = part.tp
-        try:
-            records = records_from_batches(batches, position, tp.topic, tp.partition, want,
-                                           self._keys, self._values)
-        except _DeserializeError:
-            return self._salvage(batches, position, part, want)
-        if not records or len(records) < want or records[-1].offset == _last_offset(batches):
-            # Everything the batches hold from the position was returned: move past
-            # their whole span, over gaps compaction left (else lag never reaches 0),
-            # and over the markers and aborted batches read_committed dropped.
-            part.position = resume
-        else:
-            part.position = records[-1].offset + 1
-        return records
 
     def _committed_batches(self, part: PartitionFetch, position: int,
                            batches: list[DecodedBatch]
@@ -574,44 +611,18 @@ class Fetcher:
             _logger.warning("could not look at the transaction holding %s[%d]: %s",
                             part.tp.topic, part.tp.partition, exc)
 
-    def _keys(self, column: list[Any]) -> list[Any]:
-        return _deserialize_column(self._key_des, column, self._key_column)
-
-    def _values(self, column: list[Any]) -> list[Any]:
-        return _deserialize_column(self._value_des, column, self._value_column)
-
     def _salvage(self, batches: list[DecodedBatch], position: int, part: PartitionFetch,
                  want: int) -> list[Record]:
         """A record failed to deserialize: return the records before it, keep an error
         naming it for the next fetch, and leave the position at it."""
         raw = records_from_batches(batches, position, part.tp.topic, part.tp.partition, want)
-        out: list[Record] = []
-        key_des, value_des = self._key_des, self._value_des
-        for record in raw:
-            try:
-                key = None if record.key is None else key_des(record.key)
-            except Exception as exc:
-                self._fail(part, record, "key", exc)
-                return out
-            try:
-                value = None if record.value is None else value_des(record.value)
-            except Exception as exc:
-                self._fail(part, record, "value", exc)
-                return out
-            out.append(record._replace(key=key, value=value))
-            part.position = record.offset + 1
+        out, failed = salvage(raw, self._key_des, self._value_des)
+        if out:
+            part.position = out[-1].offset + 1
+        if failed is not None:
+            self._pending = serialization_error(*failed)
+            part.position = failed[0].offset
         return out
-
-    def _fail(self, part: PartitionFetch, record: Record, what: str, exc: Exception) -> None:
-        error = SerializationError(
-            f"topic {record.topic!r} partition {record.partition} offset {record.offset}: "
-            f"could not deserialize the {what} ({type(exc).__name__}: {exc}); seek past "
-            "it to skip it")
-        error.topic, error.partition, error.offset = (record.topic, record.partition,
-                                                      record.offset)
-        error.__cause__ = exc
-        self._pending = error
-        part.position = record.offset
 
     # -- invariants -------------------------------------------------------------------------
 
@@ -623,6 +634,11 @@ class Fetcher:
         assert type(self._rr) is int and self._rr >= 0, self._rr
         assert type(self.records_fetched) is int and self.records_fetched >= 0
         assert type(self.offset_resets) is int and self.offset_resets >= 0
+        assert self.found_deleted == any(p.deleted is not None for p in self._parts.values())
+        if self._ready is not None:
+            assert self._ready == [p for p in self._parts.values()
+                                   if p.owned and not p.paused and p.deleted is None]
+            assert self._counters == [p.counter for p in self._ready]
         for tp, part in self._parts.items():
             assert type(tp) is TopicPartition and part.tp == tp, (tp, part.tp)
             assert type(tp.partition) is int and tp.partition >= 0, tp
@@ -647,35 +663,11 @@ class Fetcher:
                 assert pending.position == error.offset, (pending.position, error.offset)
 
 
-# Shortest column decoded in one pass (serde.column_unpacker): below it, setting up
-# the pass costs more than it saves.
-_WHOLE_COLUMN_MIN = 8
-
-
-def _deserialize_column(fn: Deserializer, column: list[Any],
-                        whole: Callable[[list[Any]], list[Any] | None] | None = None
-                        ) -> list[Any]:
-    try:
-        if None in column:
-            return [None if x is None else fn(x) for x in column]
-        if whole is not None and len(column) >= _WHOLE_COLUMN_MIN:
-            out = whole(column)
-            if out is not None:
-                return out
-        return list(map(fn, column))  # (and a value that failed the pass fails here)
-    except Exception as exc:
-        raise _DeserializeError() from exc
-
-
 def _last_offset(batches: list[DecodedBatch]) -> int:
-    for batch in reversed(batches):
+    for batch in batches[::-1]:  # (reversed() of named tuples types as Any)
         if batch.header.attributes & ATTR_CONTROL:
             continue
         offsets = batch.offsets()
         if offsets:
             return offsets[-1]
     return -1
-
-
-class _DeserializeError(Exception):
-    """Internal: a deserializer failed somewhere in a column."""

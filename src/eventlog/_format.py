@@ -50,7 +50,8 @@ from __future__ import annotations
 import bisect
 import operator
 import struct
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
+from functools import partial
 from itertools import repeat
 from typing import Any, NamedTuple
 
@@ -80,6 +81,7 @@ NO_PRODUCER_ID = -1
 NO_SEQUENCE = -1
 
 _packb = msgpack.Packer(use_bin_type=True, autoreset=True).pack
+_unpackb = msgpack.unpackb
 _xxh3 = xxhash.xxh3_64_intdigest
 _NONE_TYPE = type(None)
 _VALUE_TYPES = frozenset((bytes, _NONE_TYPE))
@@ -106,6 +108,11 @@ class BatchHeader(NamedTuple):
     def next_offset(self) -> int:
         """The offset after the last offset this batch covers."""
         return self.base_offset + self.last_offset_delta + 1
+
+
+# tuple.__new__ bound to BatchHeader builds a header without a Python-level frame
+# (``BatchHeader._make`` is one): every batch a consumer reads has its header read.
+_make_header: Callable[[Iterable[Any]], BatchHeader] = partial(tuple.__new__, BatchHeader)
 
 
 class EncodedBatch:
@@ -247,7 +254,7 @@ def read_header(buf: Any, pos: int, limit: int) -> BatchHeader:
     """
     if pos + HEADER_BYTES > limit:
         raise CorruptRecordError(f"truncated batch header at position {pos}")
-    header = BatchHeader._make(HEADER.unpack_from(buf, pos))
+    header = _make_header(HEADER.unpack_from(buf, pos))
     if header.magic != MAGIC:
         raise CorruptRecordError(f"bad batch magic {header.magic!r} at position {pos}")
     if header.version != VERSION:
@@ -274,9 +281,13 @@ def verify_checksum(buf: Any, pos: int, header: BatchHeader) -> None:
     with memoryview(buf) as view:
         actual = _xxh3(view[pos + CHECKSUM_START:pos + header.length])
     if actual != header.checksum:
-        raise CorruptRecordError(f"checksum mismatch in batch at position {pos} "
-                                 f"(offset {header.base_offset}): stored "
-                                 f"{header.checksum:#018x}, computed {actual:#018x}")
+        raise _mismatch(header, pos, actual)
+
+
+def _mismatch(header: BatchHeader, pos: int, actual: int) -> CorruptRecordError:
+    return CorruptRecordError(f"checksum mismatch in batch at position {pos} "
+                              f"(offset {header.base_offset}): stored "
+                              f"{header.checksum:#018x}, computed {actual:#018x}")
 
 
 def read_batch_header(buf: Any, pos: int, limit: int) -> BatchHeader:
@@ -286,26 +297,21 @@ def read_batch_header(buf: Any, pos: int, limit: int) -> BatchHeader:
     return header
 
 
-class DecodedBatch:
-    """A verified batch with its columns unpacked.
+class DecodedBatch(NamedTuple):
+    """A verified batch with its columns unpacked (never changed once built).
 
     Offsets and timestamps are materialized lazily: most readers need only values.
+    A named tuple, built by ``tuple.__new__`` without a Python-level ``__init__``: one
+    is built for every batch a consumer reads.
     """
 
-    __slots__ = ("header", "headers", "keys", "offset_deltas", "position", "timestamp_deltas",
-                 "values")
-
-    def __init__(self, header: BatchHeader, position: int, values: list[bytes | None],
-                 keys: list[bytes | None] | None, timestamp_deltas: list[int] | None,
-                 headers: list[list[list[Any]] | None] | None,
-                 offset_deltas: list[int] | None) -> None:
-        self.header = header
-        self.position = position
-        self.values = values
-        self.keys = keys
-        self.timestamp_deltas = timestamp_deltas
-        self.headers = headers
-        self.offset_deltas = offset_deltas
+    header: BatchHeader
+    position: int
+    values: list[bytes | None]
+    keys: list[bytes | None] | None
+    timestamp_deltas: list[int] | None
+    headers: list[list[list[Any]] | None] | None
+    offset_deltas: list[int] | None
 
     def offsets(self) -> Sequence[int]:
         base = self.header.base_offset
@@ -329,6 +335,21 @@ class DecodedBatch:
             return [[] for _ in repeat(None, self.header.record_count)]
         return [[(k, v) for k, v in h] if h else [] for h in self.headers]
 
+    def fields(self, i: int) -> tuple[int, int, bytes | None, bytes | None,
+                                      list[tuple[str, bytes]]]:
+        """The offset, timestamp, key, value and headers of record ``i``: what
+        ``offsets()``, ``timestamps()``, ``key_column()``, ``values`` and
+        ``header_column()`` hold at ``i``, without building those columns. O(1)."""
+        header = self.header
+        offset = header.base_offset + (i if self.offset_deltas is None
+                                       else self.offset_deltas[i])
+        timestamp = header.first_timestamp_ms
+        if self.timestamp_deltas is not None:
+            timestamp += self.timestamp_deltas[i]
+        h = None if self.headers is None else self.headers[i]
+        return (offset, timestamp, None if self.keys is None else self.keys[i],
+                self.values[i], [(k, v) for k, v in h] if h else [])
+
     def index_of(self, offset: int) -> int:
         """Position within the batch of the first record with offset >= ``offset``."""
         base = self.header.base_offset
@@ -337,6 +358,9 @@ class DecodedBatch:
         if self.offset_deltas is None:
             return min(offset - base, self.header.record_count)
         return bisect.bisect_left(self.offset_deltas, offset - base)
+
+
+_make_batch: Callable[[Iterable[Any]], DecodedBatch] = partial(tuple.__new__, DecodedBatch)
 
 
 def _fail(header: BatchHeader, pos: int, what: str) -> CorruptRecordError:
@@ -352,18 +376,19 @@ def decode_batch(buf: Any, pos: int, limit: int, *, verify: bool = True) -> Deco
     Cost: O(batch length).
     """
     header = read_header(buf, pos, limit)
-    if verify:
-        verify_checksum(buf, pos, header)
-    try:
-        with memoryview(buf) as view:
-            columns = msgpack.unpackb(view[pos + HEADER_BYTES:pos + header.length],
-                                      raw=False, use_list=True, strict_map_key=True)
-    except Exception as exc:  # msgpack raises many types on malformed input
-        raise _fail(header, pos, f"payload does not unpack ({type(exc).__name__})") from exc
-    return _check_columns(header, pos, columns)
-
-
-def _check_columns(header: BatchHeader, pos: int, columns: Any) -> DecodedBatch:
+    with memoryview(buf) as view:
+        # (verify_checksum inline: decoding is every consumer's hot path)
+        if verify and (actual := _xxh3(view[pos + CHECKSUM_START:pos + header.length])
+                       ) != header.checksum:
+            raise _mismatch(header, pos, actual)
+        try:
+            columns = _unpackb(view[pos + HEADER_BYTES:pos + header.length],
+                               raw=False, use_list=True, strict_map_key=True)
+        except Exception as exc:  # msgpack raises many types on malformed input
+            raise _fail(header, pos, f"payload does not unpack "
+                        f"({type(exc).__name__})") from exc
+    # The columns' shapes, checked here rather than in a function of their own: a call
+    # less for every batch read.
     count = header.record_count
     if type(columns) is not list or len(columns) != 5:
         raise _fail(header, pos, "payload is not a 5-column array")
@@ -407,4 +432,4 @@ def _check_columns(header: BatchHeader, pos: int, columns: Any) -> DecodedBatch:
         raise _fail(header, pos, "dense batch has an offset column")
     if header.attributes & ATTR_LOG_APPEND_TIME:
         deltas = None
-    return DecodedBatch(header, pos, values, keys, deltas, headers, odeltas)
+    return _make_batch((header, pos, values, keys, deltas, headers, odeltas))

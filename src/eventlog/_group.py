@@ -336,6 +336,7 @@ class GroupMember:
         self._state_stamp: tuple[int, int, int] | None = None
         self._next_check = 0
         self._next_look = 0.0  # time.monotonic() of the next look at the group state
+        self._look_s = min(_STATE_LOOK_S, heartbeat_interval_ms / 1000)
         self._next_heartbeat = 0
 
     # -- joining and leaving -------------------------------------------------------------
@@ -468,14 +469,29 @@ class GroupMember:
         """Record that this member polled (others evict members that stop polling)."""
         now = self._clock()
         if force or now >= self._next_heartbeat:
-            if self._member_fd >= 0:
-                os.pwrite(self._member_fd, now.to_bytes(8, "little"), 0)
-            self._next_heartbeat = now + self.heartbeat_interval_ms
+            self._beat(now)
+
+    def _beat(self, now: int) -> None:
+        if self._member_fd >= 0:
+            os.pwrite(self._member_fd, now.to_bytes(8, "little"), 0)
+        self._next_heartbeat = now + self.heartbeat_interval_ms
+
+    @property
+    def next_maintain(self) -> float:
+        """The ``time.monotonic()`` before which a poll need not call ``maintain``: its
+        next look at the group state, at most ``min(5 ms, heartbeat_interval_ms)``
+        ahead. Heartbeats and checks fall due by the log's clock, which ``maintain``
+        reads, so skipping it until then delays them by at most that much."""
+        return self._next_look
 
     def maintain(self) -> Change | None:
-        """Called from poll: heartbeat, look after the group, report a new generation."""
-        self.heartbeat()
+        """Called from poll: heartbeat, look after the group, report a new generation.
+        Cost: one read of the log's clock (and of ``time.monotonic``) when nothing is
+        due; a stat of the group state at most every ``min(5 ms,
+        heartbeat_interval_ms)``."""
         now = self._clock()
+        if now >= self._next_heartbeat:
+            self._beat(now)
         check = now >= self._next_check
         if not check:
             # A stat of the group state costs more than the rest of a one-record poll;
@@ -484,7 +500,7 @@ class GroupMember:
             look = time.monotonic()
             if look < self._next_look:
                 return None
-            self._next_look = look + _STATE_LOOK_S
+            self._next_look = look + self._look_s
         stamp = self.files.state_stamp()
         if stamp == self._state_stamp and not check:
             return None

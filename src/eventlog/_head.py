@@ -50,6 +50,8 @@ import mmap
 import os
 import struct
 import time
+from collections.abc import Callable, Iterable
+from functools import partial
 from typing import NamedTuple
 
 import xxhash
@@ -68,6 +70,10 @@ _SLOT_CHECKSUM = struct.Struct("<Q")
 _SLOT_BYTES = _SLOT_BODY.size + _SLOT_CHECKSUM.size  # 112
 _BODY_BYTES = _SLOT_BODY.size
 _SEQ = struct.Struct("<Q")
+_SLOT = struct.Struct(_SLOT_BODY.format + "Q")  # body and checksum in one unpack
+# both slots' seqs in one unpack, from the first slot's offset
+_SEQS = struct.Struct(f"<Q{_SLOT_OFFSETS[1] - _SLOT_OFFSETS[0] - 8}xQ")
+_SLOT_ORDER = (_SLOT_OFFSETS, _SLOT_OFFSETS[::-1])  # by whether slot 1's seq is higher
 _U64 = (1 << 64) - 1
 
 FLAG_CLEAN = 0x1    # closed cleanly by its last user: the state is exact
@@ -100,7 +106,9 @@ class HeadState(NamedTuple):
         return bool(self.flags & FLAG_DELETED)
 
 
-_make_state = HeadState._make
+# tuple.__new__ bound to HeadState builds a state without a Python-level frame
+# (``HeadState._make`` is one): ``read`` runs at every fetch.
+_make_state: Callable[[Iterable[int]], HeadState] = partial(tuple.__new__, HeadState)
 
 
 def initial_state(now_ms: int, base_offset: int = 0) -> HeadState:
@@ -176,6 +184,7 @@ class _ReadOnlyWord(_notify.Word):
         self.offset = offset
         self._cobj = None
         self.address = 0
+        self.pointer = None
 
     def store(self, value: int) -> None:
         pass
@@ -235,14 +244,12 @@ class Head:
         Cost: the slot with the higher seq is verified first (one xxh3 over 104
         bytes); the other is read only if that one fails its checksum."""
         mm = self.mm
-        first, second = _SLOT_OFFSETS
-        if _SEQ.unpack_from(mm, second)[0] > _SEQ.unpack_from(mm, first)[0]:
-            first, second = second, first
-        for off in (first, second):
-            raw = mm[off:off + _SLOT_BYTES]
-            if _SLOT_CHECKSUM.unpack_from(raw, _BODY_BYTES)[0] != _xxh3(raw[:_BODY_BYTES]):
+        seq0, seq1 = _SEQS.unpack_from(mm, _SLOT_OFFSETS[0])
+        for off in _SLOT_ORDER[seq1 > seq0]:
+            raw = mm[off:off + _SLOT_BYTES]  # one copy: a racing publish cannot tear it
+            f = _SLOT.unpack(raw)
+            if f[14] != _xxh3(raw[:_BODY_BYTES]):
                 continue
-            f = _SLOT_BODY.unpack_from(raw)
             return _make_state((*f[:10], (f[10] << 64) | f[11], f[12], f[13]))
         return None
 

@@ -74,16 +74,18 @@ if sys.platform.startswith("linux"):
 class Word:
     """A 32-bit word of a shared mapping, addressable by the kernel."""
 
-    __slots__ = ("_cobj", "address", "mm", "offset")
+    __slots__ = ("_cobj", "address", "mm", "offset", "pointer")
 
     def __init__(self, mm: mmap.mmap, offset: int) -> None:
         self.mm: mmap.mmap | bytearray = mm
         self.offset = offset
         self._cobj: Any = None
         self.address = 0
+        self.pointer: Any = None  # ctypes.c_void_p(address), for the futex calls
         if _libc is not None:
             self._cobj = ctypes.c_uint32.from_buffer(mm, offset)
             self.address = ctypes.addressof(self._cobj)
+            self.pointer = ctypes.c_void_p(self.address)
 
     def load(self) -> int:
         return int(_WORD.unpack_from(self.mm, self.offset)[0])
@@ -99,6 +101,7 @@ class Word:
         a closed mapping (``ValueError``)."""
         self._cobj = None
         self.address = 0
+        self.pointer = None
         if isinstance(self.mm, mmap.mmap) and not self.mm.closed:
             self.mm = bytearray(self.mm[self.offset:self.offset + _WORD.size])
             self.offset = 0
@@ -111,11 +114,12 @@ class Word:
         assert self.offset % _WORD.size == 0, self.offset
         assert 0 <= self.offset <= len(self.mm) - _WORD.size, (self.offset, len(self.mm))
         if _libc is None:
-            assert self._cobj is None and self.address == 0
+            assert self._cobj is None and self.address == 0 and self.pointer is None
             return
         assert self._cobj is not None, "released"
         base = ctypes.addressof(ctypes.c_uint8.from_buffer(self.mm))  # export dropped at once
         assert self.address == ctypes.addressof(self._cobj) == base + self.offset
+        assert self.pointer is not None and self.pointer.value == self.address
         assert int(self._cobj.value) == self.load()
 
 
@@ -144,10 +148,12 @@ def wait(counters: Sequence[Word], waiters: Sequence[Word], expected: Sequence[i
             return True
     if _futex_ok and counters and counters[0].address:
         if len(counters) == 1:
-            slept = _futex_wait(counters[0], expected[0], timeout)
-        else:
-            slept = _futex_waitv(counters, expected, timeout)
-        if not slept:
+            # (the word is read inline after the wake: it is on a record's way)
+            word, value = counters[0], expected[0]
+            if not _futex_wait(word, value, timeout):
+                return _poll(counters, expected, timeout)
+            return bool(_WORD.unpack_from(word.mm, word.offset)[0] != value)
+        if not _futex_waitv(counters, expected, timeout):
             return _poll(counters, expected, timeout)
         return any(w.load() != v for w, v in zip(counters, expected, strict=True))
     return _poll(counters, expected, timeout)
@@ -157,8 +163,10 @@ def _futex_wait(word: Word, value: int, timeout: float) -> bool:
     """Sleep on one word. False if futexes are not available here after all."""
     global _futex_ok
     ts = _Timespec(int(timeout), int((timeout % 1) * 1e9))
-    result = _libc.syscall(_sys_futex, ctypes.c_void_p(word.address), _FUTEX_WAIT,
-                           ctypes.c_uint32(value), ctypes.byref(ts), None, 0)
+    # (the word's pointer is built once; ctypes passes an int value as a C int,
+    # masked to 32 bits: what the kernel compares with the u32 word)
+    result = _libc.syscall(_sys_futex, word.pointer, _FUTEX_WAIT, value,
+                           ctypes.byref(ts), None, 0)
     if result < 0 and ctypes.get_errno() in _UNAVAILABLE:
         _futex_ok = False
         return False

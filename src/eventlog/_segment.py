@@ -372,10 +372,17 @@ class Segment(SegmentLookups):
 
     def read_batch(self, position: int, limit: int) -> DecodedBatch | None:
         """Decode the verified batch at ``position``; None at unwritten space/limit."""
-        mm = self.mapping(limit)
-        if mm is None or position >= limit or _format.is_unwritten(mm, position, limit):
+        mm = self._mm if self._mapped_bytes >= limit else self.mapping(limit)
+        if mm is None or position >= limit:
             return None
-        return _format.decode_batch(mm, position, limit)
+        try:
+            return _format.decode_batch(mm, position, limit)
+        except CorruptRecordError:
+            # Unwritten space (zeros) never decodes (no magic): looked for only then,
+            # off the path of every batch that does.
+            if _format.is_unwritten(mm, position, limit):
+                return None
+            raise
 
     def reread_batch(self, batch: DecodedBatch, limit: int) -> DecodedBatch | None:
         """``read_batch`` at ``batch.position`` for a batch decoded (and verified) there

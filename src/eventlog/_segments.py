@@ -286,7 +286,9 @@ class SegmentList:
                                              f"{self.directory}")
             position = self._position_of(segment, offset, st)
         while segment is not None and offset < st.end_offset:
-            limit = self.limit(segment, st)
+            # (the active segment's limit inline: where every tailing read is)
+            limit = (st.active_position if segment.base_offset == st.active_base
+                     else self.limit(segment, st))
             while position < limit:
                 try:
                     if partial is not None and partial[0] is segment and \
@@ -303,12 +305,15 @@ class SegmentList:
                     break
                 header = batch.header
                 position += header.length
-                if header.next_offset <= offset:
+                # (BatchHeader.next_offset, inline: a property is a call per batch)
+                next_offset = header.base_offset + header.last_offset_delta + 1
+                if next_offset <= offset:
                     continue
                 out.append(batch)
                 nbytes += header.length
-                nrecords += header.record_count - batch.index_of(offset)
-                offset = header.next_offset
+                nrecords += header.record_count - (0 if offset <= header.base_offset
+                                                   else batch.index_of(offset))
+                offset = next_offset
                 if nbytes >= max_bytes or (max_records is not None and
                                            nrecords >= max_records):
                     self._remember(offset, segment, position)

@@ -82,35 +82,28 @@ _CREATE, _LOG_APPEND = TimestampType.CREATE_TIME, TimestampType.LOG_APPEND_TIME
 _GC_PAUSE_MIN_RECORDS = 256
 
 
-class gc_paused:  # (lower case: used as a function, ``with gc_paused(n):``)
-    """Pause the cyclic garbage collector while ``records`` acyclic objects are built.
+def pause_gc(records: int) -> bool:
+    """Pause the cyclic garbage collector before ``records`` acyclic objects are built,
+    if that many are worth it and it runs; True if it was paused. The caller enables it
+    again in a ``finally`` (``if paused: gc.enable()``), so a user's ``gc.disable()``
+    stands and an error cannot leave it off.
 
     Records, their header lists and decoded columns cannot form cycles, yet each 700
     new containers trigger a collection that walks all young objects: measured, that
-    tripled the cost of building records (967 -> 326 ns each). The collector is
-    re-enabled only if it was enabled before, so a user's ``gc.disable()`` stands, and
-    always (an error included) before the ``with`` block is left.
+    tripled the cost of building records (967 -> 326 ns each).
 
-    A class, not a ``@contextmanager`` generator: leaving a generator raises a
-    ``StopIteration``, a new container that set off the collection of the young
-    records at once (while they are alive: a walk of every one of them). With nothing
-    allocated after ``gc.enable()``, a caller that drops the records before it makes
-    new containers (a poll loop handling a batch) never pays that walk: freeing them
-    takes the young count back down.
+    A call and a ``try``/``finally``, not a context manager: leaving a ``@contextmanager``
+    generator raises a ``StopIteration``, a new container that set off the collection
+    of the young records at once (while they are alive: a walk of every one of them),
+    and a class's ``__enter__``/``__exit__`` are two more calls on a consumer's hot
+    path. With nothing allocated after ``gc.enable()``, a caller that drops the records
+    before it makes new containers (a poll loop handling a batch) never pays that walk:
+    freeing them takes the young count back down.
     """
-
-    __slots__ = ("_paused",)
-
-    def __init__(self, records: int) -> None:
-        self._paused = records >= _GC_PAUSE_MIN_RECORDS and gc.isenabled()
-
-    def __enter__(self) -> None:
-        if self._paused:
-            gc.disable()
-
-    def __exit__(self, *exc: object) -> None:
-        if self._paused:
-            gc.enable()
+    if records >= _GC_PAUSE_MIN_RECORDS and gc.isenabled():
+        gc.disable()
+        return True
+    return False
 
 
 def records_from_batches(batches: Sequence[DecodedBatch], offset: int, topic: str,
@@ -126,48 +119,66 @@ def records_from_batches(batches: Sequence[DecodedBatch], offset: int, topic: st
     """
     out: list[Record] = []
     remaining = max_records
-    total = sum(b.header.record_count for b in batches)
-    with gc_paused(total):
-        _build(out, batches, offset, topic, partition, remaining, key_fn, value_fn)
+    # (counted only while the collector runs: a consumer's fetch has paused it already)
+    paused = gc.isenabled() and pause_gc(sum(b.header.record_count for b in batches))
+    try:
+        for batch in batches:
+            header = batch.header
+            if header.attributes & ATTR_CONTROL:
+                continue  # a transaction's marker: never a record (as in Kafka)
+            start = 0 if offset <= header.base_offset else batch.index_of(offset)
+            count = header.record_count
+            stop = count if remaining is None else min(count, start + remaining)
+            if start >= stop:
+                continue
+            kind = _LOG_APPEND if header.attributes & ATTR_LOG_APPEND_TIME else _CREATE
+            if stop - start == 1:
+                # One record (a batch sent alone): its fields directly, deserialized as
+                # a column of one; the columns below cost it ~1 us more
+                # (tests/test_records_from_batches.py holds both to the batch's columns).
+                at, timestamp, key, value, headers_i = batch.fields(start)
+                if key_fn is not None and batch.keys is not None:
+                    key = key_fn([key])[0]
+                if value_fn is not None:
+                    value = value_fn([value])[0]
+                out.append(_make_record((topic, partition, at, timestamp, key, value,
+                                         headers_i, kind)))
+            else:
+                _extend(out, batch, start, stop, topic, partition, kind, key_fn, value_fn)
+            if remaining is not None:
+                remaining -= stop - start
+                if remaining <= 0:
+                    break
+    finally:
+        if paused:
+            gc.enable()
     return out
 
 
-def _build(out: list[Record], batches: Sequence[DecodedBatch], offset: int, topic: str,
-           partition: int, remaining: int | None, key_fn: Callable[[Any], Any] | None,
-           value_fn: Callable[[Any], Any] | None) -> None:
-    for batch in batches:
-        if batch.header.attributes & ATTR_CONTROL:
-            continue  # a transaction's marker: never a record (as in Kafka)
-        start = batch.index_of(offset)
-        count = batch.header.record_count
-        stop = count if remaining is None else min(count, start + remaining)
-        if start >= stop:
-            continue
-        whole = start == 0 and stop == count
-        values = batch.values if whole else batch.values[start:stop]
-        keys: Any
-        if batch.keys is None:
-            keys = repeat(None)
-        else:
-            keys = batch.keys if whole else batch.keys[start:stop]
-            if key_fn is not None:
-                keys = key_fn(keys)
-        if value_fn is not None:
-            values = value_fn(values)
-        offsets = batch.offsets()[start:stop]
-        if batch.timestamp_deltas is None:
-            timestamps: Any = repeat(batch.header.first_timestamp_ms)
-        else:
-            timestamps = batch.timestamps()[start:stop]
-        headers: Any
-        if batch.headers is None:
-            headers = map(list, repeat((), stop - start))
-        else:
-            headers = batch.header_column()[start:stop]
-        kind = _LOG_APPEND if batch.header.attributes & ATTR_LOG_APPEND_TIME else _CREATE
-        out.extend(map(_make_record, zip(repeat(topic), repeat(partition), offsets, timestamps,
-                                         keys, values, headers, repeat(kind))))
-        if remaining is not None:
-            remaining -= stop - start
-            if remaining <= 0:
-                break
+def _extend(out: list[Record], batch: DecodedBatch, start: int, stop: int, topic: str,
+            partition: int, kind: TimestampType, key_fn: Callable[[Any], Any] | None,
+            value_fn: Callable[[Any], Any] | None) -> None:
+    """Records ``start:stop`` of ``batch``, built a column at a time."""
+    whole = start == 0 and stop == batch.header.record_count
+    values = batch.values if whole else batch.values[start:stop]
+    keys: Any
+    if batch.keys is None:
+        keys = repeat(None)
+    else:
+        keys = batch.keys if whole else batch.keys[start:stop]
+        if key_fn is not None:
+            keys = key_fn(keys)
+    if value_fn is not None:
+        values = value_fn(values)
+    offsets = batch.offsets()[start:stop]
+    if batch.timestamp_deltas is None:
+        timestamps: Any = repeat(batch.header.first_timestamp_ms)
+    else:
+        timestamps = batch.timestamps()[start:stop]
+    headers: Any
+    if batch.headers is None:
+        headers = map(list, repeat((), stop - start))
+    else:
+        headers = batch.header_column()[start:stop]
+    out.extend(map(_make_record, zip(repeat(topic), repeat(partition), offsets, timestamps,
+                                     keys, values, headers, repeat(kind))))

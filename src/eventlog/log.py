@@ -279,7 +279,8 @@ class Log:
         return self._generation != _fork_generation
 
     def _check_open(self) -> None:
-        if self._forked:
+        # (``_forked`` inline: every consumer poll and producer flush calls this)
+        if self._generation != _fork_generation:
             raise ClosedError(f"this Log of {self.path} was opened in a parent process; "
                               "open the directory again in the child")
         if self._closed:
