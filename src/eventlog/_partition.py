@@ -307,11 +307,11 @@ class PartitionLog(PartitionRetention):
 
     def _sync_active(self) -> tuple[HeadState, Segment]:
         """The current state and its active segment, writer lock held (``_locked``)."""
-        st = self._head.read()
+        st = self._head.read_for_writer()
         if st is None:
             st = self._recovery.recover(None, self._config())
             return st, self._segments[st.active_base]
-        if st.deleted:
+        if st.flags & _head.FLAG_DELETED:
             self._raise_deleted()
         segments = self._segments
         active = segments.writer_active(st)
@@ -350,9 +350,11 @@ class PartitionLog(PartitionRetention):
         """
         config = self._config()
         ctx = self._ctx
-        ctx.check_writable()
+        if ctx.failure is not None or self._read_only:
+            ctx.check_writable()
         with self._lock:  # the context managers of _locked, inlined: this is the hot path
-            self._check_open()
+            if self._closed:
+                self._check_open()
             fd = self._head.fd
             fcntl.flock(fd, fcntl.LOCK_EX)
             try:
@@ -380,20 +382,22 @@ class PartitionLog(PartitionRetention):
             if admitted is None:
                 return AppendResult(-1, st.end_offset, -1, stored), False
             batch = admitted
-        if st.clean:
+        if st.flags & _head.FLAG_CLEAN:
             st = self._recovery.make_dirty(st)
         now = -1
-        if config.segment_ms is not None or config.timestamp_type == "log_append_time":
+        segment_ms = config.segment_ms
+        log_time_type = config.timestamp_type == "log_append_time"
+        if segment_ms is not None or log_time_type:
             now = ctx.clock()
-        rolled = st.active_position > 0 and (
-            st.active_position + batch.size > config.segment_bytes
-            or (config.segment_ms is not None
-                and now - st.active_created_ms >= config.segment_ms))
+        position = st.active_position
+        rolled = position > 0 and (
+            position + batch.size > config.segment_bytes
+            or (segment_ms is not None and now - st.active_created_ms >= segment_ms))
         if rolled:
             st, active = self._roll(st, active, config, now)
-        position = st.active_position
+            position = st.active_position
         base_offset = st.end_offset
-        log_time = now if config.timestamp_type == "log_append_time" else -1
+        log_time = now if log_time_type else -1
         if log_time >= 0:
             length = active.append(batch, position, base_offset, config.segment_bytes,
                                    log_time, log_time)
@@ -402,8 +406,7 @@ class PartitionLog(PartitionRetention):
             length = active.append(batch, position, base_offset, config.segment_bytes)
             max_ts = max(st.active_max_timestamp_ms, batch.max_timestamp_ms)
         end = base_offset + batch.last_offset_delta + 1
-        new = st._replace(end_offset=end, active_position=position + length,
-                          active_max_timestamp_ms=max_ts)
+        new = _head.appended(st, end, position + length, max_ts)
         if always:
             ctx.fsync(active.sync)
             new = new._replace(recovery_base=active.base_offset,

@@ -295,7 +295,11 @@ class Segment(SegmentLookups):
                first_timestamp_ms: int | None = None, max_timestamp_ms: int | None = None
                ) -> int:
         """Write ``batch`` at ``position``; return its length. Not yet published."""
-        mm = self.reserve(position + batch.size, segment_bytes)
+        end = position + _format.HEADER_BYTES + len(batch.payload)
+        mm = self._mm
+        if mm is None or self._mapped_bytes < end or self._fd is None \
+                or self._allocated_bytes < end:  # (else reserve would return mm as it is)
+            mm = self.reserve(end, segment_bytes)
         return _format.write_batch(mm, position, batch, base_offset, first_timestamp_ms,
                                    max_timestamp_ms)
 
