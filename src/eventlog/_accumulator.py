@@ -16,10 +16,13 @@ This room owns what happens to a record between ``Producer.send`` and its partit
   (idempotent producers), append through the backend's ``PartitionBackend``, count
   metrics, complete the batch's futures.
 
-Locks: ``Accumulator.lock`` (the producer lock) guards the pending batches, ``hot`` and
-the sticky cursors of the partitioner; a partition lock per partition (an ``RLock``)
-lets one batch at a time be written to it, in order, and guards its sequence number.
-The partition lock is taken first; callbacks run with neither held.
+Locks: ``Accumulator.lock`` (the producer lock) guards the pending batches, ``hot``,
+the sticky cursors of the partitioner and the completion state of the producer's
+``BatchResult``s (one lock for all: a lock made per batch cost as much as the rest of
+a one-record batch); a partition lock per partition (an ``RLock``, made with the
+partition's first batch) lets one batch at a time be written to it, in order, and
+guards its sequence number. The partition lock is taken first; callbacks run with
+neither held, and a ``BatchResult`` is completed with the producer lock not held.
 """
 
 from __future__ import annotations
@@ -73,7 +76,7 @@ class BatchResult:
     __slots__ = ("base_offset", "callbacks", "done", "error", "event", "lock", "log_time",
                  "partition", "skipped", "stored", "topic")
 
-    def __init__(self, topic: str, partition: int) -> None:
+    def __init__(self, topic: str, partition: int, lock: threading.Lock) -> None:
         self.topic = topic
         self.partition = partition
         self.done = False
@@ -85,7 +88,7 @@ class BatchResult:
         # Made by the first waiter (``wait``): most batches are never waited for, and
         # an Event (a Condition and two locks) costs more than the rest of a batch.
         self.event: threading.Event | None = None
-        self.lock = threading.Lock()
+        self.lock = lock  # the producer lock (Accumulator.lock), never held by the caller
         self.callbacks: list[tuple[RecordFuture, Callback]] = []
 
     def offset_of(self, index: int) -> int:
@@ -344,7 +347,7 @@ class ProducerBatch:
     __slots__ = ("bytes", "created", "headers", "keys", "partition", "plain", "result",
                  "timestamps", "topic", "values")
 
-    def __init__(self, topic: str, partition: int) -> None:
+    def __init__(self, topic: str, partition: int, lock: threading.Lock) -> None:
         self.topic = topic
         self.partition = partition
         self.values: list[bytes | None] = []
@@ -354,7 +357,7 @@ class ProducerBatch:
         self.headers: list[Headers | None] | None = None
         self.bytes = 0                 # sum of record_size of the records
         self.created = time.monotonic()
-        self.result = BatchResult(topic, partition)
+        self.result = BatchResult(topic, partition, lock)
         self.plain = True
 
     def __repr__(self) -> str:
@@ -362,10 +365,12 @@ class ProducerBatch:
 
 
 def _check_batch(batch: ProducerBatch) -> None:
-    """The invariants of an open batch: its columns line up, ``bytes`` is the sum of its
-    record sizes, ``plain`` says whether it has keys or headers, and its result and
-    callbacks belong to it (part of ``Accumulator._check``)."""
+    """The invariants of an open batch: it holds a record, its columns line up,
+    ``bytes`` is the sum of its record sizes, ``plain`` says whether it has keys or
+    headers, and its result and callbacks belong to it (part of
+    ``Accumulator._check``)."""
     count = len(batch.values)
+    assert count > 0, batch  # a batch is opened for the record that goes in at once
     assert len(batch.timestamps) == count
     assert batch.keys is None or len(batch.keys) == count
     assert batch.headers is None or len(batch.headers) == count
@@ -380,9 +385,10 @@ def _check_batch(batch: ProducerBatch) -> None:
         assert future[0] is result and 0 <= future[1] < count
 
 
-# The fast path of Producer.send for a topic: its sticky partition's open batch, the
-# topic's cached info, and the cursor that put the batch there (see Accumulator.hot).
-Hot = tuple[ProducerBatch, TopicInfo, "StickyCursor"]
+# The fast path of Producer.send for a topic: its sticky partition's open batch (None
+# once drained: send then opens the next with ``Accumulator.reopen``), the topic's
+# cached info, and the cursor that put the batch there (see Accumulator.hot).
+Hot = tuple["ProducerBatch | None", TopicInfo, "StickyCursor"]
 
 
 class Sender:
@@ -483,7 +489,9 @@ class Accumulator:
     ``hot`` maps a topic to the fast-path entry of ``Producer.send`` (``Hot``): valid
     while its batch is ``plain`` (drained batches are not), its ``TopicInfo`` has sends
     left and its cursor has room (a cursor that moved on has none). Only ``append``
-    sets an entry and only a drain removes one; ``_check`` verifies the rest.
+    and ``reopen`` set an entry's batch and only a drain clears it (keeping the info
+    and cursor, so that the next keyless ``send`` opens the next batch without the
+    general path); ``_check`` verifies the rest.
     """
 
     def __init__(self, sender: Sender, batch_bytes: int, linger_s: float) -> None:
@@ -522,16 +530,7 @@ class Accumulator:
             slots.extend([None] * (partition + 1 - len(slots)))
         batch = slots[partition]
         if batch is None:
-            batch = slots[partition] = ProducerBatch(topic, partition)
-            if self.linger_s > 0:
-                self._ensure_linger_thread()
-                self._newest = batch.created
-                until = self._linger_until
-                if until is None or until > batch.created + self.linger_s:
-                    # Wake the thread only when it would sleep past this batch's
-                    # deadline: a wake-up costs the sending thread a GIL hand-over
-                    # (about 15 us, half a one-record send + flush).
-                    self._cond.notify()
+            batch = self._open(topic, partition, slots)
         values = batch.values
         index = len(values)
         future = new_future((batch.result, index, timestamp_ms, self))
@@ -552,6 +551,46 @@ class Accumulator:
         if hot is not None and batch.plain and not due:
             self.hot[topic] = (batch, hot[0], hot[1])
         return future, due
+
+    def _open(self, topic: str, partition: int, slots: list[ProducerBatch | None]
+              ) -> ProducerBatch:
+        """A new pending batch in the free slot of ``partition`` (lock held); the
+        partition gets its lock now, so that ``flush`` finds every partition with a
+        batch among the partition locks."""
+        batch = slots[partition] = ProducerBatch(topic, partition, self.lock)
+        key = (topic, partition)
+        if key not in self._partition_locks:
+            self._partition_locks[key] = threading.RLock()
+        if self.linger_s > 0:
+            self._ensure_linger_thread()
+            self._newest = batch.created
+            until = self._linger_until
+            if until is None or until > batch.created + self.linger_s:
+                # Wake the thread only when it would sleep past this batch's
+                # deadline: a wake-up costs the sending thread a GIL hand-over
+                # (about 15 us, half a one-record send + flush).
+                self._cond.notify()
+        return batch
+
+    def reopen(self, topic: str, info: TopicInfo, cursor: StickyCursor
+               ) -> ProducerBatch | None:
+        """``Producer.send``'s fast path found the hot batch of ``topic`` drained: open
+        the next one where ``cursor`` points and make it the hot batch, as the general
+        path (``StickyPartitioner.place``, then ``append``) would for a keyless record
+        with ``info`` current. None when the cursor's block is full or that partition
+        has a batch pending already: the caller then takes the general path.
+
+        Call with ``lock`` held. Cost: O(1).
+        """
+        if cursor.filled >= self.batch_bytes:
+            return None
+        partition = cursor.index % info.partitions
+        slots = self._pending.get(topic)
+        if slots is None or len(slots) <= partition or slots[partition] is not None:
+            return None
+        batch = self._open(topic, partition, slots)
+        self.hot[topic] = (batch, info, cursor)
+        return batch
 
     # -- draining -------------------------------------------------------------------------
 
@@ -574,7 +613,7 @@ class Accumulator:
         batch.plain = False
         hot = self.hot.get(topic)
         if hot is not None and hot[0] is batch:  # let its records go with it
-            del self.hot[topic]
+            self.hot[topic] = (None, hot[1], hot[2])
         return batch
 
     def drain(self, topic: str, partition: int, timeout: float | None = None,
@@ -585,21 +624,24 @@ class Accumulator:
 
         Cost: one ``Sender.write``; waits for a write in progress on the partition.
         """
-        lock = self._partition_lock(topic, partition)
-        if not lock.acquire(timeout=-1 if timeout is None else max(timeout, 0)):
+        key = (topic, partition)
+        lock = self._partition_locks.get(key)
+        if lock is None:
+            lock = self._partition_lock(topic, partition)
+        if not (lock.acquire() if timeout is None else lock.acquire(timeout=max(timeout, 0))):
             raise TimeoutError(f"timed out waiting to append to {topic}[{partition}]")
         try:
             with self.lock:
                 batch = self._take(topic, partition, only)
                 if batch is None:
                     return
-                self._inflight[(topic, partition)] = batch.result
+                result = self._inflight[key] = batch.result
             # Complete the futures before letting go of the partition, so that a flush
             # that waited for this lock sees them done...
-            callbacks = self.sender.write(batch.result, batch.values, batch.keys,
-                                          batch.headers, batch.timestamps)
+            callbacks = self.sender.write(result, batch.values, batch.keys, batch.headers,
+                                          batch.timestamps)
             with self.lock:
-                self._inflight.pop((topic, partition), None)
+                del self._inflight[key]
         finally:
             lock.release()
         # ...and run callbacks outside it: they may send to this partition again.
@@ -625,7 +667,7 @@ class Accumulator:
             for start in range(0, len(indexes), per_chunk):
                 chunk = indexes[start:start + per_chunk]
                 values, keys, headers, stamps = columns.take(chunk)
-                result = BatchResult(topic, partition)
+                result = BatchResult(topic, partition, self.lock)
                 self.sender.write(result, values, keys, headers, stamps)  # (no futures)
                 if result.error is not None:
                     raise result.error
@@ -705,10 +747,12 @@ class Accumulator:
         """
         if timeout is None:
             with self.lock:
-                targets = set(self._partition_locks)  # (also waits for writes under way)
-                for topic, slots in self._pending.items():
-                    targets.update((topic, b.partition) for b in slots if b is not None)
-            for topic, partition in sorted(targets):
+                # Every partition with a pending batch has a lock (``_open``), and a
+                # drain of one with none waits for a write under way there.
+                targets = list(self._partition_locks)
+            if len(targets) > 1:
+                targets.sort()
+            for topic, partition in targets:
                 self.drain(topic, partition)
             return
         deadline = time.monotonic() + timeout
@@ -754,10 +798,13 @@ class Accumulator:
                     if batch is None:
                         continue
                     assert (batch.topic, batch.partition) == (topic, partition), batch
+                    assert (topic, partition) in self._partition_locks, batch  # (flush)
                     _check_batch(batch)
                     open_batches.add(id(batch))
                     assert self._linger_thread is not None or self.linger_s == 0
             for topic, (batch, info, cursor) in self.hot.items():
+                if batch is None:  # drained: reopen opens the next
+                    continue
                 assert batch.topic == topic and id(batch) in open_batches, batch
                 if batch.plain and info.sends_left > 0 and cursor.filled < self.batch_bytes:
                     # the entry is live: the fast path adds to the cursor's partition
