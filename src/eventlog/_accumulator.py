@@ -89,7 +89,8 @@ class BatchResult:
         # an Event (a Condition and two locks) costs more than the rest of a batch.
         self.event: threading.Event | None = None
         self.lock = lock  # the producer lock (Accumulator.lock), never held by the caller
-        self.callbacks: list[tuple[RecordFuture, Callback]] = []
+        self.callbacks: list[tuple[RecordFuture, Callback]] | None = None  # (made by the
+        # first add_callback: most batches have none)
 
     def offset_of(self, index: int) -> int:
         if index < self.skipped:
@@ -101,12 +102,14 @@ class BatchResult:
         """Register ``fn`` for when the batch completes; False if it already has."""
         with self.lock:
             if not self.done:
+                if self.callbacks is None:
+                    self.callbacks = []
                 self.callbacks.append((future, fn))
                 return True
         return False
 
     def finish(self, result: AppendResult | None, error: BaseException | None
-               ) -> list[tuple[RecordFuture, Callback]]:
+               ) -> Sequence[tuple[RecordFuture, Callback]]:
         """Complete the futures; return the callbacks for the caller to run (outside
         any lock: a callback may send again)."""
         if result is not None:
@@ -118,11 +121,11 @@ class BatchResult:
         self.error = error
         with self.lock:
             self.done = True
-            callbacks, self.callbacks = self.callbacks, []
+            callbacks, self.callbacks = self.callbacks, None
             event = self.event
         if event is not None:
             event.set()
-        return callbacks
+        return callbacks or ()
 
     def wait(self, timeout: float | None) -> bool:
         """Block until the batch completes or ``timeout`` seconds pass; True if it
@@ -381,7 +384,7 @@ def _check_batch(batch: ProducerBatch) -> None:
     result = batch.result
     assert not result.done and (result.topic, result.partition) == (batch.topic,
                                                                       batch.partition)
-    for future, _fn in result.callbacks:
+    for future, _fn in result.callbacks or ():
         assert future[0] is result and 0 <= future[1] < count
 
 
@@ -411,7 +414,7 @@ class Sender:
 
     def write(self, result: BatchResult, values: list[bytes | None],
               keys: list[bytes | None] | None, headers: list[Headers | None] | None,
-              timestamps: Sequence[int] | int) -> list[tuple[RecordFuture, Callback]]:
+              timestamps: Sequence[int] | int) -> Sequence[tuple[RecordFuture, Callback]]:
         """Store one batch of records in ``result``'s partition: encode the columns,
         stamp the producer id and the partition's next sequence (idempotent
         producers), append, count, and complete ``result`` (its futures). An error is
@@ -429,7 +432,9 @@ class Sender:
             if part is None:
                 part = self._partitions[key] = self._backend.partition(*key)
             if pid is None:
-                encoded = encode_batch(values, keys, timestamps, headers)
+                # (a record alone: its timestamp as an int, the same batch at less cost)
+                encoded = encode_batch(values, keys, timestamps[0] if count == 1 and type(
+                    timestamps) is list else timestamps, headers)
                 appended = part.append(encoded)
             elif self._txn is not None:
                 # The partition joins the transaction (durably) before its first record.
@@ -504,7 +509,9 @@ class Accumulator:
         self._pending: dict[str, list[ProducerBatch | None]] = {}  # topic -> by partition
         self._partition_locks: dict[tuple[str, int], threading.RLock] = {}
         self._urgent: set[tuple[str, int]] = set()           # the linger thread drains now
-        self._inflight: dict[tuple[str, int], BatchResult] = {}  # being written
+        # The batch each partition last took to write (done once written: drain never
+        # removes it, it is replaced by the next; flush with a timeout waits for it).
+        self._taken: dict[tuple[str, int], BatchResult] = {}
         self._stopping = False
         self._linger_thread: threading.Thread | None = None
         self._linger_until: float | None = None  # the linger thread's next look (None: none)
@@ -562,7 +569,8 @@ class Accumulator:
         if key not in self._partition_locks:
             self._partition_locks[key] = threading.RLock()
         if self.linger_s > 0:
-            self._ensure_linger_thread()
+            if self._linger_thread is None:
+                self._ensure_linger_thread()
             self._newest = batch.created
             until = self._linger_until
             if until is None or until > batch.created + self.linger_s:
@@ -635,13 +643,11 @@ class Accumulator:
                 batch = self._take(topic, partition, only)
                 if batch is None:
                     return
-                result = self._inflight[key] = batch.result
+                result = self._taken[key] = batch.result
             # Complete the futures before letting go of the partition, so that a flush
             # that waited for this lock sees them done...
             callbacks = self.sender.write(result, batch.values, batch.keys, batch.headers,
                                           batch.timestamps)
-            with self.lock:
-                del self._inflight[key]
         finally:
             lock.release()
         # ...and run callbacks outside it: they may send to this partition again.
@@ -759,7 +765,7 @@ class Accumulator:
         with self.lock:
             results = [b.result for slots in self._pending.values() for b in slots
                        if b is not None]
-            results += self._inflight.values()
+            results += [r for r in self._taken.values() if not r.done]
         self._request_urgent({(r.topic, r.partition) for r in results})
         for r in results:
             if not r.wait(max(0.0, deadline - time.monotonic())):
@@ -810,5 +816,5 @@ class Accumulator:
                     # the entry is live: the fast path adds to the cursor's partition
                     assert cursor.partition(info.partitions) == batch.partition, batch
                     assert batch.bytes < self.batch_bytes, batch
-            for (topic, partition), result in self._inflight.items():
+            for (topic, partition), result in self._taken.items():
                 assert (result.topic, result.partition) == (topic, partition)

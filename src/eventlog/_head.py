@@ -141,9 +141,9 @@ def _check_state(state: HeadState) -> None:
 
 
 def _pack_slot(state: HeadState, seq: int | None = None) -> bytes:
-    boot = state.boot_id
-    body = _SLOT_BODY.pack(state.seq if seq is None else seq, *state[1:10], boot >> 64,
-                           boot & _U64, state.flags, state.layout_epoch)
+    boot = state[10]  # (fields by index: this runs on every append)
+    body = _SLOT_BODY.pack(state[0] if seq is None else seq, *state[1:10], boot >> 64,
+                           boot & _U64, state[11], state[12])
     return body + _SLOT_CHECKSUM.pack(_xxh3(body))
 
 
@@ -292,7 +292,7 @@ class Head:
         raw = _pack_slot(state, seq)
         self.mm[off:off + _SLOT_BYTES] = raw
         counter = self.counter
-        counter.store(counter.load() + 1)
+        counter.bump()
         _notify.wake(counter, self.waiters)
         new = _new_state(HeadState, (seq, *state[1:]))
         self._published = (off, raw, new)

@@ -42,7 +42,7 @@ from contextlib import contextmanager
 from typing import Concatenate, NamedTuple, ParamSpec, TypeVar
 
 from . import _fileutil, _head, _notify
-from ._format import DecodedBatch, EncodedBatch
+from ._format import HEADER_BYTES, DecodedBatch, EncodedBatch
 from ._head import Head, HeadState
 from ._producer_state import ProducerStateManager
 from ._recovery import Recovery
@@ -154,6 +154,10 @@ class AppendResult(NamedTuple):
     # Idempotent batches: offsets of the leading records that were stored already
     # (-1 where no longer known); they were not appended again.
     stored_offsets: list[int] | None = None
+
+
+# AppendResult(...) without its Python-level __new__ (the append path's result).
+_new_result = tuple.__new__
 
 
 class PartitionLog(PartitionRetention):
@@ -391,7 +395,7 @@ class PartitionLog(PartitionRetention):
             now = ctx.clock()
         position = st.active_position
         rolled = position > 0 and (
-            position + batch.size > config.segment_bytes
+            position + HEADER_BYTES + len(batch.payload) > config.segment_bytes
             or (segment_ms is not None and now - st.active_created_ms >= segment_ms))
         if rolled:
             st, active = self._roll(st, active, config, now)
@@ -417,7 +421,7 @@ class PartitionLog(PartitionRetention):
             producers.appended(batch, base_offset, active.base_offset, position + length)
         # after the publish: an index entry never names unpublished bytes
         active.index_batch(position, base_offset, max_ts, config.index_interval_bytes)
-        return AppendResult(base_offset, end, log_time, stored), rolled
+        return _new_result(AppendResult, (base_offset, end, log_time, stored)), rolled
 
     def mark_deleted(self) -> None:
         """Refuse every later read and write of this partition, in every process.

@@ -504,8 +504,8 @@ class Segment(SegmentLookups):
         it if ``IndexPolicy`` says so (every ``interval`` bytes). The batch is stored
         already: an index that cannot be written is derived data, marked invalid and
         rebuilt later, so this never fails. Cost: O(1), a pwrite per entry."""
-        last = self.indexes.offset.last_position()  # IndexPolicy's rule, inlined (hot)
-        if last < 0 or position - last >= interval:
+        positions = self.indexes.offset.positions  # IndexPolicy's rule, inlined (hot)
+        if not positions or position - positions[-1] >= interval:
             policy = self.index_policy(interval)
             policy.observe(position, base_offset, max_ts_so_far)
             try:
