@@ -22,6 +22,7 @@ from eventlog._head import (
     current_boot_id,
     initial_state,
 )
+from eventlog._head import appended as appended_state
 from tests.conftest import run_python, spawn_python
 
 SLOT_OFFSETS = (64, 192)
@@ -213,6 +214,30 @@ def test_read_for_writer_agrees_with_read_whatever_happened_since_the_publish(he
         # and the writer goes on from what it found, as before
         after = head.publish(appended(expected, 1, 10))
         assert head.read_for_writer() == head.read() == after
+
+
+def test_publish_appended_writes_what_publish_of_the_appended_state_writes(tmp_path, head):
+    # Two heads on two files, one published through each path; the tail the writer
+    # caches (boot id, flags, layout epoch) changes in between.
+    path = str(tmp_path / "other")
+    create(path, initial_state(NOW_MS))
+    other = Head(path)
+    try:
+        st = head.read()
+        assert st is not None and st == other.read()
+        for step, change in enumerate([{}, {"flags": 0}, {}, {"boot_id": (1 << 128) - 3},
+                                       {"layout_epoch": 7}, {}, {"flags": FLAG_DELETED}]):
+            st = st._replace(**change)
+            end, position, max_ts = st.end_offset + step + 1, st.active_position + 64, step
+            got = head.publish_appended(st, end, position, max_ts)
+            want = other.publish(appended_state(st, end, position, max_ts))
+            assert got == want and got.seq == st.seq + 1
+            assert head.mm[64:320] == other.mm[64:320]  # both slots, byte for byte
+            assert head.read() == got
+            head._check()
+            st = got
+    finally:
+        other.close()
 
 
 def test_both_slots_torn_reads_none_and_fails_the_check(head):

@@ -64,6 +64,10 @@ _VERSION = 1
 _PREFIX = struct.Struct("<8sI")
 _SLOT_OFFSETS = (64, 192)
 _SLOT_BODY = struct.Struct("<QqqqqqqqqqQQII")
+# The body in two parts, for the writer: the fields that change with every append, and
+# the tail (boot id, flags, layout epoch) that it packs again only when it changes.
+_SLOT_FIELDS = struct.Struct("<Qqqqqqqqqq")
+_SLOT_TAIL = struct.Struct("<QQII")
 _SLOT_CHECKSUM = struct.Struct("<Q")
 _SLOT_BYTES = _SLOT_BODY.size + _SLOT_CHECKSUM.size  # 112
 _BODY_BYTES = _SLOT_BODY.size
@@ -228,6 +232,7 @@ class Head:
         self.waiters = _notify.Word(self.mm, _notify.WAITERS_OFFSET)
         # (slot offset, bytes, state) of this object's last publish: see read_for_writer
         self._published: tuple[int, bytes, HeadState] | None = None
+        self._tail: tuple[tuple[int, ...], bytes] = ((), b"")  # (fields, packed) last used
 
     def _map_read_only(self, path: str) -> None:
         self.fd = _fileutil.open_fd(path, os.O_RDONLY)
@@ -244,6 +249,7 @@ class Head:
         self.counter = _ReadOnlyWord(self.mm, _notify.NOTIFY_OFFSET)
         self.waiters = _ReadOnlyWord(self.mm, _notify.WAITERS_OFFSET)
         self._published = None
+        self._tail = ((), b"")
 
     def read(self) -> HeadState | None:
         """The newest valid state, or None when neither slot checks out.
@@ -287,14 +293,32 @@ class Head:
         then bump the notify counter and wake the readers that sleep on it. Returns
         the state as written. Cost: one xxh3 over 104 bytes; a futex wake when a
         reader sleeps."""
-        seq = state[0] + 1
-        off = _SLOT_OFFSETS[seq & 1]
-        raw = _pack_slot(state, seq)
+        return self._write(_new_state(HeadState, (state[0] + 1, *state[1:])))
+
+    def publish_appended(self, st: HeadState, end_offset: int, active_position: int,
+                         active_max_timestamp_ms: int) -> HeadState:
+        """``publish(appended(st, end_offset, active_position,
+        active_max_timestamp_ms))`` with one state built instead of two: the append
+        path's publish."""
+        return self._write(_new_state(HeadState, (
+            st[0] + 1, end_offset, st[2], st[3], active_position, st[5],
+            active_max_timestamp_ms, st[7], st[8], st[9], st[10], st[11], st[12])))
+
+    def _write(self, new: HeadState) -> HeadState:
+        """Write ``new`` (seq already advanced) into the slot its seq names, bump the
+        counter, wake the sleepers."""
+        off = _SLOT_OFFSETS[new[0] & 1]
+        tail = self._tail
+        if new[10:] != tail[0]:  # boot id, flags or layout epoch changed: pack anew
+            boot = new[10]
+            tail = self._tail = (new[10:], _SLOT_TAIL.pack(boot >> 64, boot & _U64, new[11],
+                                                           new[12]))
+        body = _SLOT_FIELDS.pack(*new[:10]) + tail[1]
+        raw = body + _SLOT_CHECKSUM.pack(_xxh3(body))
         self.mm[off:off + _SLOT_BYTES] = raw
         counter = self.counter
         counter.bump()
         _notify.wake(counter, self.waiters)
-        new = _new_state(HeadState, (seq, *state[1:]))
         self._published = (off, raw, new)
         return new
 

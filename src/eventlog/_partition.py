@@ -342,6 +342,14 @@ class PartitionLog(PartitionRetention):
         self._own_seq = st.seq
         return st
 
+    def _publish_appended(self, st: HeadState, end_offset: int, active_position: int,
+                          active_max_timestamp_ms: int) -> None:
+        """``_publish(_head.appended(st, ...))``, the append path's, in one step."""
+        if st.boot_id != self._ctx.boot_id:
+            st = st._replace(boot_id=self._ctx.boot_id)
+        self._own_seq = self._head.publish_appended(st, end_offset, active_position,
+                                                    active_max_timestamp_ms).seq
+
     # -- writing --------------------------------------------------------------------
 
     @_unknown_if_deleted
@@ -410,12 +418,13 @@ class PartitionLog(PartitionRetention):
             length = active.append(batch, position, base_offset, config.segment_bytes)
             max_ts = max(st.active_max_timestamp_ms, batch.max_timestamp_ms)
         end = base_offset + batch.last_offset_delta + 1
-        new = _head.appended(st, end, position + length, max_ts)
         if always:
             ctx.fsync(active.sync)
-            new = new._replace(recovery_base=active.base_offset,
-                               recovery_position=position + length, recovery_offset=end)
-        self._publish(new)
+            self._publish(_head.appended(st, end, position + length, max_ts)._replace(
+                recovery_base=active.base_offset, recovery_position=position + length,
+                recovery_offset=end))
+        else:
+            self._publish_appended(st, end, position + length, max_ts)
         producers = self._producers
         if producers.built:  # else nothing to keep in step (checked here: hot path)
             producers.appended(batch, base_offset, active.base_offset, position + length)

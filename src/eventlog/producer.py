@@ -244,6 +244,8 @@ class Producer:
             self._txn = TransactionManager(backend.transactions(), transactional_id,
                                            transaction_timeout_ms, self._accumulator.sender,
                                            self._accumulator.flush)
+        # send()'s fast path is for built-in serializers outside transactions
+        self._plain = self._fast and self._txn is None
         if explicit_id:  # (a random id needs no lock)
             assert producer_id is not None
             self._lock_producer_id(producer_id)  # last: nothing may fail after it
@@ -310,8 +312,7 @@ class Producer:
                                      f"{MAX_TIMESTAMP_MS}, not {timestamp_ms!r}")
         else:
             ts = timestamp_ms
-        if key is not None or headers is not None or partition is not None or not self._fast \
-                or self._txn is not None:
+        if key is not None or headers is not None or partition is not None or not self._plain:
             return self._send_general(topic, value, key, headers, partition, ts)
         # The common case, a keyless record with built-in serializers, inlined: it is
         # the hot path of every producer (see benchmarks/bench_producer.py). It is
