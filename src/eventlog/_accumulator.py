@@ -57,6 +57,7 @@ Callback = Callable[["RecordFuture"], Any]
 # being asked (so a producer sending now and then never pays for waking it); then it
 # sleeps until a batch arrives.
 _LINGER_TICKING_S = 1.0
+_monotonic = time.monotonic
 
 
 def run_callback(fn: Callback, future: RecordFuture) -> None:
@@ -359,7 +360,7 @@ class ProducerBatch:
         self.keys: list[bytes | None] | None = None
         self.headers: list[Headers | None] | None = None
         self.bytes = 0                 # sum of record_size of the records
-        self.created = time.monotonic()
+        self.created = _monotonic()
         self.result = BatchResult(topic, partition, lock)
         self.plain = True
 
@@ -394,6 +395,11 @@ def _check_batch(batch: ProducerBatch) -> None:
 Hot = tuple["ProducerBatch | None", TopicInfo, "StickyCursor"]
 
 
+# Sender's counters, by index into its list.
+_METRICS = ("records_sent", "bytes_sent", "batches_sent", "errors", "duplicates")
+_RECORDS, _BYTES, _BATCHES, _ERRORS, _DUPLICATES = range(len(_METRICS))
+
+
 class Sender:
     """The one write path: a batch, encoded, stamped and appended through the backend.
 
@@ -408,9 +414,8 @@ class Sender:
         self._txn: TransactionManager | None = None
         self._partitions: dict[tuple[str, int], PartitionBackend] = {}
         self._sequences: dict[tuple[str, int], int] = {}
-        self._lock = threading.Lock()  # guards _metrics
-        self._metrics = {"records_sent": 0, "bytes_sent": 0, "batches_sent": 0, "errors": 0,
-                         "duplicates": 0}
+        self._lock = threading.Lock()  # guards _counts
+        self._counts = [0] * len(_METRICS)  # in _METRICS' order (a list: the hot path)
 
     def write(self, result: BatchResult, values: list[bytes | None],
               keys: list[bytes | None] | None, headers: list[Headers | None] | None,
@@ -458,15 +463,15 @@ class Sender:
             if self._txn is not None:
                 self._txn.record_error(exc)
             with self._lock:
-                self._metrics["errors"] += count
+                self._counts[_ERRORS] += count
             return result.finish(None, exc)
         skipped = len(appended.stored_offsets) if appended.stored_offsets else 0
         with self._lock:
-            m = self._metrics
-            m["duplicates"] += skipped
-            m["records_sent"] += count - skipped
-            m["bytes_sent"] += len(encoded.payload)
-            m["batches_sent"] += 1
+            counts = self._counts
+            counts[_RECORDS] += count - skipped
+            counts[_BYTES] += len(encoded.payload)
+            counts[_BATCHES] += 1
+            counts[_DUPLICATES] += skipped
         return result.finish(appended, None)
 
     def set_transactional(self, txn: TransactionManager, producer_id: int) -> None:
@@ -479,7 +484,7 @@ class Sender:
     def metrics(self) -> dict[str, int]:
         """A copy of the counters. Cost: O(1)."""
         with self._lock:
-            return dict(self._metrics)
+            return dict(zip(_METRICS, self._counts, strict=True))
 
 
 class Accumulator:
@@ -538,6 +543,8 @@ class Accumulator:
         batch = slots[partition]
         if batch is None:
             batch = self._open(topic, partition, slots)
+            if (topic, partition) not in self._partition_locks:  # (reopen's has one)
+                self._partition_locks[(topic, partition)] = threading.RLock()
         values = batch.values
         index = len(values)
         future = new_future((batch.result, index, timestamp_ms, self))
@@ -561,13 +568,10 @@ class Accumulator:
 
     def _open(self, topic: str, partition: int, slots: list[ProducerBatch | None]
               ) -> ProducerBatch:
-        """A new pending batch in the free slot of ``partition`` (lock held); the
-        partition gets its lock now, so that ``flush`` finds every partition with a
-        batch among the partition locks."""
+        """A new pending batch in the free slot of ``partition`` (lock held). Its
+        partition must get a partition lock (``append`` makes it) so that ``flush``
+        finds every partition with a batch among the partition locks."""
         batch = slots[partition] = ProducerBatch(topic, partition, self.lock)
-        key = (topic, partition)
-        if key not in self._partition_locks:
-            self._partition_locks[key] = threading.RLock()
         if self.linger_s > 0:
             if self._linger_thread is None:
                 self._ensure_linger_thread()
@@ -585,7 +589,8 @@ class Accumulator:
         """``Producer.send``'s fast path found the hot batch of ``topic`` drained: open
         the next one where ``cursor`` points and make it the hot batch, as the general
         path (``StickyPartitioner.place``, then ``append``) would for a keyless record
-        with ``info`` current. None when the cursor's block is full or that partition
+        with ``info`` current. (The partition is the drained batch's, so it has its
+        partition lock.) None when the cursor's block is full or that partition
         has a batch pending already: the caller then takes the general path.
 
         Call with ``lock`` held. Cost: O(1).
@@ -809,7 +814,10 @@ class Accumulator:
                     open_batches.add(id(batch))
                     assert self._linger_thread is not None or self.linger_s == 0
             for topic, (batch, info, cursor) in self.hot.items():
-                if batch is None:  # drained: reopen opens the next
+                if batch is None:  # drained: reopen opens the next, in a partition
+                    if info.sends_left > 0 and cursor.filled < self.batch_bytes:  # with a
+                        where = (topic, cursor.partition(info.partitions))  # lock
+                        assert where in self._partition_locks, where
                     continue
                 assert batch.topic == topic and id(batch) in open_batches, batch
                 if batch.plain and info.sends_left > 0 and cursor.filled < self.batch_bytes:

@@ -181,6 +181,8 @@ class PartitionLog(PartitionRetention):
         self._on_roll = on_roll
         self._lock = threading.Lock()
         self._read_only = read_only = context.options.read_only
+        self._fsync_always = context.options.fsync == "always"   # (options are frozen)
+        self._fsync_interval = context.options.fsync == "interval"
         self._head = Head(os.path.join(directory, _head.FILE_NAME), read_only)
         # A layout change (compaction, retention) may remove batches producer state
         # counts: it is rebuilt on next use.
@@ -376,7 +378,7 @@ class PartitionLog(PartitionRetention):
                     from exc
             finally:
                 fcntl.flock(fd, fcntl.LOCK_UN)
-        if ctx.options.fsync == "interval" and result.base_offset >= 0:
+        if self._fsync_interval and result.base_offset >= 0:
             with ctx.dirty_lock:
                 ctx.dirty.add(self)
         if rolled:
@@ -386,7 +388,7 @@ class PartitionLog(PartitionRetention):
     def _append_locked(self, batch: EncodedBatch, config: TopicConfig, ctx: StorageContext
                        ) -> tuple[AppendResult, bool]:
         """The body of ``append``, writer lock held. Returns (result, rolled)."""
-        always = ctx.options.fsync == "always"
+        always = self._fsync_always
         st, active = self._sync_active()
         stored = None
         if batch.producer_id >= 0 and (batch.base_sequence >= 0 or batch.attributes):
