@@ -181,8 +181,7 @@ class PartitionLog(PartitionRetention):
         self._on_roll = on_roll
         self._lock = threading.Lock()
         self._read_only = read_only = context.options.read_only
-        self._fsync_always = context.options.fsync == "always"   # (options are frozen)
-        self._fsync_interval = context.options.fsync == "interval"
+        self._fsync = context.options.fsync  # (options are frozen)
         self._head = Head(os.path.join(directory, _head.FILE_NAME), read_only)
         # A layout change (compaction, retention) may remove batches producer state
         # counts: it is rebuilt on next use.
@@ -337,20 +336,16 @@ class PartitionLog(PartitionRetention):
             self._producers.catch_up(st)
         return st, active
 
-    def _publish(self, st: HeadState) -> HeadState:
+    def _publish(self, st: HeadState, appended: tuple[int, int, int] | None = None
+                 ) -> HeadState:
+        """Publish ``st``; with ``appended``, ``_head.appended(st, *appended)`` (the
+        append path's, one state built instead of two: ``Head.publish_appended``)."""
         if st.boot_id != self._ctx.boot_id:
             st = st._replace(boot_id=self._ctx.boot_id)
-        st = self._head.publish(st)
+        st = self._head.publish(st) if appended is None else \
+            self._head.publish_appended(st, *appended)
         self._own_seq = st.seq
         return st
-
-    def _publish_appended(self, st: HeadState, end_offset: int, active_position: int,
-                          active_max_timestamp_ms: int) -> None:
-        """``_publish(_head.appended(st, ...))``, the append path's, in one step."""
-        if st.boot_id != self._ctx.boot_id:
-            st = st._replace(boot_id=self._ctx.boot_id)
-        self._own_seq = self._head.publish_appended(st, end_offset, active_position,
-                                                    active_max_timestamp_ms).seq
 
     # -- writing --------------------------------------------------------------------
 
@@ -364,11 +359,9 @@ class PartitionLog(PartitionRetention):
         """
         config = self._config()
         ctx = self._ctx
-        if ctx.failure is not None or self._read_only:
-            ctx.check_writable()
+        ctx.check_writable()
         with self._lock:  # the context managers of _locked, inlined: this is the hot path
-            if self._closed:
-                self._check_open()
+            self._check_open()
             fd = self._head.fd
             fcntl.flock(fd, fcntl.LOCK_EX)
             try:
@@ -378,7 +371,7 @@ class PartitionLog(PartitionRetention):
                     from exc
             finally:
                 fcntl.flock(fd, fcntl.LOCK_UN)
-        if self._fsync_interval and result.base_offset >= 0:
+        if self._fsync == "interval" and result.base_offset >= 0:
             with ctx.dirty_lock:
                 ctx.dirty.add(self)
         if rolled:
@@ -388,7 +381,7 @@ class PartitionLog(PartitionRetention):
     def _append_locked(self, batch: EncodedBatch, config: TopicConfig, ctx: StorageContext
                        ) -> tuple[AppendResult, bool]:
         """The body of ``append``, writer lock held. Returns (result, rolled)."""
-        always = self._fsync_always
+        always = self._fsync == "always"
         st, active = self._sync_active()
         stored = None
         if batch.producer_id >= 0 and (batch.base_sequence >= 0 or batch.attributes):
@@ -399,8 +392,7 @@ class PartitionLog(PartitionRetention):
         if st.flags & _head.FLAG_CLEAN:
             st = self._recovery.make_dirty(st)
         now = -1
-        segment_ms = config.segment_ms
-        log_time_type = config.timestamp_type == "log_append_time"
+        segment_ms, log_time_type = config.segment_ms, config.timestamp_type == "log_append_time"
         if segment_ms is not None or log_time_type:
             now = ctx.clock()
         position = st.active_position
@@ -426,7 +418,7 @@ class PartitionLog(PartitionRetention):
                 recovery_base=active.base_offset, recovery_position=position + length,
                 recovery_offset=end))
         else:
-            self._publish_appended(st, end, position + length, max_ts)
+            self._publish(st, (end, position + length, max_ts))
         producers = self._producers
         if producers.built:  # else nothing to keep in step (checked here: hot path)
             producers.appended(batch, base_offset, active.base_offset, position + length)
