@@ -181,7 +181,8 @@ class PartitionLog(PartitionRetention):
         self._on_roll = on_roll
         self._lock = threading.Lock()
         self._read_only = read_only = context.options.read_only
-        self._fsync = context.options.fsync  # (options are frozen)
+        self._fsync_always = context.options.fsync == "always"  # (options are frozen)
+        self._fsync_interval = context.options.fsync == "interval"
         self._head = Head(os.path.join(directory, _head.FILE_NAME), read_only)
         # A layout change (compaction, retention) may remove batches producer state
         # counts: it is rebuilt on next use.
@@ -336,14 +337,10 @@ class PartitionLog(PartitionRetention):
             self._producers.catch_up(st)
         return st, active
 
-    def _publish(self, st: HeadState, appended: tuple[int, int, int] | None = None
-                 ) -> HeadState:
-        """Publish ``st``; with ``appended``, ``_head.appended(st, *appended)`` (the
-        append path's, one state built instead of two: ``Head.publish_appended``)."""
+    def _publish(self, st: HeadState) -> HeadState:
         if st.boot_id != self._ctx.boot_id:
             st = st._replace(boot_id=self._ctx.boot_id)
-        st = self._head.publish(st) if appended is None else \
-            self._head.publish_appended(st, *appended)
+        st = self._head.publish(st)
         self._own_seq = st.seq
         return st
 
@@ -359,9 +356,11 @@ class PartitionLog(PartitionRetention):
         """
         config = self._config()
         ctx = self._ctx
-        ctx.check_writable()
+        if ctx.failure is not None or self._read_only:
+            ctx.check_writable()
         with self._lock:  # the context managers of _locked, inlined: this is the hot path
-            self._check_open()
+            if self._closed:
+                self._check_open()
             fd = self._head.fd
             fcntl.flock(fd, fcntl.LOCK_EX)
             try:
@@ -371,7 +370,7 @@ class PartitionLog(PartitionRetention):
                     from exc
             finally:
                 fcntl.flock(fd, fcntl.LOCK_UN)
-        if self._fsync == "interval" and result.base_offset >= 0:
+        if self._fsync_interval and result.base_offset >= 0:
             with ctx.dirty_lock:
                 ctx.dirty.add(self)
         if rolled:
@@ -381,7 +380,7 @@ class PartitionLog(PartitionRetention):
     def _append_locked(self, batch: EncodedBatch, config: TopicConfig, ctx: StorageContext
                        ) -> tuple[AppendResult, bool]:
         """The body of ``append``, writer lock held. Returns (result, rolled)."""
-        always = self._fsync == "always"
+        always = self._fsync_always
         st, active = self._sync_active()
         stored = None
         if batch.producer_id >= 0 and (batch.base_sequence >= 0 or batch.attributes):
@@ -417,8 +416,10 @@ class PartitionLog(PartitionRetention):
             self._publish(_head.appended(st, end, position + length, max_ts)._replace(
                 recovery_base=active.base_offset, recovery_position=position + length,
                 recovery_offset=end))
-        else:
-            self._publish(st, (end, position + length, max_ts))
+        else:  # _publish(_head.appended(st, ...)), one state built instead of two
+            if st.boot_id != ctx.boot_id:
+                st = st._replace(boot_id=ctx.boot_id)
+            self._own_seq = self._head.publish_appended(st, end, position + length, max_ts).seq
         producers = self._producers
         if producers.built:  # else nothing to keep in step (checked here: hot path)
             producers.appended(batch, base_offset, active.base_offset, position + length)
