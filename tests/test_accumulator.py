@@ -188,10 +188,33 @@ def test_the_hot_entry_lives_until_its_batch_is_drained(h):
     acc._check()
     assert not acc.hot["t"][0].plain
     acc.drain("t", p)
-    assert "t" not in acc.hot              # drained: the records are not kept alive
-    acc._check()
+    assert acc.hot["t"] == (None, info, cursor)  # drained: the records are not kept
+    acc._check()                                 # alive, the placement is
     (batch,) = h.batches("t", p)
     assert batch.values == [b"x", b"y"] and batch.keys == [None, b"k"]
+
+
+def test_reopen_opens_the_next_batch_where_the_cursor_points_while_it_has_room(h):
+    acc = h.make(batch_bytes=10)
+    sticky = StickyPartitioner(lambda n: 2)
+    info = TopicInfo(100, 4, 256)
+    p, cursor = sticky.place("t", 4, 1, 10)
+    add(acc, "t", p, b"x", hot=(info, cursor))
+    acc.drain("t", p)
+    with acc.lock:
+        batch = acc.reopen("t", info, cursor)
+    assert batch is not None and batch.partition == p == 2 and batch.plain
+    assert acc.hot["t"] == (batch, info, cursor)
+    add(acc, "t", p, b"y")                   # (send adds its record at once)
+    acc._check()
+    with acc.lock:
+        assert acc.reopen("t", info, cursor) is None   # one is pending there already
+    acc.drain("t", p)
+    cursor.filled = 10                                 # the block is full: move on
+    with acc.lock:
+        assert acc.reopen("t", info, cursor) is None
+    acc._check()
+    assert [b.values for b in h.batches("t", p)] == [[b"x"], [b"y"]]
 
 
 def test_a_full_batch_does_not_become_hot(h):
@@ -389,7 +412,7 @@ def test_batch_metadata_lays_out_duplicates_and_log_append_times(h):
 def test_a_batch_result_without_duplicates_counts_from_its_base_offset(h):
     part = h.backend.partition("t", 0)
     h.log.topic("t").partition(0).append([b"."] * 10)
-    result = BatchResult("t", 0)
+    result = BatchResult("t", 0, threading.Lock())
     result.finish(part.append(encode_batch([b"a", b"b", b"c"])), None)
     assert [result.offset_of(i) for i in range(3)] == [10, 11, 12]
     assert [(r.offset, r.value) for r in h.records("t", 0)[10:]] == [

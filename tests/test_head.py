@@ -22,6 +22,7 @@ from eventlog._head import (
     current_boot_id,
     initial_state,
 )
+from eventlog._head import appended as appended_state
 from tests.conftest import run_python, spawn_python
 
 SLOT_OFFSETS = (64, 192)
@@ -152,6 +153,91 @@ def test_torn_slot_with_a_higher_seq_is_skipped(head):
     assert slot_seq(head.path, older.seq % 2) > newest.seq
     assert head.read() == newest
     head._check()
+
+
+def _publish_from_another_process(head: Head, records: int) -> None:
+    run_python("import sys\n"
+               "from eventlog._head import Head\n"
+               "head = Head(sys.argv[1])\n"
+               "st = head.read()\n"
+               "for _ in range(int(sys.argv[2])):\n"
+               "    st = head.publish(st._replace(end_offset=st.end_offset + 1,\n"
+               "                                  active_position=st.active_position + 9))\n"
+               "head.close()\n", head.path, str(records))
+
+
+def _write_seq(head: Head, slot: int, seq: int) -> None:
+    fd = os.open(head.path, os.O_RDWR)
+    try:
+        os.pwrite(fd, struct.pack("<Q", seq), SLOT_OFFSETS[slot])
+    finally:
+        os.close(fd)
+
+
+# What may happen to a head between two appends of its writer, as the writer finds it
+# under the lock; each leaves a state read() decides, and read_for_writer must agree.
+HEAD_CHANGES = {
+    "nothing": lambda head, st: None,
+    "another process published once": lambda head, st: _publish_from_another_process(
+        head, 1),
+    "another process published twice": lambda head, st: _publish_from_another_process(
+        head, 2),
+    "own slot garbled": lambda head, st: flip_byte(head.path,
+                                                  SLOT_OFFSETS[st.seq % 2] + 20),
+    "own slot's checksum garbled": lambda head, st: flip_byte(
+        head.path, SLOT_OFFSETS[st.seq % 2] + 104),
+    "other slot garbled": lambda head, st: flip_byte(head.path,
+                                                    SLOT_OFFSETS[(st.seq + 1) % 2] + 20),
+    "torn write with a higher seq in the other slot": lambda head, st: _write_seq(
+        head, (st.seq + 1) % 2, st.seq + 1),
+    "same seq in the other slot": lambda head, st: _write_seq(head, (st.seq + 1) % 2,
+                                                              st.seq),
+    "both slots garbled": lambda head, st: (flip_byte(head.path, SLOT_OFFSETS[0] + 20),
+                                            flip_byte(head.path, SLOT_OFFSETS[1] + 20)),
+}
+
+
+@pytest.mark.parametrize("change", sorted(HEAD_CHANGES))
+def test_read_for_writer_agrees_with_read_whatever_happened_since_the_publish(head,
+                                                                             change):
+    st = head.read()
+    assert st is not None
+    st = head.publish(appended(st, 2, 40))
+    st = head.publish(appended(st, 3, 50))
+    assert head.read_for_writer() == head.read() == st
+    HEAD_CHANGES[change](head, st)
+    expected = head.read()
+    assert head.read_for_writer() == expected
+    if change == "nothing":
+        assert head.read_for_writer() is st  # the writer's shortcut: nothing decoded
+    elif expected is not None:
+        # and the writer goes on from what it found, as before
+        after = head.publish(appended(expected, 1, 10))
+        assert head.read_for_writer() == head.read() == after
+
+
+def test_publish_appended_writes_what_publish_of_the_appended_state_writes(tmp_path, head):
+    # Two heads on two files, one published through each path; the tail the writer
+    # caches (boot id, flags, layout epoch) changes in between.
+    path = str(tmp_path / "other")
+    create(path, initial_state(NOW_MS))
+    other = Head(path)
+    try:
+        st = head.read()
+        assert st is not None and st == other.read()
+        for step, change in enumerate([{}, {"flags": 0}, {}, {"boot_id": (1 << 128) - 3},
+                                       {"layout_epoch": 7}, {}, {"flags": FLAG_DELETED}]):
+            st = st._replace(**change)
+            end, position, max_ts = st.end_offset + step + 1, st.active_position + 64, step
+            got = head.publish_appended(st, end, position, max_ts)
+            want = other.publish(appended_state(st, end, position, max_ts))
+            assert got == want and got.seq == st.seq + 1
+            assert head.mm[64:320] == other.mm[64:320]  # both slots, byte for byte
+            assert head.read() == got
+            head._check()
+            st = got
+    finally:
+        other.close()
 
 
 def test_both_slots_torn_reads_none_and_fails_the_check(head):

@@ -16,10 +16,13 @@ This room owns what happens to a record between ``Producer.send`` and its partit
   (idempotent producers), append through the backend's ``PartitionBackend``, count
   metrics, complete the batch's futures.
 
-Locks: ``Accumulator.lock`` (the producer lock) guards the pending batches, ``hot`` and
-the sticky cursors of the partitioner; a partition lock per partition (an ``RLock``)
-lets one batch at a time be written to it, in order, and guards its sequence number.
-The partition lock is taken first; callbacks run with neither held.
+Locks: ``Accumulator.lock`` (the producer lock) guards the pending batches, ``hot``,
+the sticky cursors of the partitioner and the completion state of the producer's
+``BatchResult``s (one lock for all: a lock made per batch cost as much as the rest of
+a one-record batch); a partition lock per partition (an ``RLock``, made with the
+partition's first batch) lets one batch at a time be written to it, in order, and
+guards its sequence number. The partition lock is taken first; callbacks run with
+neither held, and a ``BatchResult`` is completed with the producer lock not held.
 """
 
 from __future__ import annotations
@@ -54,6 +57,7 @@ Callback = Callable[["RecordFuture"], Any]
 # being asked (so a producer sending now and then never pays for waking it); then it
 # sleeps until a batch arrives.
 _LINGER_TICKING_S = 1.0
+_monotonic = time.monotonic
 
 
 def run_callback(fn: Callback, future: RecordFuture) -> None:
@@ -73,7 +77,7 @@ class BatchResult:
     __slots__ = ("base_offset", "callbacks", "done", "error", "event", "lock", "log_time",
                  "partition", "skipped", "stored", "topic")
 
-    def __init__(self, topic: str, partition: int) -> None:
+    def __init__(self, topic: str, partition: int, lock: threading.Lock) -> None:
         self.topic = topic
         self.partition = partition
         self.done = False
@@ -85,8 +89,9 @@ class BatchResult:
         # Made by the first waiter (``wait``): most batches are never waited for, and
         # an Event (a Condition and two locks) costs more than the rest of a batch.
         self.event: threading.Event | None = None
-        self.lock = threading.Lock()
-        self.callbacks: list[tuple[RecordFuture, Callback]] = []
+        self.lock = lock  # the producer lock (Accumulator.lock), never held by the caller
+        self.callbacks: list[tuple[RecordFuture, Callback]] | None = None  # (made by the
+        # first add_callback: most batches have none)
 
     def offset_of(self, index: int) -> int:
         if index < self.skipped:
@@ -98,12 +103,14 @@ class BatchResult:
         """Register ``fn`` for when the batch completes; False if it already has."""
         with self.lock:
             if not self.done:
+                if self.callbacks is None:
+                    self.callbacks = []
                 self.callbacks.append((future, fn))
                 return True
         return False
 
     def finish(self, result: AppendResult | None, error: BaseException | None
-               ) -> list[tuple[RecordFuture, Callback]]:
+               ) -> Sequence[tuple[RecordFuture, Callback]]:
         """Complete the futures; return the callbacks for the caller to run (outside
         any lock: a callback may send again)."""
         if result is not None:
@@ -115,11 +122,11 @@ class BatchResult:
         self.error = error
         with self.lock:
             self.done = True
-            callbacks, self.callbacks = self.callbacks, []
+            callbacks, self.callbacks = self.callbacks, None
             event = self.event
         if event is not None:
             event.set()
-        return callbacks
+        return callbacks or ()
 
     def wait(self, timeout: float | None) -> bool:
         """Block until the batch completes or ``timeout`` seconds pass; True if it
@@ -344,7 +351,7 @@ class ProducerBatch:
     __slots__ = ("bytes", "created", "headers", "keys", "partition", "plain", "result",
                  "timestamps", "topic", "values")
 
-    def __init__(self, topic: str, partition: int) -> None:
+    def __init__(self, topic: str, partition: int, lock: threading.Lock) -> None:
         self.topic = topic
         self.partition = partition
         self.values: list[bytes | None] = []
@@ -353,8 +360,8 @@ class ProducerBatch:
         self.keys: list[bytes | None] | None = None
         self.headers: list[Headers | None] | None = None
         self.bytes = 0                 # sum of record_size of the records
-        self.created = time.monotonic()
-        self.result = BatchResult(topic, partition)
+        self.created = _monotonic()
+        self.result = BatchResult(topic, partition, lock)
         self.plain = True
 
     def __repr__(self) -> str:
@@ -362,10 +369,12 @@ class ProducerBatch:
 
 
 def _check_batch(batch: ProducerBatch) -> None:
-    """The invariants of an open batch: its columns line up, ``bytes`` is the sum of its
-    record sizes, ``plain`` says whether it has keys or headers, and its result and
-    callbacks belong to it (part of ``Accumulator._check``)."""
+    """The invariants of an open batch: it holds a record, its columns line up,
+    ``bytes`` is the sum of its record sizes, ``plain`` says whether it has keys or
+    headers, and its result and callbacks belong to it (part of
+    ``Accumulator._check``)."""
     count = len(batch.values)
+    assert count > 0, batch  # a batch is opened for the record that goes in at once
     assert len(batch.timestamps) == count
     assert batch.keys is None or len(batch.keys) == count
     assert batch.headers is None or len(batch.headers) == count
@@ -376,13 +385,19 @@ def _check_batch(batch: ProducerBatch) -> None:
     result = batch.result
     assert not result.done and (result.topic, result.partition) == (batch.topic,
                                                                       batch.partition)
-    for future, _fn in result.callbacks:
+    for future, _fn in result.callbacks or ():
         assert future[0] is result and 0 <= future[1] < count
 
 
-# The fast path of Producer.send for a topic: its sticky partition's open batch, the
-# topic's cached info, and the cursor that put the batch there (see Accumulator.hot).
-Hot = tuple[ProducerBatch, TopicInfo, "StickyCursor"]
+# The fast path of Producer.send for a topic: its sticky partition's open batch (None
+# once drained: send then opens the next with ``Accumulator.reopen``), the topic's
+# cached info, and the cursor that put the batch there (see Accumulator.hot).
+Hot = tuple["ProducerBatch | None", TopicInfo, "StickyCursor"]
+
+
+# Sender's counters, by index into its list.
+_METRICS = ("records_sent", "bytes_sent", "batches_sent", "errors", "duplicates")
+_RECORDS, _BYTES, _BATCHES, _ERRORS, _DUPLICATES = range(len(_METRICS))
 
 
 class Sender:
@@ -399,13 +414,12 @@ class Sender:
         self._txn: TransactionManager | None = None
         self._partitions: dict[tuple[str, int], PartitionBackend] = {}
         self._sequences: dict[tuple[str, int], int] = {}
-        self._lock = threading.Lock()  # guards _metrics
-        self._metrics = {"records_sent": 0, "bytes_sent": 0, "batches_sent": 0, "errors": 0,
-                         "duplicates": 0}
+        self._lock = threading.Lock()  # guards _counts
+        self._counts = [0] * len(_METRICS)  # in _METRICS' order (a list: the hot path)
 
     def write(self, result: BatchResult, values: list[bytes | None],
               keys: list[bytes | None] | None, headers: list[Headers | None] | None,
-              timestamps: Sequence[int] | int) -> list[tuple[RecordFuture, Callback]]:
+              timestamps: Sequence[int] | int) -> Sequence[tuple[RecordFuture, Callback]]:
         """Store one batch of records in ``result``'s partition: encode the columns,
         stamp the producer id and the partition's next sequence (idempotent
         producers), append, count, and complete ``result`` (its futures). An error is
@@ -423,7 +437,9 @@ class Sender:
             if part is None:
                 part = self._partitions[key] = self._backend.partition(*key)
             if pid is None:
-                encoded = encode_batch(values, keys, timestamps, headers)
+                # (a record alone: its timestamp as an int, the same batch at less cost)
+                encoded = encode_batch(values, keys, timestamps[0] if count == 1 and type(
+                    timestamps) is list else timestamps, headers)
                 appended = part.append(encoded)
             elif self._txn is not None:
                 # The partition joins the transaction (durably) before its first record.
@@ -447,15 +463,15 @@ class Sender:
             if self._txn is not None:
                 self._txn.record_error(exc)
             with self._lock:
-                self._metrics["errors"] += count
+                self._counts[_ERRORS] += count
             return result.finish(None, exc)
         skipped = len(appended.stored_offsets) if appended.stored_offsets else 0
         with self._lock:
-            m = self._metrics
-            m["duplicates"] += skipped
-            m["records_sent"] += count - skipped
-            m["bytes_sent"] += len(encoded.payload)
-            m["batches_sent"] += 1
+            counts = self._counts
+            counts[_RECORDS] += count - skipped
+            counts[_BYTES] += len(encoded.payload)
+            counts[_BATCHES] += 1
+            counts[_DUPLICATES] += skipped
         return result.finish(appended, None)
 
     def set_transactional(self, txn: TransactionManager, producer_id: int) -> None:
@@ -468,7 +484,7 @@ class Sender:
     def metrics(self) -> dict[str, int]:
         """A copy of the counters. Cost: O(1)."""
         with self._lock:
-            return dict(self._metrics)
+            return dict(zip(_METRICS, self._counts, strict=True))
 
 
 class Accumulator:
@@ -483,7 +499,9 @@ class Accumulator:
     ``hot`` maps a topic to the fast-path entry of ``Producer.send`` (``Hot``): valid
     while its batch is ``plain`` (drained batches are not), its ``TopicInfo`` has sends
     left and its cursor has room (a cursor that moved on has none). Only ``append``
-    sets an entry and only a drain removes one; ``_check`` verifies the rest.
+    and ``reopen`` set an entry's batch and only a drain clears it (keeping the info
+    and cursor, so that the next keyless ``send`` opens the next batch without the
+    general path); ``_check`` verifies the rest.
     """
 
     def __init__(self, sender: Sender, batch_bytes: int, linger_s: float) -> None:
@@ -496,7 +514,9 @@ class Accumulator:
         self._pending: dict[str, list[ProducerBatch | None]] = {}  # topic -> by partition
         self._partition_locks: dict[tuple[str, int], threading.RLock] = {}
         self._urgent: set[tuple[str, int]] = set()           # the linger thread drains now
-        self._inflight: dict[tuple[str, int], BatchResult] = {}  # being written
+        # The batch each partition last took to write (done once written: drain never
+        # removes it, it is replaced by the next; flush with a timeout waits for it).
+        self._taken: dict[tuple[str, int], BatchResult] = {}
         self._stopping = False
         self._linger_thread: threading.Thread | None = None
         self._linger_until: float | None = None  # the linger thread's next look (None: none)
@@ -522,16 +542,9 @@ class Accumulator:
             slots.extend([None] * (partition + 1 - len(slots)))
         batch = slots[partition]
         if batch is None:
-            batch = slots[partition] = ProducerBatch(topic, partition)
-            if self.linger_s > 0:
-                self._ensure_linger_thread()
-                self._newest = batch.created
-                until = self._linger_until
-                if until is None or until > batch.created + self.linger_s:
-                    # Wake the thread only when it would sleep past this batch's
-                    # deadline: a wake-up costs the sending thread a GIL hand-over
-                    # (about 15 us, half a one-record send + flush).
-                    self._cond.notify()
+            batch = self._open(topic, partition, slots)
+            if (topic, partition) not in self._partition_locks:  # (reopen's has one)
+                self._partition_locks[(topic, partition)] = threading.RLock()
         values = batch.values
         index = len(values)
         future = new_future((batch.result, index, timestamp_ms, self))
@@ -552,6 +565,45 @@ class Accumulator:
         if hot is not None and batch.plain and not due:
             self.hot[topic] = (batch, hot[0], hot[1])
         return future, due
+
+    def _open(self, topic: str, partition: int, slots: list[ProducerBatch | None]
+              ) -> ProducerBatch:
+        """A new pending batch in the free slot of ``partition`` (lock held). Its
+        partition must get a partition lock (``append`` makes it) so that ``flush``
+        finds every partition with a batch among the partition locks."""
+        batch = slots[partition] = ProducerBatch(topic, partition, self.lock)
+        if self.linger_s > 0:
+            if self._linger_thread is None:
+                self._ensure_linger_thread()
+            self._newest = batch.created
+            until = self._linger_until
+            if until is None or until > batch.created + self.linger_s:
+                # Wake the thread only when it would sleep past this batch's
+                # deadline: a wake-up costs the sending thread a GIL hand-over
+                # (about 15 us, half a one-record send + flush).
+                self._cond.notify()
+        return batch
+
+    def reopen(self, topic: str, info: TopicInfo, cursor: StickyCursor
+               ) -> ProducerBatch | None:
+        """``Producer.send``'s fast path found the hot batch of ``topic`` drained: open
+        the next one where ``cursor`` points and make it the hot batch, as the general
+        path (``StickyPartitioner.place``, then ``append``) would for a keyless record
+        with ``info`` current. (The partition is the drained batch's, so it has its
+        partition lock.) None when the cursor's block is full or that partition
+        has a batch pending already: the caller then takes the general path.
+
+        Call with ``lock`` held. Cost: O(1).
+        """
+        if cursor.filled >= self.batch_bytes:
+            return None
+        partition = cursor.index % info.partitions
+        slots = self._pending.get(topic)
+        if slots is None or len(slots) <= partition or slots[partition] is not None:
+            return None
+        batch = self._open(topic, partition, slots)
+        self.hot[topic] = (batch, info, cursor)
+        return batch
 
     # -- draining -------------------------------------------------------------------------
 
@@ -574,7 +626,7 @@ class Accumulator:
         batch.plain = False
         hot = self.hot.get(topic)
         if hot is not None and hot[0] is batch:  # let its records go with it
-            del self.hot[topic]
+            self.hot[topic] = (None, hot[1], hot[2])
         return batch
 
     def drain(self, topic: str, partition: int, timeout: float | None = None,
@@ -585,21 +637,22 @@ class Accumulator:
 
         Cost: one ``Sender.write``; waits for a write in progress on the partition.
         """
-        lock = self._partition_lock(topic, partition)
-        if not lock.acquire(timeout=-1 if timeout is None else max(timeout, 0)):
+        key = (topic, partition)
+        lock = self._partition_locks.get(key)
+        if lock is None:
+            lock = self._partition_lock(topic, partition)
+        if not (lock.acquire() if timeout is None else lock.acquire(timeout=max(timeout, 0))):
             raise TimeoutError(f"timed out waiting to append to {topic}[{partition}]")
         try:
             with self.lock:
                 batch = self._take(topic, partition, only)
                 if batch is None:
                     return
-                self._inflight[(topic, partition)] = batch.result
+                result = self._taken[key] = batch.result
             # Complete the futures before letting go of the partition, so that a flush
             # that waited for this lock sees them done...
-            callbacks = self.sender.write(batch.result, batch.values, batch.keys,
-                                          batch.headers, batch.timestamps)
-            with self.lock:
-                self._inflight.pop((topic, partition), None)
+            callbacks = self.sender.write(result, batch.values, batch.keys, batch.headers,
+                                          batch.timestamps)
         finally:
             lock.release()
         # ...and run callbacks outside it: they may send to this partition again.
@@ -625,7 +678,7 @@ class Accumulator:
             for start in range(0, len(indexes), per_chunk):
                 chunk = indexes[start:start + per_chunk]
                 values, keys, headers, stamps = columns.take(chunk)
-                result = BatchResult(topic, partition)
+                result = BatchResult(topic, partition, self.lock)
                 self.sender.write(result, values, keys, headers, stamps)  # (no futures)
                 if result.error is not None:
                     raise result.error
@@ -705,17 +758,19 @@ class Accumulator:
         """
         if timeout is None:
             with self.lock:
-                targets = set(self._partition_locks)  # (also waits for writes under way)
-                for topic, slots in self._pending.items():
-                    targets.update((topic, b.partition) for b in slots if b is not None)
-            for topic, partition in sorted(targets):
+                # Every partition with a pending batch has a lock (``_open``), and a
+                # drain of one with none waits for a write under way there.
+                targets = list(self._partition_locks)
+            if len(targets) > 1:
+                targets.sort()
+            for topic, partition in targets:
                 self.drain(topic, partition)
             return
         deadline = time.monotonic() + timeout
         with self.lock:
             results = [b.result for slots in self._pending.values() for b in slots
                        if b is not None]
-            results += self._inflight.values()
+            results += [r for r in self._taken.values() if not r.done]
         self._request_urgent({(r.topic, r.partition) for r in results})
         for r in results:
             if not r.wait(max(0.0, deadline - time.monotonic())):
@@ -754,14 +809,20 @@ class Accumulator:
                     if batch is None:
                         continue
                     assert (batch.topic, batch.partition) == (topic, partition), batch
+                    assert (topic, partition) in self._partition_locks, batch  # (flush)
                     _check_batch(batch)
                     open_batches.add(id(batch))
                     assert self._linger_thread is not None or self.linger_s == 0
             for topic, (batch, info, cursor) in self.hot.items():
+                if batch is None:  # drained: reopen opens the next, in a partition
+                    if info.sends_left > 0 and cursor.filled < self.batch_bytes:  # with a
+                        where = (topic, cursor.partition(info.partitions))  # lock
+                        assert where in self._partition_locks, where
+                    continue
                 assert batch.topic == topic and id(batch) in open_batches, batch
                 if batch.plain and info.sends_left > 0 and cursor.filled < self.batch_bytes:
                     # the entry is live: the fast path adds to the cursor's partition
                     assert cursor.partition(info.partitions) == batch.partition, batch
                     assert batch.bytes < self.batch_bytes, batch
-            for (topic, partition), result in self._inflight.items():
+            for (topic, partition), result in self._taken.items():
                 assert (result.topic, result.partition) == (topic, partition)

@@ -65,6 +65,9 @@ VERSION = 1
 HEADER = struct.Struct("<4sIQBBHIqIiqqq")
 HEADER_BYTES = HEADER.size  # 64
 CHECKSUM_START = 16
+# write_batch hashes a batch up to this size from a copy of its bytes (0.1 us for a
+# small one) rather than through a memoryview (0.35 us): the one-record append path.
+_COPY_TO_HASH_BYTES = 2048
 _CHECKSUM = struct.Struct("<Q")
 _MAGIC_LENGTH = struct.Struct("<4sI")
 
@@ -234,8 +237,11 @@ def write_batch(buf: Any, pos: int, batch: EncodedBatch, base_offset: int,
         batch.max_timestamp_ms if max_timestamp_ms is None else max_timestamp_ms,
         batch.producer_id)
     buf[pos + HEADER_BYTES:pos + length] = batch.payload
-    with memoryview(buf) as view:
-        checksum = _xxh3(view[pos + CHECKSUM_START:pos + length])
+    if length <= _COPY_TO_HASH_BYTES:  # a copy costs less than a memoryview, up to here
+        checksum = _xxh3(buf[pos + CHECKSUM_START:pos + length])
+    else:
+        with memoryview(buf) as view:
+            checksum = _xxh3(view[pos + CHECKSUM_START:pos + length])
     _CHECKSUM.pack_into(buf, pos + 8, checksum)
     return length
 

@@ -42,7 +42,7 @@ from contextlib import contextmanager
 from typing import Concatenate, NamedTuple, ParamSpec, TypeVar
 
 from . import _fileutil, _head, _notify
-from ._format import DecodedBatch, EncodedBatch
+from ._format import HEADER_BYTES, DecodedBatch, EncodedBatch
 from ._head import Head, HeadState
 from ._producer_state import ProducerStateManager
 from ._recovery import Recovery
@@ -178,6 +178,10 @@ class AppendResult(NamedTuple):
     stored_offsets: list[int] | None = None
 
 
+# AppendResult(...) without its Python-level __new__ (the append path's result).
+_new_result = tuple.__new__
+
+
 class PartitionLog(PartitionRetention):
     """One partition of one topic, in one process. Thread-safe.
 
@@ -199,6 +203,8 @@ class PartitionLog(PartitionRetention):
         self._on_roll = on_roll
         self._lock = threading.Lock()
         self._read_only = read_only = context.options.read_only
+        self._fsync_always = context.options.fsync == "always"  # (options are frozen)
+        self._fsync_interval = context.options.fsync == "interval"
         self._head = Head(os.path.join(directory, _head.FILE_NAME), read_only)
         # A layout change (compaction, retention) may remove batches producer state
         # counts: it is rebuilt on next use.
@@ -333,11 +339,11 @@ class PartitionLog(PartitionRetention):
 
     def _sync_active(self) -> tuple[HeadState, Segment]:
         """The current state and its active segment, writer lock held (``_locked``)."""
-        st = self._head.read()
+        st = self._head.read_for_writer()
         if st is None:
             st = self._recovery.recover(None, self._config())
             return st, self._segments[st.active_base]
-        if st.deleted:
+        if st.flags & _head.FLAG_DELETED:
             self._raise_deleted()
         segments = self._segments
         active = segments.writer_active(st)
@@ -376,9 +382,11 @@ class PartitionLog(PartitionRetention):
         """
         config = self._config()
         ctx = self._ctx
-        ctx.check_writable()
+        if ctx.failure is not None or self._read_only:
+            ctx.check_writable()
         with self._lock:  # the context managers of _locked, inlined: this is the hot path
-            self._check_open()
+            if self._closed:
+                self._check_open()
             fd = self._head.fd
             fcntl.flock(fd, fcntl.LOCK_EX)
             try:
@@ -388,7 +396,7 @@ class PartitionLog(PartitionRetention):
                     from exc
             finally:
                 fcntl.flock(fd, fcntl.LOCK_UN)
-        if ctx.options.fsync == "interval" and result.base_offset >= 0:
+        if self._fsync_interval and result.base_offset >= 0:
             with ctx.dirty_lock:
                 ctx.dirty.add(self)
         if rolled:
@@ -398,7 +406,7 @@ class PartitionLog(PartitionRetention):
     def _append_locked(self, batch: EncodedBatch, config: TopicConfig, ctx: StorageContext
                        ) -> tuple[AppendResult, bool]:
         """The body of ``append``, writer lock held. Returns (result, rolled)."""
-        always = ctx.options.fsync == "always"
+        always = self._fsync_always
         st, active = self._sync_active()
         stored = None
         if batch.producer_id >= 0 and (batch.base_sequence >= 0 or batch.attributes):
@@ -406,20 +414,21 @@ class PartitionLog(PartitionRetention):
             if admitted is None:
                 return AppendResult(-1, st.end_offset, -1, stored), False
             batch = admitted
-        if st.clean:
+        if st.flags & _head.FLAG_CLEAN:
             st = self._recovery.make_dirty(st)
         now = -1
-        if config.segment_ms is not None or config.timestamp_type == "log_append_time":
+        segment_ms, log_time_type = config.segment_ms, config.timestamp_type == "log_append_time"
+        if segment_ms is not None or log_time_type:
             now = ctx.clock()
-        rolled = st.active_position > 0 and (
-            st.active_position + batch.size > config.segment_bytes
-            or (config.segment_ms is not None
-                and now - st.active_created_ms >= config.segment_ms))
+        position = st.active_position
+        rolled = position > 0 and (
+            position + HEADER_BYTES + len(batch.payload) > config.segment_bytes
+            or (segment_ms is not None and now - st.active_created_ms >= segment_ms))
         if rolled:
             st, active = self._roll(st, active, config, now)
-        position = st.active_position
+            position = st.active_position
         base_offset = st.end_offset
-        log_time = now if config.timestamp_type == "log_append_time" else -1
+        log_time = now if log_time_type else -1
         if log_time >= 0:
             length = active.append(batch, position, base_offset, config.segment_bytes,
                                    log_time, log_time)
@@ -428,19 +437,21 @@ class PartitionLog(PartitionRetention):
             length = active.append(batch, position, base_offset, config.segment_bytes)
             max_ts = max(st.active_max_timestamp_ms, batch.max_timestamp_ms)
         end = base_offset + batch.last_offset_delta + 1
-        new = st._replace(end_offset=end, active_position=position + length,
-                          active_max_timestamp_ms=max_ts)
         if always:
             ctx.fsync(active.sync)
-            new = new._replace(recovery_base=active.base_offset,
-                               recovery_position=position + length, recovery_offset=end)
-        self._publish(new)
+            self._publish(_head.appended(st, end, position + length, max_ts)._replace(
+                recovery_base=active.base_offset, recovery_position=position + length,
+                recovery_offset=end))
+        else:  # _publish(_head.appended(st, ...)), one state built instead of two
+            if st.boot_id != ctx.boot_id:
+                st = st._replace(boot_id=ctx.boot_id)
+            self._own_seq = self._head.publish_appended(st, end, position + length, max_ts).seq
         producers = self._producers
         if producers.built:  # else nothing to keep in step (checked here: hot path)
             producers.appended(batch, base_offset, active.base_offset, position + length)
         # after the publish: an index entry never names unpublished bytes
         active.index_batch(position, base_offset, max_ts, config.index_interval_bytes)
-        return AppendResult(base_offset, end, log_time, stored), rolled
+        return _new_result(AppendResult, (base_offset, end, log_time, stored)), rolled
 
     def mark_deleted(self) -> None:
         """Refuse every later read and write of this partition, in every process.

@@ -295,7 +295,11 @@ class Segment(SegmentLookups):
                first_timestamp_ms: int | None = None, max_timestamp_ms: int | None = None
                ) -> int:
         """Write ``batch`` at ``position``; return its length. Not yet published."""
-        mm = self.reserve(position + batch.size, segment_bytes)
+        end = position + _format.HEADER_BYTES + len(batch.payload)
+        mm = self._mm
+        if mm is None or self._mapped_bytes < end or self._fd is None \
+                or self._allocated_bytes < end:  # (else reserve would return mm as it is)
+            mm = self.reserve(end, segment_bytes)
         return _format.write_batch(mm, position, batch, base_offset, first_timestamp_ms,
                                    max_timestamp_ms)
 
@@ -507,8 +511,8 @@ class Segment(SegmentLookups):
         it if ``IndexPolicy`` says so (every ``interval`` bytes). The batch is stored
         already: an index that cannot be written is derived data, marked invalid and
         rebuilt later, so this never fails. Cost: O(1), a pwrite per entry."""
-        last = self.indexes.offset.last_position()  # IndexPolicy's rule, inlined (hot)
-        if last < 0 or position - last >= interval:
+        positions = self.indexes.offset.positions  # IndexPolicy's rule, inlined (hot)
+        if not positions or position - positions[-1] >= interval:
             policy = self.index_policy(interval)
             policy.observe(position, base_offset, max_ts_so_far)
             try:

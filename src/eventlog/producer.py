@@ -244,6 +244,8 @@ class Producer:
             self._txn = TransactionManager(backend.transactions(), transactional_id,
                                            transaction_timeout_ms, self._accumulator.sender,
                                            self._accumulator.flush)
+        # send()'s fast path is for built-in serializers outside transactions
+        self._plain = self._fast and self._txn is None
         if explicit_id:  # (a random id needs no lock)
             assert producer_id is not None
             self._lock_producer_id(producer_id)  # last: nothing may fail after it
@@ -310,8 +312,7 @@ class Producer:
                                      f"{MAX_TIMESTAMP_MS}, not {timestamp_ms!r}")
         else:
             ts = timestamp_ms
-        if key is not None or headers is not None or partition is not None or not self._fast \
-                or self._txn is not None:
+        if key is not None or headers is not None or partition is not None or not self._plain:
             return self._send_general(topic, value, key, headers, partition, ts)
         # The common case, a keyless record with built-in serializers, inlined: it is
         # the hot path of every producer (see benchmarks/bench_producer.py). It is
@@ -326,8 +327,8 @@ class Producer:
             hot = self._hot.get(topic)
             if hot is not None:
                 batch, info, cursor = hot
-                if batch.plain and info.sends_left > 0 and cursor.filled < self._batch_bytes:
-                    info.sends_left -= 1
+                if info.sends_left > 0 and cursor.filled < self._batch_bytes and (
+                        batch.plain if batch is not None else self._info.get(topic) is info):
                     if value is None:
                         v = None
                         size = 0
@@ -339,21 +340,31 @@ class Producer:
                         size = len(v)
                         if size > info.max_message_bytes:
                             check_size(size, info.max_message_bytes, topic)
-                    cursor.filled += size + 1
-                    values = batch.values
-                    future = new_future((batch.result, len(values), ts, self._accumulator))
-                    values.append(v)
-                    batch.timestamps.append(ts)
-                    batch.bytes += size
-                    full = batch.bytes >= self._batch_bytes
+                    if batch is None:
+                        # The last batch was drained (a record sent alone and flushed):
+                        # open the next one where the general path would (None: it
+                        # cannot, so let it).
+                        batch = self._accumulator.reopen(topic, info, cursor)
+                    if batch is not None:
+                        info.sends_left -= 1
+                        cursor.filled += size + 1
+                        values = batch.values
+                        future = new_future((batch.result, len(values), ts,
+                                             self._accumulator))
+                        values.append(v)
+                        batch.timestamps.append(ts)
+                        batch.bytes += size
+                        full = batch.partition if batch.bytes >= self._batch_bytes else -1
+                    else:
+                        hot = None
                 else:
                     hot = None
         finally:
             self._release()
         if hot is None:  # the first record of a batch, or something changed
             return self._send_general(topic, value, None, None, None, ts)
-        if full:
-            self._accumulator.drain(topic, batch.partition)
+        if full >= 0:
+            self._accumulator.drain(topic, full)
         return future
 
     def _send_general(self, topic: str, value: Any, key: Any,
