@@ -418,7 +418,7 @@ class KafkaProducer(Producer):
                         check_size(len(v), info.max_message_bytes, topic)
                 future = info.future()
                 try:
-                    self._produce(topic, v, on_delivery=future)
+                    self._produce(topic, v, None, -1, future)  # see _produce_one
                 except BufferError:
                     self._produce_one(topic, v, None, -1, 0, None, future)
                 except KafkaException as exc:
@@ -453,10 +453,14 @@ class KafkaProducer(Producer):
     def _produce_one(self, topic: str, v: bytes | None, k: bytes | None, p: int, ts: int,
                      hdrs: list[tuple[str, bytes]] | None,
                      on_delivery: Callable[[Any, Any], None]) -> None:
+        # produce()'s arguments are passed by position: (topic, value, key, partition,
+        # callback, on_delivery, timestamp, headers), "callback" and "on_delivery" being
+        # one. confluent-kafka parses keywords with PyArg_ParseTupleAndKeywords, which
+        # looks up every optional name: 400 ns of a 800 ns call (benchmarks/bench_kafka.py).
         while True:
             try:
-                self._produce(topic, v, k, p, on_delivery=on_delivery, timestamp=ts,
-                              headers=hdrs)  # type: ignore[arg-type]  # pairs are accepted
+                self._produce(topic, v, k, p, on_delivery, None, ts,
+                              hdrs)  # type: ignore[arg-type]  # pairs are accepted
                 return
             except BufferError:
                 # librdkafka's queue is full: wait for deliveries, as Java's send blocks
@@ -523,14 +527,20 @@ class KafkaProducer(Producer):
         produce = self._produce
         try:
             if ks is None and hdrs is None and type(parts) is int and type(stamps) is int:
-                # the common case: one tight loop, its names local
-                p, ts, report = parts, stamps, batch.report
-                for i, v in enumerate(vals):
-                    try:
-                        produce(topic, v, None, p, on_delivery=partial(report, i),
-                                timestamp=ts)
-                    except BufferError:
-                        self._produce_one(topic, v, None, p, ts, None, partial(report, i))
+                # The common case: a tight loop, its names local. Every _CHECK_EVERY
+                # records it serves delivery reports, as send() does: the poller thread
+                # then stays idle rather than contend for the GIL.
+                p, ts, report, poll = parts, stamps, batch.report, self._producer.poll
+                for start in range(0, count, _CHECK_EVERY):
+                    end = min(start + _CHECK_EVERY, count)
+                    for i, v in zip(range(start, end), vals[start:end], strict=True):
+                        try:  # arguments by position: see _produce_one
+                            produce(topic, v, None, p, partial(report, i), None, ts)
+                        except BufferError:
+                            self._produce_one(topic, v, None, p, ts, None,
+                                              partial(report, i))
+                    self._served = time.monotonic()
+                    poll(0)
             else:
                 each_p = repeat(parts, count) if isinstance(parts, int) else parts
                 each_ts = repeat(stamps, count) if isinstance(stamps, int) else stamps
