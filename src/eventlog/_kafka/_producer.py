@@ -9,9 +9,21 @@ retries, acks and idempotence are librdkafka's: ``linger_ms`` and ``batch_bytes`
 to ``linger.ms`` and ``batch.size``; ``acks`` is ``"all"`` by default, so a future
 resolves once every in-sync replica has the record.
 
-A delivery report resolves a future when librdkafka serves it: in a background
-thread that polls the client, or in a thread waiting on ``result()`` or ``flush()``.
-Transactions map straight onto librdkafka's transactional producer.
+A delivery report resolves a future when librdkafka serves it: in the sending thread
+(every ``_CHECK_EVERY`` sends of a topic, as librdkafka's examples poll), in a
+background thread that polls the client while no one sends, or in a thread waiting on
+``result()`` or ``flush()``. Transactions map straight onto librdkafka's
+transactional producer.
+
+The per-record path costs about what the raw client costs once it is told each
+record's fate (benchmarks/bench_kafka.py, docs/kafka-backend.md): per ``send``, one
+dict lookup and one counter for the topic's settings, the owner thread's bound
+``Packer.pack``, one size check, a future made without ``__init__``
+(``future_class``) and one ``produce()`` with its arguments by position; no
+partitioner call where librdkafka's own gives eventlog's placement (keyless records;
+``"murmur2"`` keys: librdkafka's ``murmur2_random`` is Java's), no lock, no clock.
+``send_batch`` serializes columns in C-level maps and gives each record a
+``partial`` of one callback (``_batch.py``) instead of a future.
 """
 
 from __future__ import annotations
