@@ -331,8 +331,9 @@ class KafkaProducer(Producer):
 
     def _serve_forever(self) -> None:
         # While sends are running they serve delivery reports themselves (every
-        # _SERVE_EVERY sends, in the sending thread, as librdkafka's own examples do):
-        # this thread then stays out of their way, rather than contend for the GIL.
+        # _CHECK_EVERY sends of a topic, in the sending thread, as librdkafka's own
+        # examples do): this thread then stays out of their way, rather than contend
+        # for the GIL.
         stop, poll = self._stop, self._producer.poll
         while not stop.is_set():
             idle = time.monotonic() - self._served
