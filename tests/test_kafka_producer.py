@@ -142,3 +142,33 @@ def test_futures_resolve_and_call_back_from_other_threads(kafka_log):
         sorted((n, i) for n in range(3) for i in range(300))
     ends = kafka_log.topic(topic)
     assert sum(ends.partition(p).end_offset for p in range(2)) == 901
+
+
+def test_delivered_batch_fills_in_what_librdkafka_reports(kafka_broker, kafka_log):
+    # _batch.DeliveredBatch under a raw confluent-kafka producer: real delivery
+    # reports, records placed by librdkafka (-1) on a topic of three partitions
+    from functools import partial
+
+    from confluent_kafka import Producer as RawProducer
+
+    from eventlog._kafka._batch import DeliveredBatch
+
+    topic = name()
+    kafka_log.create_topic(topic, partitions=3)
+    raw = RawProducer({"bootstrap.servers": kafka_broker.bootstrap_servers,
+                       "linger.ms": 1, "batch.size": 512})
+    batch = DeliveredBatch(300, -1, 1_234, log_append_time=False)
+    for i in range(300):
+        raw.produce(topic, f"r{i}".encode(), None, -1, partial(batch.report, i), None, 1_234)
+    assert raw.flush(30) == 0
+    batch._check()
+    md = batch.metadata(topic)
+    assert len(set(md.partitions())) > 1
+    with eventlog.Consumer(kafka_log, topic, value_deserializer="bytes") as consumer:
+        got: dict[tuple[int, int], bytes] = {}
+        for _ in range(100):
+            got.update({(r.partition, r.offset): r.value for r in consumer.poll(0.5)})
+            if len(got) == 300:
+                break
+    assert [got[(m.partition, m.offset)] for m in md] == [f"r{i}".encode() for i in range(300)]
+    assert {m.timestamp_ms for m in md} == {1_234}
