@@ -9,6 +9,7 @@ One room per file::
     _log.py        KafkaLog, KafkaTopic, KafkaPartition: topics admin, offsets, groups admin
     _admin.py      the AdminClient calls behind them, with timeouts and error translation
     _producer.py   KafkaProducer: serializers, eventlog's partitioners, futures, flush
+    _batch.py      send_batch's delivery reports: each record's offset, into arrays
     _consumer.py   KafkaConsumer: poll, positions, seek, commits, rebalance listeners
     _commits.py    its offset commits: synchronous, auto-commit, the commit_async thread
     _aio.py        KafkaAIOConsumer: the asyncio consumer over KafkaConsumer

@@ -9,32 +9,50 @@ retries, acks and idempotence are librdkafka's: ``linger_ms`` and ``batch_bytes`
 to ``linger.ms`` and ``batch.size``; ``acks`` is ``"all"`` by default, so a future
 resolves once every in-sync replica has the record.
 
-A delivery report resolves a future when librdkafka serves it: in a background
-thread that polls the client, or in a thread waiting on ``result()`` or ``flush()``.
-Transactions map straight onto librdkafka's transactional producer.
+A delivery report resolves a future when librdkafka serves it: in the sending thread
+(every ``_CHECK_EVERY`` sends of a topic, as librdkafka's examples poll), in a
+background thread that polls the client while no one sends, or in a thread waiting on
+``result()`` or ``flush()``. Transactions map straight onto librdkafka's
+transactional producer.
+
+The per-record path costs about what the raw client costs once it is told each
+record's fate (benchmarks/bench_kafka.py, docs/kafka-backend.md): per ``send``, one
+dict lookup and one counter for the topic's settings, the owner thread's bound
+``Packer.pack``, one size check, a future made without ``__init__``
+(``future_class``) and one ``produce()`` with its arguments by position; no
+partitioner call where librdkafka's own gives eventlog's placement (keyless records;
+``"murmur2"`` keys: librdkafka's ``murmur2_random`` is Java's), no lock, no clock.
+``send_batch`` serializes columns in C-level maps and gives each record a
+``partial`` of one callback (``_batch.py``) instead of a future.
 """
 
 from __future__ import annotations
 
 import atexit
 import contextlib
+import operator
 import threading
 import time
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from typing import Any
+from functools import partial
+from itertools import repeat
+from threading import get_ident
+from typing import Any, ClassVar
 
 from confluent_kafka import Consumer as _RawConsumer
 from confluent_kafka import KafkaException
 from confluent_kafka import Producer as _RawProducer
 from confluent_kafka import TopicPartition as KafkaTP
 
-from .._accumulator import BatchMetadata, Chunk
-from .._partitioner import RecordPartitioner, check_partition
+from .._accumulator import BatchMetadata
+from .._partitioner import RecordPartitioner, check_partition, murmur2_partition
 from .._records import (
     MAX_TIMESTAMP_MS,
+    byte_sizes,
     check_headers,
     check_size,
+    check_sizes,
     check_timestamps,
     record_size,
     serialization_error,
@@ -52,16 +70,18 @@ from ..errors import (
 )
 from ..log import Log
 from ..producer import Producer
-from ..serde import Serializer, serializer
+from ..producer import _serialize_column as serialize_column
+from ..serde import Serializer, column_packer, serializer
+from ._batch import DeliveredBatch
 from ._errors import kafka_errors, translate
 from ._log import KafkaLog
 
 __all__ = ["KafkaFuture", "KafkaProducer"]
 
 _METADATA_TTL_S = 5.0     # how long a topic's partition count is trusted
-_CHECK_EVERY = 1000       # sends between looks at the clock for that
+_CHECK_EVERY = 1000       # sends of a topic between two servings of delivery reports
+                          # by the sender, and two looks at the clock for that TTL
 _POLL_S = 0.1
-_SERVE_EVERY = 1000       # sends between two servings of delivery reports by send()
 _ACKS = {"all": "all", -1: "all", 1: "1", 0: "0", "1": "1", "0": "0"}
 
 
@@ -86,22 +106,24 @@ class KafkaFuture:
     it. ``result()``, ``exception()``, ``done()``, ``add_done_callback(fn)``, as
     ``RecordFuture``. Thread-safe.
 
-    One is made per record, so it is small: ``_state`` is None while pending, then
-    librdkafka's delivered message (turned into ``RecordMetadata`` when first asked
-    for: four accessor calls most senders never make), or the error. Callbacks wait in
-    the producer's ``waiting`` table, which is empty unless someone added one."""
+    One is made per record, so making one costs one C-level allocation and no
+    ``__init__`` call: its producer and topic are class attributes of a subclass made
+    once per producer and topic (``future_class``), and ``_state`` stays unset while
+    the record is pending. Then it holds librdkafka's delivered message (turned into
+    ``RecordMetadata`` when first asked for: four accessor calls most senders never
+    make), or the error. Callbacks wait in the producer's ``waiting`` table, which is
+    empty unless someone added one."""
 
-    __slots__ = ("_producer", "_state", "_topic")
-
-    def __init__(self, producer: KafkaProducer, topic: str) -> None:
-        self._producer = producer
-        self._topic = topic
-        self._state: Any = None
+    __slots__ = ("_state",)
+    _producer: ClassVar[KafkaProducer]
+    _topic: ClassVar[str]
+    _state: Any
 
     def __repr__(self) -> str:
-        state = "pending" if self._state is None else (
-            "failed" if isinstance(self._state, BaseException) else "done")
-        return f"<KafkaFuture {self._topic} {state}>"
+        state = getattr(self, "_state", None)
+        what = "pending" if state is None else (
+            "failed" if isinstance(state, BaseException) else "done")
+        return f"<KafkaFuture {self._topic} {what}>"
 
     def __call__(self, err: Any, msg: Any) -> None:
         # librdkafka's delivery report (on_delivery=future)
@@ -119,17 +141,18 @@ class KafkaFuture:
                 fn(self)
 
     def fail(self, error: BaseException) -> None:
-        if self._state is None:
+        """Resolve a pending future with ``error`` (a record that was never sent)."""
+        if not hasattr(self, "_state"):
             self._state = error
             self._run_callbacks()
 
     def done(self) -> bool:
         """True once the record is stored or failed."""
-        return self._state is not None
+        return hasattr(self, "_state")
 
     def _wait(self, timeout: float | None) -> Any:
         deadline = None if timeout is None else time.monotonic() + timeout
-        while self._state is None:
+        while not hasattr(self, "_state"):
             left = _POLL_S if deadline is None else min(_POLL_S, deadline - time.monotonic())
             if left <= 0:
                 raise TimeoutError(f"record for topic {self._topic!r} was not acknowledged "
@@ -149,14 +172,6 @@ class KafkaFuture:
                                           state.timestamp()[1])
         return md
 
-    def delivered(self) -> Any:
-        """Wait and return librdkafka's message (or the ``RecordMetadata`` made of it);
-        raise the error. For ``send_batch``, which needs three of its fields."""
-        state = self._wait(None)
-        if isinstance(state, BaseException):
-            raise state
-        return state
-
     def exception(self, timeout: float | None = None) -> BaseException | None:
         """Wait like ``result`` and return the error, or None."""
         state = self._wait(timeout)
@@ -164,27 +179,47 @@ class KafkaFuture:
 
     def add_done_callback(self, fn: Callable[[KafkaFuture], None]) -> None:
         """Call ``fn(future)`` once the record is stored or failed (at once if done)."""
-        if self._state is None:
+        if not hasattr(self, "_state"):
             producer = self._producer
             with producer.callback_lock:
                 entry = producer.waiting.setdefault(id(self), (self, []))
                 entry[1].append(fn)
-            if self._state is not None:  # delivered meanwhile: whoever pops first runs it
+            if hasattr(self, "_state"):  # delivered meanwhile: whoever pops first runs it
                 self._run_callbacks()
             return
         with contextlib.suppress(Exception):
             fn(self)
 
 
+def future_class(producer: KafkaProducer, topic: str) -> type[KafkaFuture]:
+    """The ``KafkaFuture`` subclass of one producer's records for ``topic``: made once
+    (about 10 us), so that each future costs only its allocation."""
+    return type("KafkaFuture", (KafkaFuture,), {
+        "__slots__": (), "__module__": __name__, "__qualname__": "KafkaFuture",
+        "_producer": producer, "_topic": topic})
+
+
 class _TopicInfo:
-    """A topic's partition count and record limit, trusted for ``_METADATA_TTL_S`` (the
-    clock is read once every ``_CHECK_EVERY`` sends, off the hot path)."""
+    """A topic's partition count (trusted for ``_METADATA_TTL_S``; the clock is read
+    once every ``_CHECK_EVERY`` sends, off the hot path), its record limit and
+    timestamp type (read once), and the class of its records' futures."""
 
-    __slots__ = ("expires", "max_message_bytes", "partitions", "sends_left")
+    __slots__ = ("expires", "future", "keyless_partition", "log_append_time",
+                 "max_message_bytes", "partitions", "sends_left")
 
-    def __init__(self, partitions: int, max_message_bytes: int) -> None:
-        self.partitions = partitions
+    def __init__(self, partitions: int, max_message_bytes: int, log_append_time: bool,
+                 future: type[KafkaFuture]) -> None:
         self.max_message_bytes = max_message_bytes
+        self.log_append_time = log_append_time
+        self.future = future
+        self.refresh(partitions)
+
+    def refresh(self, partitions: int) -> None:
+        """Trust ``partitions`` for another ``_METADATA_TTL_S``."""
+        self.partitions = partitions
+        # librdkafka's sticky partitioner (-1) has nothing to choose from in a topic of
+        # one partition, and naming it saves produce() 35 ns
+        self.keyless_partition = 0 if partitions == 1 else -1
         self.expires = time.monotonic() + _METADATA_TTL_S
         self.sends_left = _CHECK_EVERY
 
@@ -227,9 +262,17 @@ class KafkaProducer(Producer):
         self._backend = log.backend
         self._key_ser = serializer(key_serializer)
         self._value_ser = serializer(value_serializer)
-        self._vpack = self._value_ser
+        # The value serializer's cheapest equivalent: for the built-in msgpack one, a
+        # bound Packer.pack (one C call, where calling the serializer costs two Python
+        # frames and a thread-local lookup). A Packer must not be shared between
+        # threads: the thread that made the producer has its own, others one each.
+        self._owner = get_ident()
+        self._owner_pack = column_packer(self._value_ser)
+        self._packers = threading.local()
         self._partitioner = RecordPartitioner(partitioner, batch_bytes, None)
         self._custom = self._partitioner.custom
+        # librdkafka's "murmur2_random" partitioner is Java's: keys need no Python hash
+        self._librdkafka_hashes = self._partitioner.function is murmur2_partition
         self.producer_id = None
         self.transactional_id = transactional_id
         self._clock = log.clock
@@ -265,7 +308,8 @@ class KafkaProducer(Producer):
         self._closed = False
         self._stop = threading.Event()
         self._served = 0.0                  # when a send last served delivery reports
-        self._unserved = _SERVE_EVERY       # sends until the next one does
+        # the topics whose keyless records take send's inlined path (if self._plain)
+        self._keyless: dict[str, _TopicInfo] = {}
         self._poller = threading.Thread(target=self._serve_forever, daemon=True,
                                         name="eventlog-kafka-producer")
         self._poller.start()
@@ -287,8 +331,9 @@ class KafkaProducer(Producer):
 
     def _serve_forever(self) -> None:
         # While sends are running they serve delivery reports themselves (every
-        # _SERVE_EVERY sends, in the sending thread, as librdkafka's own examples do):
-        # this thread then stays out of their way, rather than contend for the GIL.
+        # _CHECK_EVERY sends of a topic, in the sending thread, as librdkafka's own
+        # examples do): this thread then stays out of their way, rather than contend
+        # for the GIL.
         stop, poll = self._stop, self._producer.poll
         while not stop.is_set():
             idle = time.monotonic() - self._served
@@ -299,14 +344,19 @@ class KafkaProducer(Producer):
 
     # -- metadata -------------------------------------------------------------------------
 
-    def _topic_info(self, topic: str) -> _TopicInfo:
+    def _topic_info(self, topic: str, *, refresh: bool = False) -> _TopicInfo:
         info = self._topics.get(topic)
-        if info is not None:
+        if info is not None and not refresh:
             info.sends_left -= 1
             if info.sends_left > 0:
                 return info
-            if info.expires > time.monotonic():
-                info.sends_left = _CHECK_EVERY
+            # Every _CHECK_EVERY sends of a topic the sender serves delivery reports
+            # itself, as librdkafka's own examples do (the poller thread then stays out
+            # of its way rather than contend for the GIL), and looks at the clock.
+            info.sends_left = _CHECK_EVERY
+            self._served = now = time.monotonic()
+            self._producer.poll(0)
+            if info.expires > now:
                 return info
         with self._info_lock:
             self._log.check_open()
@@ -319,9 +369,16 @@ class KafkaProducer(Producer):
                                             "it on first send)")
                 self._log.create_topic(topic)
                 count = admin.check_topic(topic)
-            limit = info.max_message_bytes if info is not None else \
-                self._log.topic(topic).config.max_message_bytes
-            info = self._topics[topic] = _TopicInfo(count, limit)
+            info = self._topics.get(topic)
+            if info is None:
+                config = self._log.topic(topic).config
+                info = self._topics[topic] = _TopicInfo(
+                    count, config.max_message_bytes,
+                    config.timestamp_type == "log_append_time", future_class(self, topic))
+                if self._plain:
+                    self._keyless[topic] = info
+            else:
+                info.refresh(count)
             return info
 
     # -- sending ------------------------------------------------------------------------
@@ -339,46 +396,53 @@ class KafkaProducer(Producer):
                                      f"{type(data).__name__}, not bytes")
         return data
 
+    def _thread_pack(self, value: Any) -> bytes:
+        # _owner_pack for a thread other than the producer's owner
+        try:
+            pack: Serializer = self._packers.pack
+        except AttributeError:
+            pack = self._packers.pack = column_packer(self._value_ser)
+        return pack(value)
+
     def send(self, topic: str, value: Any = None, *, key: Any = None,  # type: ignore[override]
              headers: Iterable[tuple[str, bytes]] | None = None, partition: int | None = None,
              timestamp_ms: int | None = None) -> KafkaFuture:
         """Queue one record for Kafka and return its future; the same checks and
-        errors as ``Producer.send`` (raised at once, nothing queued). Thread-safe."""
+        errors as ``Producer.send`` (raised at once, nothing queued). Thread-safe.
+
+        Cost: the serializer calls and one ``produce()``; the partitioner only when
+        librdkafka's own cannot place the record as eventlog's would (keyless
+        records, and keys with ``partitioner="murmur2"``, are librdkafka's)."""
+        if key is None and headers is None and partition is None and timestamp_ms is None:
+            # The common case, inlined (benchmarks/bench_kafka.py): a keyless record,
+            # librdkafka's sticky partition, its clock. Every _CHECK_EVERY sends of a
+            # topic (and once the producer is closing) the general path below runs.
+            info = self._keyless.get(topic)
+            if info is not None and info.sends_left > 1:
+                info.sends_left -= 1
+                if value is None:
+                    v = None
+                else:
+                    try:
+                        v = self._owner_pack(value) if get_ident() == self._owner else \
+                            self._thread_pack(value)
+                    except Exception as exc:
+                        raise serialization_error(topic, "value", exc) from exc
+                    if type(v) is not bytes:
+                        v = self._serialize(_identity, v, topic, "value")
+                    if len(v) > info.max_message_bytes:
+                        check_size(len(v), info.max_message_bytes, topic)
+                future = info.future()
+                try:
+                    # arguments by position: see _produce_one
+                    self._produce(topic, v, None, info.keyless_partition, future)
+                except BufferError:
+                    self._produce_one(topic, v, None, -1, 0, None, future)
+                except KafkaException as exc:
+                    raise translate(exc, f"sending to topic {topic!r}") from exc
+                return future
         if self._closing:
             raise ClosedError("the producer is closed")
-        if key is None and headers is None and partition is None and timestamp_ms is None \
-                and self._plain:
-            # The common case, inlined (benchmarks/bench_kafka.py): a keyless record,
-            # librdkafka's sticky partition, its clock.
-            info = self._topics.get(topic)
-            if info is None or info.sends_left <= 1:
-                info = self._topic_info(topic)
-            else:
-                info.sends_left -= 1
-            if value is None:
-                v = None
-            else:
-                try:
-                    v = self._vpack(value)
-                except Exception as exc:
-                    raise serialization_error(topic, "value", exc) from exc
-                if type(v) is not bytes:
-                    v = self._serialize(_identity, v, topic, "value")
-                if len(v) > info.max_message_bytes:
-                    check_size(len(v), info.max_message_bytes, topic)
-            future = KafkaFuture(self, topic)
-            self._unserved -= 1
-            if self._unserved <= 0:
-                self._unserved = _SERVE_EVERY
-                self._served = time.monotonic()
-                self._producer.poll(0)
-            try:
-                self._produce(topic, v, on_delivery=future)
-            except BufferError:
-                self._produce_one(topic, v, None, -1, 0, None, future)
-            except KafkaException as exc:
-                raise translate(exc, f"sending to topic {topic!r}") from exc
-            return future
         if timestamp_ms is None:
             ts = 0 if self._wall_clock else self._clock()  # 0: librdkafka stamps it now
         elif type(timestamp_ms) is not int or not 0 <= timestamp_ms <= MAX_TIMESTAMP_MS:
@@ -393,23 +457,27 @@ class KafkaProducer(Producer):
         check_size(record_size(k, v, hdrs), info.max_message_bytes, topic)
         if partition is not None:
             if type(partition) is int and partition >= info.partitions:
-                self._topics.pop(topic, None)
-                info = self._topic_info(topic)
+                info = self._topic_info(topic, refresh=True)
             p = check_partition(partition, info.partitions, topic)
-        elif k is None and not self._custom:
-            p = -1  # librdkafka's sticky partitioner
+        elif (k is None or self._librdkafka_hashes) and not self._custom and k != b"":
+            p = -1  # librdkafka's sticky partitioner, or its murmur2 (Java's placement)
         else:
             p = self._partitioner.choose(topic, k, info.partitions)
-        future = KafkaFuture(self, topic)
+        future = info.future()
         self._produce_one(topic, v, k, p, ts, hdrs, future)
         return future
 
     def _produce_one(self, topic: str, v: bytes | None, k: bytes | None, p: int, ts: int,
-                     hdrs: list[tuple[str, bytes]] | None, future: KafkaFuture) -> None:
+                     hdrs: list[tuple[str, bytes]] | None,
+                     on_delivery: Callable[[Any, Any], None]) -> None:
+        # produce()'s arguments are passed by position: (topic, value, key, partition,
+        # callback, on_delivery, timestamp, headers), "callback" and "on_delivery" being
+        # one. confluent-kafka parses keywords with PyArg_ParseTupleAndKeywords, which
+        # looks up every optional name: 400 ns of a 800 ns call (benchmarks/bench_kafka.py).
         while True:
             try:
-                self._produce(topic, v, k, p, on_delivery=future, timestamp=ts,
-                              headers=hdrs)  # type: ignore[arg-type]  # pairs are accepted
+                self._produce(topic, v, k, p, on_delivery, None, ts,
+                              hdrs)  # type: ignore[arg-type]  # pairs are accepted
                 return
             except BufferError:
                 # librdkafka's queue is full: wait for deliveries, as Java's send blocks
@@ -424,7 +492,14 @@ class KafkaProducer(Producer):
                    partition: int | None = None,
                    timestamps_ms: Sequence[int] | int | None = None) -> BatchMetadata:
         """Send many records and wait until Kafka acknowledged all of them; return where
-        each was stored. Every record is serialized and checked before any is sent."""
+        each was stored. Every record is serialized and checked before any is sent;
+        records without a timestamp get one, the time of the call, as on a log
+        directory. Raises the error of the first record (in input order) that could
+        not be stored. Thread-safe.
+
+        Cost: per record, one serializer call (in a C-level map), one ``produce()`` and
+        one small delivery callback that stores the record's offset (``_batch.py``);
+        then one ``flush()``, which waits for the whole batch."""
         if self._closing:
             raise ClosedError("the producer is closed")
         count = len(values)
@@ -435,52 +510,65 @@ class KafkaProducer(Producer):
             raise InvalidRecordError(f"{where}: {len(keys)} keys for {count} values")
         if headers is not None and len(headers) != count:
             raise InvalidRecordError(f"{where}: {len(headers)} headers for {count} values")
-        stamps = None if timestamps_ms is None else check_timestamps(timestamps_ms, count,
-                                                                     where)
+        stamps = self._clock() if timestamps_ms is None else \
+            check_timestamps(timestamps_ms, count, where)
         info = self._topic_info(topic)
-        rows = []
-        for i in range(count):
-            value, key = values[i], None if keys is None else keys[i]
-            try:
-                v = None if value is None else self._serialize(self._value_ser, value, topic,
-                                                               "value")
-                k = None if key is None else self._serialize(self._key_ser, key, topic, "key")
-            except SerializationError as exc:
-                raise SerializationError(f"{exc} (record {i})") from exc.__cause__
-            h = None if headers is None else check_headers(headers[i], where)
-            size = record_size(k, v, h)
-            if size > info.max_message_bytes:
-                check_size(size, info.max_message_bytes, f"{topic}' record {i} '")
-            if partition is not None:
-                p = check_partition(partition, info.partitions, topic)
-            elif k is None and not self._custom:
-                p = -1
+        vals = serialize_column(self._value_ser, values, topic, "value")
+        ks = None if keys is None else serialize_column(self._key_ser, keys, topic, "key")
+        if ks is not None and ks.count(None) == count:
+            ks = None
+        hdrs = None if headers is None else [check_headers(h, where) for h in headers]
+        if hdrs is not None and not any(hdrs):
+            hdrs = None
+        sizes = byte_sizes(vals)
+        if ks is not None:
+            sizes = list(map(operator.add, sizes, byte_sizes(ks)))
+        if hdrs is not None:
+            sizes = [s + record_size(None, None, h) for s, h in zip(sizes, hdrs, strict=True)]
+        check_sizes(sizes, info.max_message_bytes, where)
+        if partition is not None:
+            if type(partition) is int and partition >= info.partitions:
+                info = self._topic_info(topic, refresh=True)
+            parts: list[int] | int = check_partition(partition, info.partitions, topic)
+        elif self._custom:
+            choose, n = self._partitioner.choose, info.partitions
+            parts = [choose(topic, k, n) for k in (ks or repeat(None, count))]
+        elif info.partitions == 1:
+            parts = 0
+        elif ks is None or (self._librdkafka_hashes and b"" not in ks):
+            parts = -1  # librdkafka places them: its sticky partitioner, its murmur2
+        else:
+            function, n = self._partitioner.function, info.partitions
+            parts = [-1 if k is None else function(topic, k, n) for k in ks]
+        batch = DeliveredBatch(count, parts, stamps, info.log_append_time)
+        produce = self._produce
+        try:
+            if ks is None and hdrs is None and type(parts) is int and type(stamps) is int:
+                # The common case: a tight loop, its names local. Every _CHECK_EVERY
+                # records it serves delivery reports, as send() does: the poller thread
+                # then stays idle rather than contend for the GIL.
+                p, ts, report, poll = parts, stamps, batch.report, self._producer.poll
+                for start in range(0, count, _CHECK_EVERY):
+                    end = min(start + _CHECK_EVERY, count)
+                    for i, v in zip(range(start, end), vals[start:end], strict=True):
+                        try:  # arguments by position: see _produce_one
+                            produce(topic, v, None, p, partial(report, i), None, ts)
+                        except BufferError:
+                            self._produce_one(topic, v, None, p, ts, None,
+                                              partial(report, i))
+                    self._served = time.monotonic()
+                    poll(0)
             else:
-                p = self._partitioner.choose(topic, k, info.partitions)
-            ts = stamps if isinstance(stamps, int) else (stamps[i] if stamps else
-                                                         (0 if self._wall_clock
-                                                          else self._clock()))
-            rows.append((v, k, p, ts, h))
-        futures = []
-        for v, k, p, ts, h in rows:
-            future = KafkaFuture(self, topic)
-            self._produce_one(topic, v, k, p, ts, h, future)
-            futures.append(future)
+                each_p = repeat(parts, count) if isinstance(parts, int) else parts
+                each_ts = repeat(stamps, count) if isinstance(stamps, int) else stamps
+                for i, v, k, p, ts, h in zip(range(count), vals, ks or repeat(None, count),
+                                             each_p, each_ts, hdrs or repeat(None, count),
+                                             strict=True):
+                    self._produce_one(topic, v, k, p, ts, h, partial(batch.report, i))
+        except KafkaException as exc:
+            raise translate(exc, f"sending to topic {topic!r}") from exc
         self.flush()
-        chunks: dict[int, tuple[list[int], list[int], list[int]]] = {}
-        for i, future in enumerate(futures):
-            state = future.delivered()
-            if isinstance(state, RecordMetadata):
-                p, offset, ts = state.partition, state.offset, state.timestamp_ms
-            else:  # librdkafka's message: three accessors, no RecordMetadata built
-                p, offset, ts = state.partition(), state.offset(), state.timestamp()[1]
-            indexes, offsets, times = chunks.setdefault(p, ([], [], []))
-            indexes.append(i)
-            offsets.append(offset)
-            times.append(ts)
-        out: list[Chunk] = [(p, idx, 0, offs, times, -1)
-                            for p, (idx, offs, times) in chunks.items()]
-        return BatchMetadata(topic, count, out)
+        return batch.metadata(topic)
 
     # -- transactions ------------------------------------------------------------------------
 
@@ -573,6 +661,7 @@ class KafkaProducer(Producer):
         if self._closed:
             return
         self._closing = True
+        self._keyless.clear()  # sends take the general path, which refuses them
         try:
             with contextlib.suppress(TimeoutError):
                 self.flush(timeout)
