@@ -194,7 +194,8 @@ class KafkaProducer(Producer):
     ``acks`` ("all" default, 1, 0), ``compression_type`` ("none", "gzip", "snappy",
     "lz4", "zstd"), ``transactional_id`` / ``transaction_timeout_ms``, and
     ``kafka_config`` (librdkafka settings for this producer, over the log's).
-    ``enable_idempotence`` is librdkafka's (exactly-once per partition across retries);
+    ``enable_idempotence`` is librdkafka's (exactly-once and in order per partition
+    across retries), always on with ``acks="all"``;
     an explicit ``producer_id`` has no meaning on Kafka, which assigns them.
     Thread-safe."""
 
@@ -238,7 +239,11 @@ class KafkaProducer(Producer):
         settings: dict[str, Any] = {
             "linger.ms": linger_ms, "batch.size": batch_bytes,
             "acks": _ACKS[acks], "compression.type": compression_type,
-            "enable.idempotence": bool(enable_idempotence or transactional_id),
+            # idempotence keeps a partition's records in send order through retries
+            # (a batch retried after NOT_LEADER_FOR_PARTITION would otherwise land
+            # behind later ones), as Java's producer does by default since Kafka 3.0
+            "enable.idempotence": bool(enable_idempotence or transactional_id
+                                       or acks == "all"),
             # the topic's max_message_bytes is checked per record before sending
             "message.max.bytes": 1_000_000_000,
             "allow.auto.create.topics": False,
@@ -281,9 +286,10 @@ class KafkaProducer(Producer):
     # -- delivery reports ----------------------------------------------------------------
 
     def serve(self, timeout: float) -> None:
-        """Run the delivery reports that are due (resolving their futures), waiting up
-        to ``timeout`` seconds for one."""
-        self._producer.poll(timeout)
+        """Someone waits on a future: send what librdkafka holds back for ``linger.ms``
+        at once (as waiting on a future appends its batch on a log directory), and run
+        the delivery reports that are due, for up to ``timeout`` seconds."""
+        self._producer.flush(timeout)  # librdkafka's flush sends now, whatever the linger
 
     def _serve_forever(self) -> None:
         # While sends are running they serve delivery reports themselves (every
