@@ -295,9 +295,14 @@ class KafkaLog(Log):
         return self.admin.group_ids()
 
     def group_offsets(self, group_id: str) -> dict[TopicPartition, int]:
-        """The group's committed offsets (the next offset each partition will read)."""
+        """The group's committed offsets (the next offset each partition will read);
+        ``UnknownGroupError`` for a group the cluster does not know (Kafka itself
+        answers an empty list)."""
         self.check_open()
-        return self.admin.group_offsets(group_id)
+        offsets = self.admin.group_offsets(group_id)
+        if not offsets and group_id not in self.admin.group_ids():
+            raise UnknownGroupError(f"no consumer group {group_id!r} in the Kafka cluster")
+        return offsets
 
     def group_lag(self, group_id: str) -> dict[TopicPartition, int]:
         """End offset minus committed offset, for every partition the group committed."""
