@@ -28,6 +28,10 @@ from ._errors import UNREACHABLE, kafka_errors, translate
 
 _T = TypeVar("_T")
 _POLL_S = 0.05
+# a partition's leader not known to the broker asked yet (librdkafka does not always
+# mark these retriable)
+_MOVING_LEADER = frozenset({"NOT_LEADER_FOR_PARTITION", "LEADER_NOT_AVAILABLE",
+                            "REPLICA_NOT_AVAILABLE"})
 
 
 class Admin:
@@ -143,7 +147,8 @@ class Admin:
                 # NOT_LEADER_FOR_PARTITION and the like, while a topic just created or
                 # a new leader is still reaching every broker's metadata: try again,
                 # as Java's AdminClient does
-                if not exc.retriable or time.monotonic() > deadline:
+                if not (exc.retriable or exc.code in _MOVING_LEADER) or \
+                        time.monotonic() > deadline:
                     raise
             time.sleep(_POLL_S)
 

@@ -356,11 +356,11 @@ class KafkaConsumer(Consumer):
         """The offset of the next record ``poll`` will return for ``tp``."""
         self._check_open()
         tp = self._check_assigned(tp)
-        if tp in self._positions:
-            return self._positions[tp]
         with kafka_errors("reading a position"):
-            known = self._consumer.position([KafkaTP(tp.topic, tp.partition)])[0].offset
-        return int(known) if known >= 0 else \
+            known = int(self._consumer.position([KafkaTP(tp.topic, tp.partition)])[0].offset)
+        if tp in self._positions:  # librdkafka's moves past transaction markers, ours not
+            return max(self._positions[tp], -1 if tp in self._pending_seeks else known)
+        return known if known >= 0 else \
             self._lookups.reset_position(tp, self.committed(tp), self._reset)
 
     def seek(self, tp: TopicPartition, offset: int) -> None:

@@ -30,6 +30,7 @@ from confluent_kafka import Producer as _RawProducer
 from confluent_kafka import TopicPartition as KafkaTP
 
 from .._accumulator import BatchMetadata, Chunk
+from .._group import validate_group_id
 from .._partitioner import RecordPartitioner, check_partition
 from .._records import (
     MAX_TIMESTAMP_MS,
@@ -39,10 +40,12 @@ from .._records import (
     record_size,
     serialization_error,
 )
+from .._txn_state import validate_transactional_id
 from .._types import RecordMetadata, TopicPartition
 from ..config import _wall_clock_ms, check_client_id, check_int
 from ..errors import (
     ClosedError,
+    EventLogError,
     InvalidConfigError,
     InvalidRecordError,
     ReadOnlyError,
@@ -221,6 +224,8 @@ class KafkaProducer(Producer):
         check_int("linger_ms", linger_ms, 0)
         check_int("batch_bytes", batch_bytes, 1)
         check_int("transaction_timeout_ms", transaction_timeout_ms, 1)
+        if transactional_id is not None:
+            validate_transactional_id(transactional_id)
         if acks not in _ACKS:
             raise InvalidConfigError(f"acks must be 'all', 1 or 0, not {acks!r}")
         self.client_id = check_client_id(client_id)
@@ -289,7 +294,10 @@ class KafkaProducer(Producer):
         """Someone waits on a future: send what librdkafka holds back for ``linger.ms``
         at once (as waiting on a future appends its batch on a log directory), and run
         the delivery reports that are due, for up to ``timeout`` seconds."""
-        self._producer.flush(timeout)  # librdkafka's flush sends now, whatever the linger
+        try:
+            self._producer.flush(timeout)  # librdkafka's flush sends now, whatever the linger
+        except KafkaException:  # a fatal error (fenced, ...): the futures carry it
+            self._producer.poll(timeout)
 
     def _serve_forever(self) -> None:
         # While sends are running they serve delivery reports themselves (every
@@ -383,7 +391,7 @@ class KafkaProducer(Producer):
             except BufferError:
                 self._produce_one(topic, v, None, -1, 0, None, future)
             except KafkaException as exc:
-                raise translate(exc, f"sending to topic {topic!r}") from exc
+                raise self._send_error(exc, topic) from exc
             return future
         if timestamp_ms is None:
             ts = 0 if self._wall_clock else self._clock()  # 0: librdkafka stamps it now
@@ -421,9 +429,17 @@ class KafkaProducer(Producer):
                 # librdkafka's queue is full: wait for deliveries, as Java's send blocks
                 self._producer.poll(_POLL_S)
             except KafkaException as exc:
-                raise translate(exc, f"sending to topic {topic!r}") from exc
+                raise self._send_error(exc, topic) from exc
             if self._closing:
                 raise ClosedError("the producer is closed")
+
+    def _send_error(self, exc: KafkaException, topic: str) -> EventLogError:
+        """librdkafka's refusal to queue a record, as eventlog's error."""
+        if self.transactional_id is not None and exc.args and \
+                getattr(exc.args[0], "code", lambda: 0)() == -172:  # _STATE
+            return TransactionError(f"sending to topic {topic!r} outside a transaction: "
+                                    "call begin_transaction() first")
+        return translate(exc, f"sending to topic {topic!r}")
 
     def send_batch(self, topic: str, values: Sequence[Any], *, keys: Sequence[Any] | None = None,
                    headers: Sequence[Iterable[tuple[str, bytes]] | None] | None = None,
@@ -490,6 +506,10 @@ class KafkaProducer(Producer):
 
     # -- transactions ------------------------------------------------------------------------
 
+    def _check_not_closed(self) -> None:
+        if self._closing:
+            raise ClosedError("the producer is closed")
+
     def _call_txn(self, what: str, call: Callable[[], None]) -> None:
         if self.transactional_id is None:
             raise TransactionError(f"{what} needs a producer with transactional_id=")
@@ -521,9 +541,13 @@ class KafkaProducer(Producer):
                                     group_id: str, timeout: float | None = None) -> None:
         """Commit ``offsets`` (next offsets to read) for ``group_id`` with the open
         transaction."""
+        self._check_not_closed()
         if not self._in_transaction:
             raise TransactionError("send_offsets_to_transaction needs an open "
                                         "transaction (begin_transaction first)")
+        validate_group_id(group_id)      # the same checks as on a directory
+        for offset in offsets.values():
+            check_int("offset", offset, 0)
         metadata = self._group_metadata.get(group_id)
         if metadata is None:
             # A group's metadata without a member: what Java's
@@ -538,6 +562,7 @@ class KafkaProducer(Producer):
 
     def commit_transaction(self, timeout: float | None = None) -> None:
         """Flush and commit the open transaction: its records and offsets take effect."""
+        self._check_not_closed()
         if not self._in_transaction:
             raise TransactionError("commit_transaction without begin_transaction")
         self._call_txn("commit_transaction", lambda: self._producer.commit_transaction(
@@ -546,6 +571,7 @@ class KafkaProducer(Producer):
 
     def abort_transaction(self, timeout: float | None = None) -> None:
         """Abort the open transaction: ``read_committed`` consumers never see it."""
+        self._check_not_closed()
         if not self._in_transaction:
             raise TransactionError("abort_transaction without begin_transaction")
         self._call_txn("abort_transaction", lambda: self._producer.abort_transaction(
