@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, ClassVar, NoReturn
 
 from .._format import EncodedBatch
-from .._group_admin import ResetTarget
+from .._group_admin import ResetTarget, partition_lag
 from .._types import Record, TopicPartition
 from ..config import TopicConfig, TopicMetadata, _wall_clock_ms, check_int
 from ..errors import (
@@ -305,10 +305,18 @@ class KafkaLog(Log):
         return offsets
 
     def group_lag(self, group_id: str) -> dict[TopicPartition, int]:
-        """End offset minus committed offset, for every partition the group committed."""
+        """Records the group is behind, by the rule of a log directory
+        (``_group_admin.partition_lag``): every partition of every topic it committed
+        to or its members are assigned, counted from the start where it has no
+        commit in the stored range. Cost: a describe, an OffsetFetch, ListOffsets."""
         committed = self.group_offsets(group_id)
-        bounds = self.admin.bounds(committed)
-        return {tp: max(0, bounds[tp][1] - off) for tp, off in committed.items()}
+        members = self.admin.describe_group(group_id).members
+        topics = {tp.topic for tp in committed} | {
+            ktp.topic for m in members for ktp in m.assignment.topic_partitions}
+        tps = [TopicPartition(t, p) for t in sorted(topics) if t in self
+               for p in range(self.admin.check_topic(t))]
+        bounds = self.admin.bounds(tps)
+        return {tp: partition_lag(committed.get(tp), *bounds[tp]) for tp in tps}
 
     def group_status(self, group_id: str, *, window: int = 10) -> GroupStatus:
         unsupported("group_status()", "Burrow's rules need the history of commits, which "
