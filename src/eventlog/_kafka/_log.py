@@ -11,6 +11,7 @@ compaction runs, checks and repair, a partition's direct append) raises
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -24,7 +25,9 @@ from ..errors import (
     ClosedError,
     GroupNotEmptyError,
     InvalidConfigError,
+    InvalidTopicError,
     ReadOnlyError,
+    TopicExistsError,
     UnknownGroupError,
     UnknownPartitionError,
     UnsupportedOperationError,
@@ -204,14 +207,19 @@ class KafkaLog(Log):
         self.check_open()
         try:
             validate_topic_name(name)
-        except InvalidConfigError:
+        except (InvalidConfigError, InvalidTopicError):
             return False
         return self.admin.partition_count(name) is not None
 
     def topic(self, name: str) -> KafkaTopic:
-        """The topic ``name``; raises ``UnknownTopicError`` if the cluster has none."""
+        """The topic ``name``; raises ``UnknownTopicError`` if the cluster has none
+        (creates it with the defaults, with ``auto_create_topics=True``, as on a
+        directory)."""
         self.check_open()
         validate_topic_name(name)
+        if self.auto_create_topics and self.admin.partition_count(name) is None:
+            with contextlib.suppress(TopicExistsError):   # (created meanwhile)
+                return self.create_topic(name)
         self.admin.check_topic(name)
         return KafkaTopic(self, name)
 
@@ -464,12 +472,14 @@ class KafkaPartition(Partition):
         self.topic = topic
         self.id = partition_id
         self._admin = topic.log.admin
+        self._check_open = topic.log.check_open
 
     def __repr__(self) -> str:
         return f"<Partition {self.topic.name}[{self.id}] on Kafka>"
 
     def bounds(self) -> tuple[int, int]:
         """``(start_offset, end_offset)`` from the partition leader."""
+        self._check_open()
         return self._admin.bounds([self.topic_partition])[self.topic_partition]
 
     @property
@@ -480,6 +490,7 @@ class KafkaPartition(Partition):
     @property
     def end_offset(self) -> int:
         """The high watermark, from the partition leader."""
+        self._check_open()
         return self._admin.end_offsets([self.topic_partition])[self.topic_partition]
 
     def offset_for_time(self, timestamp_ms: int) -> int | None:
