@@ -1,10 +1,15 @@
 """The public API on both backends: a log directory and a real Apache Kafka broker.
 
-Every test here takes ``any_log``, once a local log and once ``eventlog.open("kafka://...")``
-on the session's broker (tests/kafka_broker.py), and asserts the same behaviour of
-``Log``, ``Producer``, ``Consumer`` and ``aio`` on both. Topic and group names are
-unique per test: the broker lives for the whole session. Tests of what only one
-backend has say so in their name (``_on_kafka``).
+Every test here takes ``any_log`` (tests/conftest.py), once a local log and once
+``eventlog.open("kafka://...")`` on the session's broker (tests/kafka_broker.py), and
+asserts the same behaviour of ``Log``, ``Producer``, ``Consumer`` and ``aio`` on both:
+a tour of the whole public surface, the Kafka habits (client ids, patterns, listener
+names, ``timeout_ms``) included. The other test modules use the same fixture for their
+own public-API tests (test_producer, test_consumer, test_transactions, test_lag,
+test_log, test_admin); each module's docstring says what runs where, and tests of what
+only a directory has carry ``local_only("why")``. Topic and group names are unique per
+test (``unique_name``): the broker lives for the whole session. Tests of what only the
+Kafka backend has say so in their name (``_on_kafka``).
 """
 
 from __future__ import annotations
