@@ -290,6 +290,19 @@ def test_without_group_reads_everything_and_commit_raises(filled, topic):
         assert [(r.partition, r.value) for r in got] == [(4, "new")]
 
 
+def test_unsubscribe_stops_reading_and_assign_takes_over(filled, topic):
+    with Consumer(filled, topic, group_id=unique_name("u"), enable_auto_commit=False) as c:
+        assert first_poll(c)
+        assert c.subscription() == {topic}
+        c.unsubscribe()
+        assert c.assignment() == set() and c.subscription() == set()
+        assert c.poll(timeout=0.2) == []
+        c.assign([TP(topic, 3)])
+        got = drain(c, 250)
+        assert [r.offset for r in got] == list(range(250))
+        assert {r.partition for r in got} == {3}
+
+
 def test_commit_and_resume_from_committed(filled, topic):
     group = unique_name("g")
     with Consumer(filled, topic, group_id=group, enable_auto_commit=False) as consumer:
