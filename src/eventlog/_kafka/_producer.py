@@ -57,7 +57,7 @@ from ..log import Log
 from ..producer import Producer
 from ..serde import Serializer, serializer
 from ._errors import kafka_errors, translate
-from ._log import KafkaLog
+from ._log import KafkaLog, KafkaTopic
 
 __all__ = ["KafkaFuture", "KafkaProducer"]
 
@@ -297,7 +297,8 @@ class KafkaProducer(Producer):
         try:
             self._producer.flush(timeout)  # librdkafka's flush sends now, whatever the linger
         except KafkaException:  # a fatal error (fenced, ...): the futures carry it
-            self._producer.poll(timeout)
+            with contextlib.suppress(KafkaException):
+                self._producer.poll(timeout)
 
     def _serve_forever(self) -> None:
         # While sends are running they serve delivery reports themselves (every
@@ -309,7 +310,10 @@ class KafkaProducer(Producer):
             if idle < _POLL_S:
                 stop.wait(_POLL_S - idle)
             else:
-                poll(_POLL_S)
+                # a fatal error (fenced, ...) is raised once, here: the futures and the
+                # next transactional call carry it, and this thread goes on serving
+                with contextlib.suppress(KafkaException):
+                    poll(_POLL_S)
 
     # -- metadata -------------------------------------------------------------------------
 
@@ -333,8 +337,10 @@ class KafkaProducer(Producer):
                                             "it on first send)")
                 self._log.create_topic(topic)
                 count = admin.check_topic(topic)
+            # (not log.topic(): that asks the metadata again, and on a cluster another
+            # broker may not know a topic created a moment ago)
             limit = info.max_message_bytes if info is not None else \
-                self._log.topic(topic).config.max_message_bytes
+                KafkaTopic(self._log, topic).config.max_message_bytes
             info = self._topics[topic] = _TopicInfo(count, limit)
             return info
 
