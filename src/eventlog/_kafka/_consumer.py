@@ -568,7 +568,7 @@ class KafkaConsumer(Consumer):
         if self._closed:
             return
         try:
-            if self._listener is not None and self._assigned and not self._manual:
+            if self._listener is not None and self._assigned and self.group_id and not self._manual:
                 # revoke in poll(), where the listener may still look up and commit
                 # (inside librdkafka's close() a lookup waits out the request timeout)
                 with kafka_errors("leaving the group"):
