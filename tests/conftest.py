@@ -3,6 +3,14 @@
 ``EVENTLOG_SOAK`` scales the long-running tests (crash loops, fuzzing, stress):
 ``EVENTLOG_SOAK=1`` (the default) keeps the whole suite within a few minutes on two
 cores; ``EVENTLOG_SOAK=50`` runs fifty times as many cycles.
+
+Both backends: a test that takes ``any_log`` (or ``any_address``, or ``backend``)
+runs twice, on a log directory (``[local]``) and on ``kafka://`` the session's real
+broker (``[kafka]``, marked ``kafka``). The broker lives for the whole run, so such a
+test names its topics, groups and transactional ids with ``unique_name``. A test of
+what only a log directory has (segment files, ``check()``, fsync, ``kill -9`` of a
+writer, the storage seam) carries ``@pytest.mark.local_only("why")``: it runs once,
+locally, and ``pytest -m local_only`` lists every such test.
 """
 
 from __future__ import annotations
@@ -14,6 +22,8 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -95,6 +105,88 @@ def fill_disk_error() -> OSError:
     return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
 
+# -- both backends ----------------------------------------------------------------------
+
+BACKENDS = ("local", pytest.param("kafka", marks=pytest.mark.kafka))
+
+
+def unique_name(prefix: str = "t") -> str:
+    """A topic, group or transactional id no other test uses (the Kafka broker keeps
+    every topic and group of the session)."""
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def backend(request: pytest.FixtureRequest) -> str:
+    """``"local"`` or ``"kafka"``: which backend ``any_log`` is on (parametrized by
+    ``pytest_generate_tests``)."""
+    return str(getattr(request, "param", "local"))
+
+
+@pytest.fixture
+def any_address(request: pytest.FixtureRequest, backend: str, tmp_path: Path) -> str:
+    """What to give ``eventlog.open``: a fresh log directory, or the session broker's
+    ``kafka://`` address (tests that open the log with options of their own)."""
+    if backend == "local":
+        return str(tmp_path / "log")
+    pytest.importorskip("confluent_kafka")
+    broker = request.getfixturevalue("kafka_broker")
+    return f"kafka://{broker.bootstrap_servers}"
+
+
+@pytest.fixture
+def any_log(any_address: str) -> Iterator[eventlog.Log]:
+    """A log on each backend in turn: a directory, then the session's Kafka broker."""
+    with eventlog.open(any_address) as opened:
+        yield opened
+
+
+def is_kafka(log: eventlog.Log) -> bool:
+    """Whether ``log`` was opened on ``kafka://``."""
+    return str(log.path).startswith("kafka://")
+
+
+def drain(consumer: eventlog.Consumer, count: int, timeout: float = 30.0) -> list[Any]:
+    """Poll until ``count`` records came (or ``timeout`` passed: then fewer)."""
+    got: list[Any] = []
+    deadline = time.monotonic() + timeout
+    while len(got) < count and time.monotonic() < deadline:
+        got += consumer.poll(timeout=0.5)
+    return got
+
+
+def read_all(log: eventlog.Log, topic: str, *, raw: bool = False, timeout: float = 30.0
+             ) -> list[Any]:
+    """Every record of ``topic`` now, by (partition, offset), read through a group-less
+    ``Consumer`` with ``assign`` (the public way on both backends) up to the end
+    offsets; ``raw`` leaves keys and values as the bytes stored. (For topics without
+    transactions: their markers take offsets no record is returned for.)"""
+    de = "bytes" if raw else None
+    tps = [eventlog.TopicPartition(topic, p.id) for p in log.topic(topic).partitions]
+    with eventlog.Consumer(log, key_deserializer=de, value_deserializer=de) as consumer:
+        consumer.assign(tps)
+        ends = consumer.end_offsets(tps)
+        upto = consumer.beginning_offsets(tps)   # the next offset to see, per partition
+        got: list[Any] = []
+        deadline = time.monotonic() + timeout
+        while any(upto[tp] < ends[tp] for tp in tps):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{topic}: read up to {upto}, not up to {ends}")
+            for record in consumer.poll(timeout=0.2):
+                got.append(record)
+                upto[eventlog.TopicPartition(topic, record.partition)] = record.offset + 1
+    return sorted(got, key=lambda r: (r.partition, r.offset))
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Run every test that uses ``backend`` (``any_log``, ``any_address``) on both
+    backends, or on the local one alone when it is marked ``local_only``."""
+    if "backend" in metafunc.fixturenames:
+        local_only = metafunc.definition.get_closest_marker("local_only") is not None
+        metafunc.parametrize("backend", ["local"] if local_only else BACKENDS,
+                             indirect=True)
+
+
 def _kafka(nodes: int) -> Iterator[Any]:
     from tests import kafka_broker
 
@@ -123,8 +215,14 @@ def kafka_cluster() -> Iterator[Any]:
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Tests that use a Kafka broker carry the ``kafka`` marker (``-m "not kafka"``)."""
+    """Tests that use a Kafka broker carry the ``kafka`` marker (``-m "not kafka"``);
+    a ``local_only`` marker must say why."""
     for item in items:
+        marker = item.get_closest_marker("local_only")
+        if marker is not None and not (len(marker.args) == 1 and isinstance(
+                marker.args[0], str) and marker.args[0].strip()):
+            raise pytest.UsageError(f"{item.nodeid}: @pytest.mark.local_only needs the "
+                                    "reason as one string")
         if {"kafka_broker", "kafka_cluster"} & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.kafka)
 

@@ -1,4 +1,9 @@
-"""Topic administration, metrics, the Prometheus exporter, and log.check()."""
+"""Topic administration, metrics, the Prometheus exporter, and log.check().
+
+What runs where: ``alter_topic`` and ``describe_topic`` run on a log directory and on
+the session's Kafka broker (``any_address``); metrics, the exporter and ``check()``
+read a directory and are ``local_only``.
+"""
 
 from __future__ import annotations
 
@@ -16,44 +21,56 @@ from eventlog import Consumer, InvalidConfigError, Producer, TopicPartition
 from eventlog.monitoring import STATUS_VALUES
 from eventlog.prometheus import EventLogCollector, start_exporter
 from eventlog.testing import ManualClock
+from tests.conftest import unique_name
 
 TP = TopicPartition
+local_only = pytest.mark.local_only
+MiB = 1 << 20   # Kafka's smallest segment.bytes
 
 
-def test_alter_topic_is_persisted_and_seen_by_other_logs(log_dir):
-    with eventlog.open(log_dir) as log, eventlog.open(log_dir) as other:
-        log.create_topic("t", retention_ms=1000)
-        seen = other.topic("t")
-        log.alter_topic("t", retention_ms=None, segment_bytes=4096, cleanup_policy="compact")
-        assert log.topic("t").config.segment_bytes == 4096
+def test_alter_topic_is_persisted_and_seen_by_other_logs(any_address):
+    t, nope = unique_name(), unique_name("nope")
+    with eventlog.open(any_address) as log, eventlog.open(any_address) as other:
+        log.create_topic(t, retention_ms=1000)
+        seen = other.topic(t)
+        log.alter_topic(t, retention_ms=None, segment_bytes=2 * MiB, cleanup_policy="compact")
+        assert log.topic(t).config.segment_bytes == 2 * MiB
         seen.refresh()
         assert (seen.config.retention_ms, seen.config.cleanup_policy) == (None, "compact")
         with pytest.raises(InvalidConfigError):
-            log.alter_topic("t", segment_bytes=1)
+            log.alter_topic(t, segment_bytes=1)
         with pytest.raises(InvalidConfigError):
-            log.alter_topic("t", partitions=5)
+            log.alter_topic(t, partitions=5)
         with pytest.raises(eventlog.UnknownTopicError):
-            log.alter_topic("nope", retention_ms=1)
-    with eventlog.open(log_dir) as log:
-        assert log.topic("t").config.segment_bytes == 4096
+            log.alter_topic(nope, retention_ms=1)
+    with eventlog.open(any_address) as log:
+        assert log.topic(t).config.segment_bytes == 2 * MiB
 
 
-def test_describe_topic(log_dir):
-    with eventlog.open(log_dir, segment_bytes=500) as log:
-        log.create_topic("t", partitions=2)
-        p0 = log.topic("t").partition(0)
-        for _i in range(30):
-            p0.append([b"x" * 40])
-        d = log.describe_topic("t")
-        assert d.name == "t" and d.config.segment_bytes == 500
+def test_describe_topic(any_address):
+    t = unique_name()
+    kafka = any_address.startswith("kafka://")
+    segment_bytes = MiB if kafka else 500
+    with eventlog.open(any_address, segment_bytes=segment_bytes) as log:
+        log.create_topic(t, partitions=2)
+        with Producer(log, linger_ms=0) as producer:
+            for _i in range(30):
+                producer.send(t, b"x" * 40, partition=0).result()
+        d = log.describe_topic(t)
+        assert d.name == t and d.config.segment_bytes == segment_bytes
         assert [(p.partition, p.start_offset, p.end_offset) for p in d.partitions] == \
             [(0, 0, 30), (1, 0, 0)]
+        assert d.to_dict()["partitions"][0]["records"] == 30
+        if kafka:   # sizes and segments are the brokers' (docs/kafka-backend.md)
+            assert all((p.segments, p.size_bytes) == (0, 0) for p in d.partitions)
+            return
         assert d.partitions[0].segments > 1 and d.partitions[1].segments == 1
         assert d.partitions[0].size_bytes == 30 * (64 + len(
-            eventlog._format.encode_batch([b"x" * 40]).payload))
-        assert d.to_dict()["partitions"][0]["records"] == 30
+            eventlog._format.encode_batch([eventlog.serde.serializer(None)(b"x" * 40)]
+                                          ).payload))
 
 
+@local_only("log.metrics() of a directory")
 def test_metrics_of_a_known_workload(log_dir):
     with eventlog.open(log_dir) as log:
         log.create_topic("orders", partitions=2)
@@ -81,6 +98,7 @@ def test_metrics_of_a_known_workload(log_dir):
         assert doc["groups"][0]["lag"]["orders:0"] == 70
 
 
+@local_only("the Prometheus exporter reads log.metrics() of a directory")
 def test_prometheus_collector_and_exporter(log_dir):
     clock = ManualClock()
     with eventlog.open(log_dir, clock=clock) as log:
@@ -137,6 +155,7 @@ def _digest(directory):
     return h.hexdigest()
 
 
+@local_only("log.check() verifies a directory's files")
 def test_check_reports_without_changing_anything_and_fix_repairs_indexes(log_dir):
     with eventlog.open(log_dir, segment_bytes=400) as log:
         p = log.create_topic("t").partition(0)
@@ -170,6 +189,7 @@ def test_check_reports_without_changing_anything_and_fix_repairs_indexes(log_dir
         assert log.check().ok
 
 
+@local_only("log.check() verifies a directory's files")
 def test_check_repairs_damaged_offsets_and_leftover_compaction_files(log_dir):
     with eventlog.open(log_dir) as log:
         log.create_topic("t")
@@ -193,6 +213,7 @@ def test_check_repairs_damaged_offsets_and_leftover_compaction_files(log_dir):
         assert log.group_offsets("g") == {TP("t", 0): 0}
 
 
+@local_only("log.check() verifies a directory's files")
 def test_check_reports_damage_in_the_middle_of_the_offsets_file(log_dir):
     import struct
 
@@ -227,6 +248,7 @@ def test_check_reports_damage_in_the_middle_of_the_offsets_file(log_dir):
         assert log.group_offsets("g") == {TP("t", 0): 0}
 
 
+@local_only("log.check() verifies a directory's files")
 def test_check_is_clean_for_a_log_written_by_many_short_lived_processes(log_dir):
     from tests.conftest import run_python
 

@@ -1,19 +1,22 @@
 """The public API on both backends: a log directory and a real Apache Kafka broker.
 
-Every test here takes ``any_log``, once a local log and once ``eventlog.open("kafka://...")``
-on the session's broker (tests/kafka_broker.py), and asserts the same behaviour of
-``Log``, ``Producer``, ``Consumer`` and ``aio`` on both. Topic and group names are
-unique per test: the broker lives for the whole session. Tests of what only one
-backend has say so in their name (``_on_kafka``).
+Every test here takes ``any_log`` (tests/conftest.py), once a local log and once
+``eventlog.open("kafka://...")`` on the session's broker (tests/kafka_broker.py), and
+asserts the same behaviour of ``Log``, ``Producer``, ``Consumer`` and ``aio`` on both:
+a tour of the whole public surface, the Kafka habits (client ids, patterns, listener
+names, ``timeout_ms``) included. The other test modules use the same fixture for their
+own public-API tests (test_producer, test_consumer, test_transactions, test_lag,
+test_log, test_admin); each module's docstring says what runs where, and tests of what
+only a directory has carry ``local_only("why")``. Topic and group names are unique per
+test (``unique_name``): the broker lives for the whole session. Tests of what only the
+Kafka backend has say so in their name (``_on_kafka``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,21 +24,9 @@ import pytest
 import eventlog
 from eventlog import TopicPartition as TP
 from eventlog.aio import AIOConsumer, AIOProducer
+from tests.conftest import drain, unique_name
 
 pytest.importorskip("confluent_kafka")
-
-
-@pytest.fixture(params=["local", pytest.param("kafka", marks=pytest.mark.kafka)])
-def any_log(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[eventlog.Log]:
-    if request.param == "local":
-        log = eventlog.open(tmp_path / "log")
-    else:
-        broker = request.getfixturevalue("kafka_broker")
-        log = eventlog.open(f"kafka://{broker.bootstrap_servers}")
-    try:
-        yield log
-    finally:
-        log.close()
 
 
 @pytest.fixture
@@ -44,26 +35,11 @@ def kafka_log(kafka_broker: Any) -> Iterator[eventlog.Log]:
         yield log
 
 
-def name(prefix: str = "t") -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:10]}"
-
-
-def drain(consumer: eventlog.Consumer, count: int, timeout: float = 30.0) -> list[Any]:
-    """Poll until ``count`` records came (or ``timeout`` passed: then fewer)."""
-    import time
-
-    got: list[Any] = []
-    deadline = time.monotonic() + timeout
-    while len(got) < count and time.monotonic() < deadline:
-        got += consumer.poll(timeout=0.5)
-    return got
-
-
 # -- administration ---------------------------------------------------------------------
 
 
 def test_topics_are_created_listed_found_and_deleted(any_log):
-    topic = name()
+    topic = unique_name()
     created = any_log.create_topic(topic, partitions=3, retention_ms=3_600_000,
                                    cleanup_policy="compact", max_message_bytes=200_000)
     assert created.name == topic and topic in any_log and topic in any_log.topics()
@@ -84,7 +60,7 @@ def test_topics_are_created_listed_found_and_deleted(any_log):
 
 
 def test_partition_offsets_follow_what_was_produced(any_log):
-    topic = name()
+    topic = unique_name()
     any_log.create_topic(topic, partitions=2)
     with eventlog.Producer(any_log) as producer:
         for i in range(7):
@@ -97,7 +73,7 @@ def test_partition_offsets_follow_what_was_produced(any_log):
 
 
 def test_group_admin_offsets_lag_reset_and_delete(any_log):
-    topic, group = name(), name("g")
+    topic, group = unique_name(), unique_name("g")
     any_log.create_topic(topic, partitions=2)
     with eventlog.Producer(any_log) as producer:
         producer.send_batch(topic, list(range(10)), partition=0)
@@ -121,7 +97,7 @@ def test_group_admin_offsets_lag_reset_and_delete(any_log):
 
 
 def test_futures_give_topic_partition_offset_and_timestamp(any_log):
-    topic = name()
+    topic = unique_name()
     any_log.create_topic(topic, partitions=1)
     with eventlog.Producer(any_log) as producer:
         futures = [producer.send(topic, {"n": i}, timestamp_ms=1_700_000_000_000 + i)
@@ -137,7 +113,7 @@ def test_futures_give_topic_partition_offset_and_timestamp(any_log):
 
 
 def test_keys_hash_alike_and_murmur2_lands_where_java_clients_put_keys(any_log):
-    topic = name()
+    topic = unique_name()
     any_log.create_topic(topic, partitions=5)
     keys = [f"user-{i}".encode() for i in range(40)]
     with eventlog.Producer(any_log, key_serializer="bytes", partitioner="murmur2") as p:
@@ -150,7 +126,7 @@ def test_keys_hash_alike_and_murmur2_lands_where_java_clients_put_keys(any_log):
 
 
 def test_values_keys_headers_round_trip_through_serializers(any_log):
-    topic = name()
+    topic = unique_name()
     any_log.create_topic(topic)
     values = [None, True, 3, 2.5, "text", b"\x00bytes", [1, "a"], {"nested": {"k": [1]}}]
     with eventlog.Producer(any_log) as producer:
@@ -161,7 +137,7 @@ def test_values_keys_headers_round_trip_through_serializers(any_log):
     assert [r.value for r in records] == values
     assert {r.key["k"] for r in records} == {1}
     assert records[0].headers == [("trace", b"abc"), ("e", b"")]
-    other = name()
+    other = unique_name()
     any_log.create_topic(other)
     with eventlog.Producer(any_log, value_serializer="json") as producer:
         producer.send(other, {"json": [1, 2]})
@@ -170,7 +146,7 @@ def test_values_keys_headers_round_trip_through_serializers(any_log):
 
 
 def test_bad_records_raise_at_send_and_write_nothing(any_log):
-    topic = name()
+    topic = unique_name()
     any_log.create_topic(topic, max_message_bytes=1000)
     with eventlog.Producer(any_log) as producer:
         with pytest.raises(eventlog.RecordTooLargeError):
@@ -180,7 +156,7 @@ def test_bad_records_raise_at_send_and_write_nothing(any_log):
         with pytest.raises(eventlog.InvalidRecordError):
             producer.send(topic, 1, headers=[("k", "not bytes")])
         with pytest.raises(eventlog.UnknownTopicError):
-            producer.send(name("missing"), 1)
+            producer.send(unique_name("missing"), 1)
         with pytest.raises(eventlog.InvalidRecordError):
             producer.send(topic, 1, partition=3)
         producer.flush()
@@ -191,7 +167,7 @@ def test_bad_records_raise_at_send_and_write_nothing(any_log):
 
 
 def test_send_batch_returns_where_each_record_went(any_log):
-    topic = name()
+    topic = unique_name()
     any_log.create_topic(topic, partitions=3)
     with eventlog.Producer(any_log) as producer:
         md = producer.send_batch(topic, [f"v{i}" for i in range(30)],
@@ -207,7 +183,7 @@ def test_send_batch_returns_where_each_record_went(any_log):
 
 
 def test_auto_create_topics_creates_on_first_send(any_log, tmp_path):
-    topic = name()
+    topic = unique_name()
     if isinstance(any_log, eventlog.Log) and any_log.path.startswith("kafka://"):
         log = eventlog.open(any_log.path, auto_create_topics=True)
     else:
@@ -221,13 +197,13 @@ def test_auto_create_topics_creates_on_first_send(any_log, tmp_path):
 
 
 def test_poll_seek_position_lag_and_offsets_for_times(any_log):
-    topic = name()
+    topic = unique_name()
     any_log.create_topic(topic, partitions=1)
     tp = TP(topic, 0)
     with eventlog.Producer(any_log) as producer:
         producer.send_batch(topic, list(range(10)),
                             timestamps_ms=[1_000_000 + 10 * i for i in range(10)])
-    with eventlog.Consumer(any_log, group_id=name("g"), enable_auto_commit=False) as c:
+    with eventlog.Consumer(any_log, group_id=unique_name("g"), enable_auto_commit=False) as c:
         c.assign([tp])
         assert c.assignment() == {tp}
         assert [r.value for r in drain(c, 10)] == list(range(10))
@@ -246,7 +222,7 @@ def test_poll_seek_position_lag_and_offsets_for_times(any_log):
 
 
 def test_pause_and_resume(any_log):
-    topic = name()
+    topic = unique_name()
     any_log.create_topic(topic, partitions=2)
     with eventlog.Producer(any_log) as producer:
         for p in (0, 1):
@@ -262,7 +238,7 @@ def test_pause_and_resume(any_log):
 
 
 def test_commit_committed_and_resume_from_the_commit(any_log):
-    topic, group = name(), name("g")
+    topic, group = unique_name(), unique_name("g")
     any_log.create_topic(topic)
     tp = TP(topic, 0)
     with eventlog.Producer(any_log) as producer:
@@ -284,7 +260,7 @@ def test_commit_committed_and_resume_from_the_commit(any_log):
 
 
 def test_auto_commit_on_close_commits_what_was_returned(any_log):
-    topic, group = name(), name("g")
+    topic, group = unique_name(), unique_name("g")
     any_log.create_topic(topic)
     with eventlog.Producer(any_log) as producer:
         producer.send_batch(topic, list(range(6)))
@@ -294,12 +270,12 @@ def test_auto_commit_on_close_commits_what_was_returned(any_log):
 
 
 def test_a_bad_record_raises_with_its_offset_and_can_be_skipped(any_log):
-    topic = name()
+    topic = unique_name()
     any_log.create_topic(topic)
     with eventlog.Producer(any_log, value_serializer="bytes") as producer:
         for v in (b"\xa1a", b"\xc1", b"\xa1c"):  # 0xc1 is never valid msgpack
             producer.send(topic, v)
-    with eventlog.Consumer(any_log, group_id=name("g")) as c:
+    with eventlog.Consumer(any_log, group_id=unique_name("g")) as c:
         c.assign([TP(topic, 0)])
         first: list[Any] = []
         with pytest.raises(eventlog.SerializationError) as info:
@@ -331,7 +307,7 @@ class Recorder(eventlog.RebalanceListener):
 
 
 def test_group_members_share_partitions_and_take_over_from_commits(any_log):
-    topic, group = name(), name("g")
+    topic, group = unique_name(), unique_name("g")
     any_log.create_topic(topic, partitions=4)
     with eventlog.Producer(any_log) as producer:
         for p in range(4):
@@ -382,7 +358,7 @@ def test_group_members_share_partitions_and_take_over_from_commits(any_log):
 
 
 def test_asyncio_producer_and_consumer(any_log):
-    topic, group = name(), name("g")
+    topic, group = unique_name(), unique_name("g")
     any_log.create_topic(topic, partitions=2)
 
     async def main() -> list[Any]:
@@ -407,7 +383,7 @@ def test_asyncio_producer_and_consumer(any_log):
 
 
 def test_client_id_names_producers_and_group_members(any_log):
-    topic, group = name(), name("g")
+    topic, group = unique_name(), unique_name("g")
     any_log.create_topic(topic)
     with eventlog.Producer(any_log, client_id="orders-app") as producer:
         assert producer.client_id == "orders-app"
@@ -430,11 +406,11 @@ def test_client_id_names_producers_and_group_members(any_log):
 
 @pytest.mark.parametrize("grouped", [True, False], ids=["group", "no-group"])
 def test_a_pattern_subscription_reads_matching_topics_and_later_ones(any_log, grouped):
-    prefix = name("p")
+    prefix = unique_name("p")
     any_log.create_topic(f"{prefix}-a")
     any_log.create_topic(f"{prefix}-b")
     any_log.create_topic(f"{prefix}x-c")  # matches the prefix, not the whole pattern
-    group = name("g") if grouped else None
+    group = unique_name("g") if grouped else None
     with eventlog.Producer(any_log) as producer:
         for topic in (f"{prefix}-a", f"{prefix}-b", f"{prefix}x-c"):
             producer.send(topic, topic)
@@ -454,7 +430,7 @@ def test_a_pattern_subscription_reads_matching_topics_and_later_ones(any_log, gr
 
 
 def test_listeners_with_kafka_python_names_and_confluent_callbacks(any_log):
-    topic = name()
+    topic = unique_name()
     any_log.create_topic(topic)
     with eventlog.Producer(any_log) as producer:
         producer.send(topic, "x")
@@ -471,17 +447,17 @@ def test_listeners_with_kafka_python_names_and_confluent_callbacks(any_log):
         assigned.append(("confluent", list(partitions)))
 
     for how in ({"listener": KafkaPythonListener()}, {"on_assign": on_assign}):
-        with eventlog.Consumer(any_log, group_id=name("g")) as c:
+        with eventlog.Consumer(any_log, group_id=unique_name("g")) as c:
             c.subscribe([topic], **how)
             assert len(drain(c, 1)) == 1
     assert assigned == [("kafka-python", [TP(topic, 0)]), ("confluent", [TP(topic, 0)])]
-    with eventlog.Consumer(any_log, group_id=name("g")) as c, \
+    with eventlog.Consumer(any_log, group_id=unique_name("g")) as c, \
             pytest.raises(eventlog.InvalidConfigError):
         c.subscribe([topic], listener=object())
 
 
 def test_poll_takes_timeout_ms_instead_of_seconds(any_log):
-    topic = name()
+    topic = unique_name()
     any_log.create_topic(topic)
     with eventlog.Producer(any_log) as producer:
         producer.send(topic, "x")
@@ -500,7 +476,7 @@ def test_poll_takes_timeout_ms_instead_of_seconds(any_log):
 
 
 def test_records_say_who_set_their_timestamp(any_log):
-    producer_time, log_time = name(), name()
+    producer_time, log_time = unique_name(), unique_name()
     any_log.create_topic(producer_time)
     any_log.create_topic(log_time, timestamp_type="log_append_time")
     with eventlog.Producer(any_log) as producer:
@@ -516,10 +492,10 @@ def test_records_say_who_set_their_timestamp(any_log):
 
 
 def test_transactions_commit_and_abort_under_read_committed(any_log):
-    topic, group = name(), name("g")
+    topic, group = unique_name(), unique_name("g")
     any_log.create_topic(topic)
     tp = TP(topic, 0)
-    with eventlog.Producer(any_log, transactional_id=name("txn")) as producer, \
+    with eventlog.Producer(any_log, transactional_id=unique_name("txn")) as producer, \
             eventlog.Consumer(any_log, isolation_level="read_committed") as c:
         with pytest.raises(eventlog.TransactionError):
             producer.commit_transaction()
@@ -554,7 +530,7 @@ def test_transactions_commit_and_abort_under_read_committed(any_log):
 
 
 def test_storage_calls_are_unsupported_on_kafka_with_a_reason(kafka_log):
-    topic = name()
+    topic = unique_name()
     kafka_log.create_topic(topic)
     part = kafka_log.topic(topic).partition(0)
     for call in (kafka_log.check, kafka_log.compact, kafka_log.enforce_retention,
@@ -580,7 +556,7 @@ def test_an_unreachable_cluster_raises_broker_unavailable_on_kafka():
 def test_records_pending_at_interpreter_exit_are_flushed(any_log):
     from tests.conftest import run_python
 
-    topic = name()
+    topic = unique_name()
     any_log.create_topic(topic)
     run_python("import sys, eventlog\n"
                "log = eventlog.open(sys.argv[1])\n"

@@ -1,4 +1,11 @@
-"""Consumer groups across real processes: joins, leaves, kill -9, exclusivity, commits."""
+"""Consumer groups across real processes: joins, leaves, kill -9, exclusivity, commits.
+
+What runs where: the assignors and ``ResetTarget`` are pure functions of both
+backends; the rest is the local group machinery (the offsets sidecar file, member
+processes on one directory killed with ``kill -9``) and is ``local_only``. Kafka's
+groups run in tests/test_consumer.py and tests/test_backends.py on both backends, and
+under a broker killed with ``kill -9`` in tests/test_kafka_failover.py.
+"""
 
 from __future__ import annotations
 
@@ -17,6 +24,7 @@ from eventlog._offsets import OffsetStore
 from tests.conftest import complete_json_lines, soak, spawn_python
 
 TP = TopicPartition
+local_only = pytest.mark.local_only
 
 # -- assignors ------------------------------------------------------------------------
 
@@ -53,6 +61,7 @@ def test_sticky_assignor_is_balanced_and_moves_little():
 
 # -- the offsets sidecar ------------------------------------------------------------------
 
+@local_only("the group's offsets sidecar file")
 def test_damaged_commit_records_fall_back_to_the_last_good_commit(tmp_path):
     path = str(tmp_path / "g.offsets")
     store = OffsetStore(path, fsync=False)
@@ -76,6 +85,7 @@ def test_damaged_commit_records_fall_back_to_the_last_good_commit(tmp_path):
     assert OffsetStore(path, False).read() == {tp: 60}
 
 
+@local_only("the group's offsets sidecar file")
 def test_the_sidecar_compacts_itself(tmp_path):
     path = str(tmp_path / "g.offsets")
     store = OffsetStore(path, fsync=False)
@@ -100,6 +110,7 @@ with eventlog.open(path) as log:
 """
 
 
+@local_only("kill -9 during a commit to the sidecar file")
 def test_kill_during_commit_leaves_old_or_new_value(log_dir):
     with eventlog.open(log_dir) as log:
         log.create_topic("t")
@@ -176,6 +187,8 @@ with eventlog.open(path) as log, eventlog.Producer(log, linger_ms=2) as p:
 
 
 @pytest.mark.parametrize("strategy", ["range", "sticky"])
+@local_only("member processes on one directory killed with kill -9 (Kafka's groups under "
+            "a killed broker: tests/test_kafka_failover.py)")
 def test_members_join_leave_and_die_while_producers_write(log_dir, tmp_path, strategy):
     with eventlog.open(log_dir) as log:
         log.create_topic("t", partitions=6, segment_bytes=16384)
@@ -242,6 +255,7 @@ def test_members_join_leave_and_die_while_producers_write(log_dir, tmp_path, str
         assert taken and min(taken) - kill_time < 3.0 + 1.0, f"partition {p} stayed orphaned"
 
 
+@local_only("the sidecar's commit records")
 def test_a_commit_records_the_end_offsets_and_goes_ahead_without_one(tmp_path):
     """The consumer's commit path reads each partition's end offset for the history
     (group_status); a partition whose end cannot be read (its topic was deleted) is

@@ -2,7 +2,12 @@
 one rule (``_group_admin.partition_lag``), and commits cannot claim offsets that do not
 exist.
 
-Real log directories, real consumers; the CLI as a real subprocess.
+Real log directories, real consumers; the CLI as a real subprocess. The tests of the
+public calls (``group_lag``, ``describe_group``, commits beyond the end,
+``eventlog.testing.wait_for_lag``) run on a log directory and on the session's Kafka
+broker (``any_log``); ``local_only`` ones say why (``log.metrics()``,
+``group_status()``, the CLI and Prometheus read a directory; offset resets counted by
+the local fetcher).
 """
 
 from __future__ import annotations
@@ -21,27 +26,41 @@ from eventlog._group_admin import partition_lag
 from eventlog.errors import OffsetOutOfRangeError
 from eventlog.prometheus import EventLogCollector
 from eventlog.testing import ManualClock, wait_for_lag
+from tests.conftest import is_kafka, unique_name
 from tests.test_cli import cli, ok
 
 TP = TopicPartition
+local_only = pytest.mark.local_only
 
 
-def _scenario(log: eventlog.Log) -> None:
+def _scenario(log: eventlog.Log, topic: str = "orders", group: str = "g") -> None:
     """The issue's: the group committed partition 1 only; records wait on 0 and 2."""
-    log.create_topic("orders", partitions=3)
+    log.create_topic(topic, partitions=3)
     with Producer(log) as producer:
-        producer.send("orders", "first", partition=1)
-    with Consumer(log, group_id="g", enable_auto_commit=False) as consumer:
-        consumer.assign([TP("orders", 1)])
-        consumer.commit({TP("orders", 1): 1})
+        producer.send(topic, "first", partition=1)
+    with Consumer(log, group_id=group, enable_auto_commit=False) as consumer:
+        consumer.assign([TP(topic, 1)])
+        consumer.commit({TP(topic, 1): 1})
     with Producer(log) as producer:
         for p in (0, 0, 2, 1):
-            producer.send("orders", "more", partition=p)
+            producer.send(topic, "more", partition=p)
 
 
-EXPECTED = {TP("orders", 0): 2, TP("orders", 1): 1, TP("orders", 2): 1}
+def _expected(topic: str = "orders") -> dict[TopicPartition, int]:
+    return {TP(topic, 0): 2, TP(topic, 1): 1, TP(topic, 2): 1}
 
 
+EXPECTED = _expected()
+
+
+def test_group_lag_counts_partitions_never_committed_on_both_backends(any_log):
+    topic, group = unique_name("orders"), unique_name("g")
+    _scenario(any_log, topic, group)
+    assert any_log.group_lag(group) == _expected(topic)
+    assert any_log.describe_group(group).lag == _expected(topic)
+
+
+@local_only("log.metrics(), group_status(), Prometheus and the CLI read a directory")
 def test_partitions_never_committed_count_from_their_start_in_every_report(log_dir):
     with eventlog.open(log_dir) as log:
         _scenario(log)
@@ -66,13 +85,16 @@ def test_partitions_never_committed_count_from_their_start_in_every_report(log_d
     assert "group g: total lag 4" in text
 
 
-def test_lag_counts_the_topics_members_subscribe_to_before_any_commit(log_dir):
-    with eventlog.open(log_dir) as log:
-        log.create_topic("audit", partitions=2)
-        with Producer(log) as producer:
-            producer.send_batch("audit", ["a", "b", "c"], partition=1)
-        with Consumer(log, "audit", group_id="fresh", enable_auto_commit=False):
-            assert log.group_lag("fresh") == {TP("audit", 0): 0, TP("audit", 1): 3}
+def test_lag_counts_the_topics_members_subscribe_to_before_any_commit(any_log):
+    log, audit, fresh = any_log, unique_name("audit"), unique_name("fresh")
+    log.create_topic(audit, partitions=2)
+    with Producer(log) as producer:
+        producer.send_batch(audit, ["a", "b", "c"], partition=1)
+    with Consumer(log, audit, group_id=fresh, enable_auto_commit=False) as consumer:
+        deadline = time.monotonic() + 30   # on Kafka: until the group has the member
+        while not consumer.assignment() and time.monotonic() < deadline:
+            consumer.poll(timeout=0.1, max_records=1)
+        assert log.group_lag(fresh) == {TP(audit, 0): 0, TP(audit, 1): 3}
 
 
 def test_a_commit_outside_the_stored_range_counts_from_the_start():
@@ -85,23 +107,32 @@ def test_a_commit_outside_the_stored_range_counts_from_the_start():
 
 # -- commits beyond the end, and committed offsets out of range at read time ------------
 
-def test_a_commit_beyond_the_end_offset_is_refused_and_changes_nothing(log):
-    log.create_topic("orders")
+def test_a_commit_beyond_the_end_offset_is_refused_and_changes_nothing(any_log):
+    log, topic, group = any_log, unique_name("orders"), unique_name("g")
+    log.create_topic(topic)
     with Producer(log) as producer:
-        producer.send_batch("orders", ["a", "b", "c"])
-    tp = TP("orders", 0)
-    with Consumer(log, group_id="g", enable_auto_commit=False) as consumer:
+        producer.send_batch(topic, ["a", "b", "c"])
+    tp = TP(topic, 0)
+    with Consumer(log, group_id=group, enable_auto_commit=False) as consumer:
         consumer.assign([tp])
         consumer.commit({tp: 2})
-        with pytest.raises(OffsetOutOfRangeError, match="beyond its end offset 3") as info:
+        if is_kafka(log):
+            # the broker takes it (docs/kafka-backend.md); the lag counts from the start
             consumer.commit({tp: 999})
-        assert (info.value.offset, info.value.end_offset) == (999, 3)
-        assert consumer.committed(tp) == 2
+            assert consumer.committed(tp) == 999
+            assert log.group_lag(group) == {tp: 3}
+        else:
+            with pytest.raises(OffsetOutOfRangeError,
+                               match="beyond its end offset 3") as info:
+                consumer.commit({tp: 999})
+            assert (info.value.offset, info.value.end_offset) == (999, 3)
+            assert consumer.committed(tp) == 2
         consumer.commit({tp: 3})          # the end itself: caught up
         assert consumer.committed(tp) == 3
-    assert log.group_lag("g") == {tp: 0}
+    assert log.group_lag(group) == {tp: 0}
 
 
+@local_only("follows from a directory refusing commits beyond the end offset")
 def test_auto_commit_leaves_out_a_position_sought_past_the_end(log):
     log.create_topic("orders", partitions=2)
     with Producer(log) as producer:
@@ -117,6 +148,7 @@ def test_auto_commit_leaves_out_a_position_sought_past_the_end(log):
         assert consumer.committed(TP("orders", 0)) is None   # 50 was left out
 
 
+@local_only("offset resets counted and logged by the local fetcher")
 def test_a_committed_offset_out_of_range_resets_visibly(log, caplog):
     log.create_topic("orders")
     tp = TP("orders", 0)
@@ -137,6 +169,7 @@ def test_a_committed_offset_out_of_range_resets_visibly(log, caplog):
                in r.getMessage() for r in caplog.records)
 
 
+@local_only("offset resets counted and logged by the local fetcher")
 def test_a_position_that_retention_overtakes_resets_visibly(log, caplog):
     log.create_topic("orders")
     tp = TP("orders", 0)
@@ -159,46 +192,50 @@ def test_a_position_that_retention_overtakes_resets_visibly(log, caplog):
 
 # -- eventlog.testing.wait_for_lag --------------------------------------------------------
 
-def test_wait_for_lag_waits_for_a_group_that_does_not_exist_yet(log):
-    log.create_topic("orders", partitions=2)
+def test_wait_for_lag_waits_for_a_group_that_does_not_exist_yet(any_log):
+    log, orders, workers = any_log, unique_name("orders"), unique_name("workers")
+    log.create_topic(orders, partitions=2)
     with Producer(log) as producer:
-        producer.send_batch("orders", list(range(40)), partition=0)
-        producer.send_batch("orders", list(range(10)), partition=1)
+        producer.send_batch(orders, list(range(40)), partition=0)
+        producer.send_batch(orders, list(range(10)), partition=1)
 
     def worker() -> None:
         time.sleep(0.05)                              # the group appears later
-        with Consumer(log, "orders", group_id="workers",
+        with Consumer(log, orders, group_id=workers,
                       enable_auto_commit=False) as consumer:
-            while sum(consumer.lag().values()):
+            while not consumer.assignment() or sum(consumer.lag().values()):
                 consumer.poll(timeout=1, max_records=7)
-                consumer.commit()
+                if consumer.assignment():
+                    consumer.commit()
 
     thread = threading.Thread(target=worker)
     thread.start()
     try:
-        assert wait_for_lag(log, "workers", timeout=30) == \
-            {TP("orders", 0): 0, TP("orders", 1): 0}
+        assert wait_for_lag(log, workers, timeout=30) == \
+            {TP(orders, 0): 0, TP(orders, 1): 0}
     finally:
         thread.join()
 
 
-def test_wait_for_lag_fails_with_the_lag_per_partition(log):
-    log.create_topic("orders", partitions=2)
+def test_wait_for_lag_fails_with_the_lag_per_partition(any_log):
+    log, orders, slow = any_log, unique_name("orders"), unique_name("slow")
+    ghost = unique_name("ghost")
+    log.create_topic(orders, partitions=2)
     with Producer(log) as producer:
-        producer.send_batch("orders", list(range(5)), partition=1)
-    with pytest.raises(AssertionError, match=r"group 'ghost' .* does not exist"):
-        wait_for_lag(log, "ghost", timeout=0.05)
-    with Consumer(log, group_id="slow", enable_auto_commit=False) as consumer:
-        consumer.assign([TP("orders", 1)])
-        consumer.commit({TP("orders", 1): 2})
-    with pytest.raises(AssertionError, match=r"its lag is 3 \(orders\[0\]: 0, "
-                                             r"orders\[1\]: 3\)"):
-        wait_for_lag(log, "slow", timeout=0.05)
-    assert wait_for_lag(log, "slow", 3) == {TP("orders", 0): 0, TP("orders", 1): 3}
+        producer.send_batch(orders, list(range(5)), partition=1)
+    with pytest.raises(AssertionError, match=rf"group '{ghost}' .* does not exist"):
+        wait_for_lag(log, ghost, timeout=0.05)
+    with Consumer(log, group_id=slow, enable_auto_commit=False) as consumer:
+        consumer.assign([TP(orders, 1)])
+        consumer.commit({TP(orders, 1): 2})
+    with pytest.raises(AssertionError, match=rf"its lag is 3 \({orders}\[0\]: 0, "
+                                             rf"{orders}\[1\]: 3\)"):
+        wait_for_lag(log, slow, timeout=0.05)
+    assert wait_for_lag(log, slow, 3) == {TP(orders, 0): 0, TP(orders, 1): 3}
     with pytest.raises(AssertionError, match="has no partitions on topic 'audit'"):
-        wait_for_lag(log, "slow", 0, topic="audit", timeout=0.05)
+        wait_for_lag(log, slow, 0, topic="audit", timeout=0.05)
     with pytest.raises(eventlog.InvalidConfigError):
-        wait_for_lag(log, "slow", -1)
+        wait_for_lag(log, slow, -1)
 
 
 # -- Prometheus: kafka-exporter's names, sums, time lag, client counters ------------------
@@ -210,6 +247,7 @@ def _samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
             for family in text_string_to_metric_families(text) for s in family.samples}
 
 
+@local_only("the Prometheus collector reads log.metrics() of a directory")
 def test_prometheus_offers_kafka_exporters_names_sums_and_time_lag(log_dir):
     clock = ManualClock()
     with eventlog.open(log_dir, clock=clock) as log:
@@ -245,6 +283,7 @@ def test_prometheus_offers_kafka_exporters_names_sums_and_time_lag(log_dir):
         assert "kafka_" not in generate_latest(plain).decode()
 
 
+@local_only("the counters of the local producer and consumer")
 def test_prometheus_exports_the_counters_of_producers_and_consumers(log):
     log.create_topic("orders", partitions=2)
     collector = EventLogCollector(log, kafka_names=False)

@@ -1,4 +1,10 @@
-"""Opening log directories, topic administration, names, config persistence."""
+"""Opening log directories, topic administration, names, config persistence.
+
+What runs where: the tests of ``Log``'s public calls take ``any_log`` or
+``any_address`` and run on a log directory and on the session's Kafka broker (topic
+names unique to the test: the broker keeps every topic); ``local_only`` ones say why
+(the directory itself, a partition's direct append, file names).
+"""
 
 from __future__ import annotations
 
@@ -16,6 +22,9 @@ from eventlog import (
     TopicExistsError,
     UnknownTopicError,
 )
+from tests.conftest import is_kafka, read_all, unique_name
+
+local_only = pytest.mark.local_only
 
 
 def tree(path):
@@ -23,6 +32,7 @@ def tree(path):
                   for root, dirs, files in os.walk(path) for n in dirs + files)
 
 
+@local_only("opening a directory")
 def test_open_creates_the_directory_and_a_marker(log_dir):
     assert not log_dir.exists()
     with eventlog.open(log_dir) as log:
@@ -32,6 +42,7 @@ def test_open_creates_the_directory_and_a_marker(log_dir):
     assert marker["format"] == 1
 
 
+@local_only("opening a directory")
 def test_open_refuses_a_foreign_directory_and_a_file(tmp_path):
     foreign = tmp_path / "photos"
     foreign.mkdir()
@@ -46,6 +57,7 @@ def test_open_refuses_a_foreign_directory_and_a_file(tmp_path):
     assert isinstance(info.value, OSError)
 
 
+@local_only("opening a directory")
 def test_open_rejects_unknown_options(log_dir):
     with pytest.raises(InvalidConfigError, match="unknown option"):
         eventlog.open(log_dir, fsynk="always")
@@ -53,85 +65,101 @@ def test_open_rejects_unknown_options(log_dir):
         eventlog.open(log_dir, fsync="sometimes")
 
 
-def test_topics_are_listed_sorted_and_found(log):
-    log.create_topic("zeta")
-    log.create_topic("alpha", partitions=3)
-    assert log.topics() == ["alpha", "zeta"]
-    assert "alpha" in log and "beta" not in log and 5 not in log
-    topic = log.topic("alpha")
-    assert topic.name == "alpha"
+def test_topics_are_listed_sorted_and_found(any_log):
+    log, name = any_log, unique_name()
+    zeta, alpha, beta = f"zeta-{name}", f"alpha-{name}", f"beta-{name}"
+    log.create_topic(zeta)
+    log.create_topic(alpha, partitions=3)
+    assert [t for t in log.topics() if t.endswith(name)] == [alpha, zeta]
+    assert log.topics() == sorted(log.topics())   # (the broker's other tests' topics too)
+    assert alpha in log and beta not in log and 5 not in log
+    topic = log.topic(alpha)
+    assert topic.name == alpha
     assert [p.id for p in topic.partitions] == [0, 1, 2]
     assert topic.partition(2).end_offset == 0
     with pytest.raises(IndexError):
         topic.partition(3)
-    with pytest.raises(UnknownTopicError, match="beta"):
-        log.topic("beta")
+    with pytest.raises(UnknownTopicError, match=beta):
+        log.topic(beta)
 
 
-def test_create_topic_twice_raises_topic_exists(log):
-    log.create_topic("t")
+def test_create_topic_twice_raises_topic_exists(any_log):
+    t = unique_name()
+    any_log.create_topic(t)
     with pytest.raises(TopicExistsError):
-        log.create_topic("t")
+        any_log.create_topic(t)
 
 
 @pytest.mark.parametrize("name", [
     "", ".", "..", "../escape", "a/b", "/abs", "x" * 250, "sp ace", "nul\x00", "ünïcode",
     "a\\b", "..\\..", "tab\t",
 ])
-def test_invalid_topic_names_are_refused_before_touching_files(log, log_dir, name):
-    before = tree(log_dir)
+def test_invalid_topic_names_are_refused_before_touching_files(any_log, name):
+    log = any_log
+    local = not is_kafka(log)
+    before = tree(log.path) if local else log.topics()
     with pytest.raises(InvalidTopicError):
         log.create_topic(name)
     with pytest.raises(InvalidTopicError):
         log.topic(name)
     with pytest.raises(InvalidTopicError):
         log.delete_topic(name)
-    assert tree(log_dir) == before
+    assert (tree(log.path) if local else log.topics()) == before
     assert name not in log
-    assert not os.path.exists(os.path.join(os.path.dirname(log_dir), "escape"))
+    if local:
+        assert not os.path.exists(os.path.join(os.path.dirname(log.path), "escape"))
 
 
+@local_only("names Kafka keeps for itself (__consumer_offsets) are free in a directory")
 def test_kafka_legal_names_are_accepted(log):
     for name in ("a", "A.b_c-9", "x" * 249, "__consumer_offsets", ".hidden"):
         log.create_topic(name)
     assert len(log.topics()) == 5
 
 
+@local_only("topic directories on case-insensitive file systems (Kafka keeps both)")
 def test_names_that_differ_only_in_case_collide(log):
     log.create_topic("Orders")
     with pytest.raises(InvalidTopicError, match="collides"):
         log.create_topic("orders")
 
 
-def test_topic_config_is_validated_and_survives_reopen(log_dir):
-    with eventlog.open(log_dir) as log:
+# segment sizes of 1 MiB and more: Kafka's smallest segment.bytes
+MiB = 1 << 20
+
+
+def test_topic_config_is_validated_and_survives_reopen(any_address):
+    bad, t = unique_name("bad"), unique_name()
+    with eventlog.open(any_address) as log:
         with pytest.raises(InvalidConfigError, match="unknown"):
-            log.create_topic("bad", retention_hours=5)
+            log.create_topic(bad, retention_hours=5)
         with pytest.raises(InvalidConfigError, match="segment_bytes"):
-            log.create_topic("bad", segment_bytes=10)
+            log.create_topic(bad, segment_bytes=10)
         with pytest.raises(InvalidConfigError, match="cleanup_policy"):
-            log.create_topic("bad", cleanup_policy="shred")
+            log.create_topic(bad, cleanup_policy="shred")
         with pytest.raises(InvalidConfigError, match="partitions"):
-            log.create_topic("bad", partitions=0)
-        assert "bad" not in log
-        log.create_topic("t", partitions=2, segment_bytes=4096, retention_ms=60_000,
+            log.create_topic(bad, partitions=0)
+        assert bad not in log
+        log.create_topic(t, partitions=2, segment_bytes=2 * MiB, retention_ms=60_000,
                          cleanup_policy="compact", max_message_bytes=512)
-    with eventlog.open(log_dir) as log:
-        topic = log.topic("t")
+    with eventlog.open(any_address) as log:
+        topic = log.topic(t)
         assert len(topic.partitions) == 2
         cfg = topic.config
         assert (cfg.segment_bytes, cfg.retention_ms, cfg.cleanup_policy,
-                cfg.max_message_bytes) == (4096, 60_000, "compact", 512)
+                cfg.max_message_bytes) == (2 * MiB, 60_000, "compact", 512)
 
 
-def test_log_level_defaults_apply_to_new_topics(log_dir):
-    with eventlog.open(log_dir, segment_bytes=8192, partitions=3) as log:
-        topic = log.create_topic("t")
-        assert topic.config.segment_bytes == 8192
+def test_log_level_defaults_apply_to_new_topics(any_address):
+    with eventlog.open(any_address, segment_bytes=8 * MiB, partitions=3) as log:
+        topic = log.create_topic(unique_name())
+        assert topic.config.segment_bytes == 8 * MiB
         assert len(topic.partitions) == 3
-        assert log.create_topic("u", segment_bytes=1024).config.segment_bytes == 1024
+        u = log.create_topic(unique_name("u"), segment_bytes=4 * MiB)
+        assert u.config.segment_bytes == 4 * MiB
 
 
+@local_only("a partition's direct append")
 def test_record_larger_than_max_message_bytes_writes_nothing(log):
     p = log.create_topic("t", max_message_bytes=100).partition(0)
     with pytest.raises(eventlog.RecordTooLargeError):
@@ -146,11 +174,12 @@ def test_record_larger_than_max_message_bytes_writes_nothing(log):
     assert p.end_offset == 0
 
 
-def test_auto_create_topics(log_dir):
-    with eventlog.open(log_dir, auto_create_topics=True, partitions=2) as log:
-        assert len(log.topic("fresh").partitions) == 2
+def test_auto_create_topics(any_address):
+    with eventlog.open(any_address, auto_create_topics=True, partitions=2) as log:
+        assert len(log.topic(unique_name("fresh")).partitions) == 2
 
 
+@local_only("a partition's direct append")
 def test_delete_topic_stops_other_processes_writers(log_dir):
     with eventlog.open(log_dir) as log, eventlog.open(log_dir) as other:
         log.create_topic("t").partition(0).append([b"a"])
@@ -167,35 +196,46 @@ def test_delete_topic_stops_other_processes_writers(log_dir):
         assert log.create_topic("t").partition(0).end_offset == 0
 
 
-def test_add_partitions_is_seen_by_other_logs(log_dir):
-    with eventlog.open(log_dir) as log, eventlog.open(log_dir) as other:
-        topic = log.create_topic("t", partitions=1)
-        seen = other.topic("t")
+def test_add_partitions_is_seen_by_other_logs(any_address):
+    t = unique_name()
+    with eventlog.open(any_address) as log, eventlog.open(any_address) as other:
+        topic = log.create_topic(t, partitions=1)
+        seen = other.topic(t)
         topic.add_partitions(2)
         assert len(topic.partitions) == 3
         seen.refresh()
         assert len(seen.partitions) == 3
-        seen.partition(2).append([b"new"])
-        assert [r.value for r in topic.partition(2).read(0)] == [b"new"]
-    with pytest.raises(InvalidConfigError):
-        eventlog.open(log_dir).topic("t").add_partitions(0)
+        with eventlog.Producer(other) as producer:
+            producer.send(t, "new", partition=2).result()
+        assert [(r.partition, r.value) for r in read_all(log, t)] == [(2, "new")]
+    with eventlog.open(any_address) as log, pytest.raises(InvalidConfigError):
+        log.topic(t).add_partitions(0)
 
 
-def test_closed_log_raises_closed_error(log_dir):
-    log = eventlog.open(log_dir)
-    p = log.create_topic("t").partition(0)
+def test_closed_log_raises_closed_error(any_address):
+    log = eventlog.open(any_address)
+    t = unique_name()
+    p = log.create_topic(t).partition(0)
     log.close()
     log.close()  # idempotent
     with pytest.raises(ClosedError):
-        log.topic("t")
+        log.topic(t)
     with pytest.raises(ClosedError):
-        log.create_topic("u")
+        log.create_topic(unique_name("u"))
     with pytest.raises(ClosedError):
-        p.read(0)
+        eventlog.Producer(log)
     with pytest.raises(ClosedError):
-        p.append([b"x"])
+        eventlog.Consumer(log)
+    with pytest.raises(ClosedError):
+        p.end_offset   # noqa: B018 - the property reads the partition
+    if not is_kafka(log):   # (a partition's direct read and append: a directory's)
+        with pytest.raises(ClosedError):
+            p.read(0)
+        with pytest.raises(ClosedError):
+            p.append([b"x"])
 
 
+@local_only("the partitions' head files")
 def test_clean_close_marks_every_partition_clean(log_dir):
     from eventlog._head import Head
 

@@ -22,6 +22,9 @@ from eventlog._partition import StorageContext
 from eventlog._topics import TOPIC_FILE, TopicStore
 from eventlog.config import LogOptions
 
+pytestmark = pytest.mark.local_only("TopicStore: the topics of a directory (Log's topic "
+                                    "calls run on both backends in tests/test_log.py)")
+
 
 def make_store(path, **options):
     opts = LogOptions.from_kwargs(dict(options))

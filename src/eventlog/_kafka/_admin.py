@@ -23,11 +23,15 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]  # re-exported
 )
 
 from .._types import TopicPartition
-from ..errors import BrokerUnavailableError, UnknownTopicError
+from ..errors import BrokerUnavailableError, ClusterError, UnknownTopicError
 from ._errors import UNREACHABLE, kafka_errors, translate
 
 _T = TypeVar("_T")
 _POLL_S = 0.05
+# a partition's leader not known to the broker asked yet (librdkafka does not always
+# mark these retriable)
+_MOVING_LEADER = frozenset({"NOT_LEADER_FOR_PARTITION", "LEADER_NOT_AVAILABLE",
+                            "REPLICA_NOT_AVAILABLE"})
 
 
 class Admin:
@@ -131,11 +135,22 @@ class Admin:
         request = {KafkaTP(tp.topic, tp.partition): spec for tp, spec in specs.items()}
         isolation = IsolationLevel.READ_COMMITTED if committed else \
             IsolationLevel.READ_UNCOMMITTED
-        futures = self.client.list_offsets(request, isolation_level=isolation,
-                                           request_timeout=self.timeout_s)
-        return {TopicPartition(ktp.topic, ktp.partition):
-                int(self._wait(f, f"reading offsets of {ktp.topic}[{ktp.partition}]").offset)
-                for ktp, f in futures.items()}
+        deadline = time.monotonic() + self.timeout_s
+        while True:
+            futures = self.client.list_offsets(request, isolation_level=isolation,
+                                               request_timeout=self.timeout_s)
+            try:
+                return {TopicPartition(ktp.topic, ktp.partition): int(self._wait(
+                            f, f"reading offsets of {ktp.topic}[{ktp.partition}]").offset)
+                        for ktp, f in futures.items()}
+            except ClusterError as exc:
+                # NOT_LEADER_FOR_PARTITION and the like, while a topic just created or
+                # a new leader is still reaching every broker's metadata: try again,
+                # as Java's AdminClient does
+                if not (exc.retriable or exc.code in _MOVING_LEADER) or \
+                        time.monotonic() > deadline:
+                    raise
+            time.sleep(_POLL_S)
 
     def end_offsets(self, tps: Iterable[TopicPartition]) -> dict[TopicPartition, int]:
         return self.list_offsets({tp: OffsetSpec.latest()  # type: ignore[no-untyped-call]

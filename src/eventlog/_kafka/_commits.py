@@ -1,6 +1,7 @@
 """Offset commits of a ``KafkaConsumer`` to its Kafka group: the synchronous commit
-(with Kafka's errors translated), the fire-and-forget auto-commit, and the one
-background thread that runs ``commit_async`` calls in call order."""
+(with Kafka's errors translated), the fire-and-forget auto-commit, the one
+background thread that runs ``commit_async`` calls in call order, and the lookup of
+what is committed."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from confluent_kafka import TopicPartition as KafkaTP
 
 from .._coordinator import CommitCallback
 from .._types import TopicPartition
-from ._errors import translate
+from ._errors import kafka_errors, translate
 
 __all__ = ["Committer"]
 
@@ -28,6 +29,12 @@ class Committer:
     def __init__(self, consumer: Any) -> None:
         self._consumer = consumer
         self._thread: concurrent.futures.ThreadPoolExecutor | None = None
+
+    def committed(self, tp: TopicPartition, timeout_s: float) -> int | None:
+        """The group's committed offset of ``tp`` (None if none): an OffsetFetch."""
+        with kafka_errors("reading committed offsets"):
+            found = self._consumer.committed([KafkaTP(tp[0], tp[1])], timeout=timeout_s)
+        return int(found[0].offset) if found and found[0].offset >= 0 else None
 
     def commit(self, offsets: Mapping[TopicPartition, int]) -> None:
         """Commit and wait for the group's answer (nothing to do for no offsets)."""

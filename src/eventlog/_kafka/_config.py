@@ -12,6 +12,7 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from .._group import validate_group_id
 from ..config import TopicConfig
 from ..errors import InvalidConfigError
 
@@ -36,6 +37,18 @@ TOPIC_CONFIGS: dict[str, str] = {
 }
 _TIMESTAMP_TYPES = {"create_time": "CreateTime", "log_append_time": "LogAppendTime"}
 _FOREVER = ("retention_ms", "retention_bytes", "segment_ms")
+
+
+def check_membership(group_id: str | None, group_instance_id: str | None) -> None:
+    """A consumer's ``group_id`` and static ``group_instance_id``, checked as on a log
+    directory: ``InvalidGroupError`` for a bad name, ``InvalidConfigError`` for an
+    instance id without a group."""
+    if group_instance_id is not None:
+        if group_id is None:
+            raise InvalidConfigError("group_instance_id needs a group_id")
+        validate_group_id(group_instance_id, "group_instance_id")
+    if group_id is not None:
+        validate_group_id(group_id)
 
 
 def parse_address(url: str) -> str:

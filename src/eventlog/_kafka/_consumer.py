@@ -27,7 +27,6 @@ from confluent_kafka import Consumer as _RawConsumer
 from confluent_kafka import TopicPartition as KafkaTP
 
 from .._coordinator import CommitCallback, RebalanceListener, compile_pattern, resolve_listener
-from .._group import validate_group_id
 from .._types import Record, TopicPartition
 from ..config import check_client_id, check_int
 from ..consumer import Consumer, PartitionsCallback, callback_listener, poll_timeout
@@ -41,6 +40,7 @@ from ..errors import (
 from ..log import Log
 from ..serde import Deserializer, deserializer
 from ._commits import Committer
+from ._config import check_membership
 from ._decode import to_records
 from ._errors import kafka_errors
 from ._log import KafkaLog
@@ -126,8 +126,7 @@ class KafkaConsumer(Consumer):
             if value not in choices:
                 raise InvalidConfigError(f"{name} must be one of {', '.join(choices)}, "
                                          f"not {value!r}")
-        if group_id is not None:
-            validate_group_id(group_id)
+        check_membership(group_id, group_instance_id)
         self.client_id = check_client_id(client_id)
         self._log = log
         self._backend = log.backend
@@ -357,17 +356,12 @@ class KafkaConsumer(Consumer):
         """The offset of the next record ``poll`` will return for ``tp``."""
         self._check_open()
         tp = self._check_assigned(tp)
-        if tp in self._positions:
-            return self._positions[tp]
         with kafka_errors("reading a position"):
-            known = self._consumer.position([KafkaTP(tp.topic, tp.partition)])[0].offset
-        if known >= 0:
-            return int(known)
-        committed = self.committed(tp)
-        start, end = self._lookups.bounds(tp)
-        if committed is not None and start <= committed <= end:
-            return committed
-        return start if self._reset != "latest" else end
+            known = int(self._consumer.position([KafkaTP(tp.topic, tp.partition)])[0].offset)
+        if tp in self._positions:  # librdkafka's moves past transaction markers, ours not
+            return max(self._positions[tp], -1 if tp in self._pending_seeks else known)
+        return known if known >= 0 else \
+            self._lookups.reset_position(tp, self.committed(tp), self._reset)
 
     def seek(self, tp: TopicPartition, offset: int) -> None:
         """Make the next ``poll`` read ``tp`` from ``offset``."""
@@ -563,11 +557,8 @@ class KafkaConsumer(Consumer):
     def committed(self, tp: TopicPartition) -> int | None:
         """The group's committed offset of ``tp`` (None if none, or without a group)."""
         self._check_open()
-        if self.group_id is None:
-            return None
-        with kafka_errors("reading committed offsets"):
-            found = self._consumer.committed([KafkaTP(tp[0], tp[1])], timeout=self._timeout_s)
-        return int(found[0].offset) if found and found[0].offset >= 0 else None
+        return None if self.group_id is None else \
+            self._committer.committed(tp, self._timeout_s)
 
     # -- closing ---------------------------------------------------------------------------
 
@@ -577,6 +568,14 @@ class KafkaConsumer(Consumer):
         if self._closed:
             return
         try:
+            if self._listener is not None and self._assigned and self.group_id and not self._manual:
+                # revoke in poll(), where the listener may still look up and commit
+                # (inside librdkafka's close() a lookup waits out the request timeout)
+                with kafka_errors("leaving the group"):
+                    self._consumer.unsubscribe()
+                deadline = time.monotonic() + self._timeout_s
+                while self._assigned and time.monotonic() < deadline:
+                    self._consumer.poll(0.05)
             self._committer.shutdown()
             if autocommit and self._auto_commit and self._positions:
                 try:
@@ -584,6 +583,6 @@ class KafkaConsumer(Consumer):
                                        if tp in self._assigned})
                 except EventLogError:
                     pass  # no longer the owner: the new owner reads from the last commit
-        finally:
-            self._closed = True
+        finally:  # librdkafka revokes in close(): a listener may still commit, as in Java
             self._consumer.close()
+            self._closed = True

@@ -62,6 +62,7 @@ _BY_CODE: dict[int, type[EventLogError]] = {
     _E._UNKNOWN_GROUP: UnknownGroupError,
     _E.INVALID_GROUP_ID: InvalidGroupError,
     _E.OFFSET_OUT_OF_RANGE: OffsetOutOfRangeError,
+    _E._AUTO_OFFSET_RESET: OffsetOutOfRangeError,   # auto_offset_reset="none"
     _E.REBALANCE_IN_PROGRESS: CommitFailedError,
     _E.ILLEGAL_GENERATION: CommitFailedError,
     _E.UNKNOWN_MEMBER_ID: CommitFailedError,

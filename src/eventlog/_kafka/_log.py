@@ -11,20 +11,23 @@ compaction runs, checks and repair, a partition's direct append) raises
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, ClassVar, NoReturn
 
 from .._format import EncodedBatch
-from .._group_admin import ResetTarget
+from .._group_admin import ResetTarget, partition_lag
 from .._types import Record, TopicPartition
 from ..config import TopicConfig, TopicMetadata, _wall_clock_ms, check_int
 from ..errors import (
     ClosedError,
     GroupNotEmptyError,
     InvalidConfigError,
+    InvalidTopicError,
     ReadOnlyError,
+    TopicExistsError,
     UnknownGroupError,
     UnknownPartitionError,
     UnsupportedOperationError,
@@ -204,14 +207,19 @@ class KafkaLog(Log):
         self.check_open()
         try:
             validate_topic_name(name)
-        except InvalidConfigError:
+        except (InvalidConfigError, InvalidTopicError):
             return False
         return self.admin.partition_count(name) is not None
 
     def topic(self, name: str) -> KafkaTopic:
-        """The topic ``name``; raises ``UnknownTopicError`` if the cluster has none."""
+        """The topic ``name``; raises ``UnknownTopicError`` if the cluster has none
+        (creates it with the defaults, with ``auto_create_topics=True``, as on a
+        directory)."""
         self.check_open()
         validate_topic_name(name)
+        if self.auto_create_topics and self.admin.partition_count(name) is None:
+            with contextlib.suppress(TopicExistsError):   # (created meanwhile)
+                return self.create_topic(name)
         self.admin.check_topic(name)
         return KafkaTopic(self, name)
 
@@ -295,15 +303,28 @@ class KafkaLog(Log):
         return self.admin.group_ids()
 
     def group_offsets(self, group_id: str) -> dict[TopicPartition, int]:
-        """The group's committed offsets (the next offset each partition will read)."""
+        """The group's committed offsets (the next offset each partition will read);
+        ``UnknownGroupError`` for a group the cluster does not know (Kafka itself
+        answers an empty list)."""
         self.check_open()
-        return self.admin.group_offsets(group_id)
+        offsets = self.admin.group_offsets(group_id)
+        if not offsets and group_id not in self.admin.group_ids():
+            raise UnknownGroupError(f"no consumer group {group_id!r} in the Kafka cluster")
+        return offsets
 
     def group_lag(self, group_id: str) -> dict[TopicPartition, int]:
-        """End offset minus committed offset, for every partition the group committed."""
+        """Records the group is behind, by the rule of a log directory
+        (``_group_admin.partition_lag``): every partition of every topic it committed
+        to or its members are assigned, counted from the start where it has no
+        commit in the stored range. Cost: a describe, an OffsetFetch, ListOffsets."""
         committed = self.group_offsets(group_id)
-        bounds = self.admin.bounds(committed)
-        return {tp: max(0, bounds[tp][1] - off) for tp, off in committed.items()}
+        members = self.admin.describe_group(group_id).members
+        topics = {tp.topic for tp in committed} | {
+            ktp.topic for m in members for ktp in m.assignment.topic_partitions}
+        tps = [TopicPartition(t, p) for t in sorted(topics) if t in self
+               for p in range(self.admin.check_topic(t))]
+        bounds = self.admin.bounds(tps)
+        return {tp: partition_lag(committed.get(tp), *bounds[tp]) for tp in tps}
 
     def group_status(self, group_id: str, *, window: int = 10) -> GroupStatus:
         unsupported("group_status()", "Burrow's rules need the history of commits, which "
@@ -451,12 +472,14 @@ class KafkaPartition(Partition):
         self.topic = topic
         self.id = partition_id
         self._admin = topic.log.admin
+        self._check_open = topic.log.check_open
 
     def __repr__(self) -> str:
         return f"<Partition {self.topic.name}[{self.id}] on Kafka>"
 
     def bounds(self) -> tuple[int, int]:
         """``(start_offset, end_offset)`` from the partition leader."""
+        self._check_open()
         return self._admin.bounds([self.topic_partition])[self.topic_partition]
 
     @property
@@ -467,6 +490,7 @@ class KafkaPartition(Partition):
     @property
     def end_offset(self) -> int:
         """The high watermark, from the partition leader."""
+        self._check_open()
         return self._admin.end_offsets([self.topic_partition])[self.topic_partition]
 
     def offset_for_time(self, timestamp_ms: int) -> int | None:

@@ -29,6 +29,14 @@ class OffsetLookups:
                 KafkaTP(tp.topic, tp.partition), timeout=self._timeout_s, cached=False)
         return int(low), int(high)
 
+    def reset_position(self, tp: TopicPartition, committed: int | None, reset: str) -> int:
+        """Where ``tp`` starts before its first fetch: the committed offset while it is
+        in the stored range, else the start or (``reset == "latest"``) the end."""
+        start, end = self.bounds(tp)
+        if committed is not None and start <= committed <= end:
+            return committed
+        return start if reset != "latest" else end
+
     def starts(self, partitions: Iterable[TopicPartition]) -> dict[TopicPartition, int]:
         return {TopicPartition(*tp): self.bounds(TopicPartition(*tp))[0] for tp in partitions}
 

@@ -46,6 +46,7 @@ from confluent_kafka import Producer as _RawProducer
 from confluent_kafka import TopicPartition as KafkaTP
 
 from .._accumulator import BatchMetadata
+from .._group import validate_group_id
 from .._partitioner import RecordPartitioner, check_partition, murmur2_partition
 from .._records import (
     MAX_TIMESTAMP_MS,
@@ -57,10 +58,12 @@ from .._records import (
     record_size,
     serialization_error,
 )
+from .._txn_state import validate_transactional_id
 from .._types import RecordMetadata, TopicPartition
 from ..config import _wall_clock_ms, check_client_id, check_int
 from ..errors import (
     ClosedError,
+    EventLogError,
     InvalidConfigError,
     InvalidRecordError,
     ReadOnlyError,
@@ -74,7 +77,7 @@ from ..producer import _serialize_column as serialize_column
 from ..serde import Serializer, column_packer, serializer
 from ._batch import DeliveredBatch
 from ._errors import kafka_errors, translate
-from ._log import KafkaLog
+from ._log import KafkaLog, KafkaTopic
 
 __all__ = ["KafkaFuture", "KafkaProducer"]
 
@@ -229,7 +232,8 @@ class KafkaProducer(Producer):
     ``acks`` ("all" default, 1, 0), ``compression_type`` ("none", "gzip", "snappy",
     "lz4", "zstd"), ``transactional_id`` / ``transaction_timeout_ms``, and
     ``kafka_config`` (librdkafka settings for this producer, over the log's).
-    ``enable_idempotence`` is librdkafka's (exactly-once per partition across retries);
+    ``enable_idempotence`` is librdkafka's (exactly-once and in order per partition
+    across retries), always on with ``acks="all"``;
     an explicit ``producer_id`` has no meaning on Kafka, which assigns them.
     Thread-safe."""
 
@@ -255,6 +259,8 @@ class KafkaProducer(Producer):
         check_int("linger_ms", linger_ms, 0)
         check_int("batch_bytes", batch_bytes, 1)
         check_int("transaction_timeout_ms", transaction_timeout_ms, 1)
+        if transactional_id is not None:
+            validate_transactional_id(transactional_id)
         if acks not in _ACKS:
             raise InvalidConfigError(f"acks must be 'all', 1 or 0, not {acks!r}")
         self.client_id = check_client_id(client_id)
@@ -281,7 +287,11 @@ class KafkaProducer(Producer):
         settings: dict[str, Any] = {
             "linger.ms": linger_ms, "batch.size": batch_bytes,
             "acks": _ACKS[acks], "compression.type": compression_type,
-            "enable.idempotence": bool(enable_idempotence or transactional_id),
+            # idempotence keeps a partition's records in send order through retries
+            # (a batch retried after NOT_LEADER_FOR_PARTITION would otherwise land
+            # behind later ones), as Java's producer does by default since Kafka 3.0
+            "enable.idempotence": bool(enable_idempotence or transactional_id
+                                       or acks == "all"),
             # the topic's max_message_bytes is checked per record before sending
             "message.max.bytes": 1_000_000_000,
             "allow.auto.create.topics": False,
@@ -325,9 +335,14 @@ class KafkaProducer(Producer):
     # -- delivery reports ----------------------------------------------------------------
 
     def serve(self, timeout: float) -> None:
-        """Run the delivery reports that are due (resolving their futures), waiting up
-        to ``timeout`` seconds for one."""
-        self._producer.poll(timeout)
+        """Someone waits on a future: send what librdkafka holds back for ``linger.ms``
+        at once (as waiting on a future appends its batch on a log directory), and run
+        the delivery reports that are due, for up to ``timeout`` seconds."""
+        try:
+            self._producer.flush(timeout)  # librdkafka's flush sends now, whatever the linger
+        except KafkaException:  # a fatal error (fenced, ...): the futures carry it
+            with contextlib.suppress(KafkaException):
+                self._producer.poll(timeout)
 
     def _serve_forever(self) -> None:
         # While sends are running they serve delivery reports themselves (every
@@ -340,7 +355,10 @@ class KafkaProducer(Producer):
             if idle < _POLL_S:
                 stop.wait(_POLL_S - idle)
             else:
-                poll(_POLL_S)
+                # a fatal error (fenced, ...) is raised once, here: the futures and the
+                # next transactional call carry it, and this thread goes on serving
+                with contextlib.suppress(KafkaException):
+                    poll(_POLL_S)
 
     # -- metadata -------------------------------------------------------------------------
 
@@ -371,7 +389,9 @@ class KafkaProducer(Producer):
                 count = admin.check_topic(topic)
             info = self._topics.get(topic)
             if info is None:
-                config = self._log.topic(topic).config
+                # (not log.topic(): that asks the metadata again, and on a cluster
+                # another broker may not know a topic created a moment ago)
+                config = KafkaTopic(self._log, topic).config
                 info = self._topics[topic] = _TopicInfo(
                     count, config.max_message_bytes,
                     config.timestamp_type == "log_append_time", future_class(self, topic))
@@ -439,7 +459,7 @@ class KafkaProducer(Producer):
                 except BufferError:
                     self._produce_one(topic, v, None, -1, 0, None, future)
                 except KafkaException as exc:
-                    raise translate(exc, f"sending to topic {topic!r}") from exc
+                    raise self._send_error(exc, topic) from exc
                 return future
         if self._closing:
             raise ClosedError("the producer is closed")
@@ -483,9 +503,17 @@ class KafkaProducer(Producer):
                 # librdkafka's queue is full: wait for deliveries, as Java's send blocks
                 self._producer.poll(_POLL_S)
             except KafkaException as exc:
-                raise translate(exc, f"sending to topic {topic!r}") from exc
+                raise self._send_error(exc, topic) from exc
             if self._closing:
                 raise ClosedError("the producer is closed")
+
+    def _send_error(self, exc: KafkaException, topic: str) -> EventLogError:
+        """librdkafka's refusal to queue a record, as eventlog's error."""
+        if self.transactional_id is not None and exc.args and \
+                getattr(exc.args[0], "code", lambda: 0)() == -172:  # _STATE
+            return TransactionError(f"sending to topic {topic!r} outside a transaction: "
+                                    "call begin_transaction() first")
+        return translate(exc, f"sending to topic {topic!r}")
 
     def send_batch(self, topic: str, values: Sequence[Any], *, keys: Sequence[Any] | None = None,
                    headers: Sequence[Iterable[tuple[str, bytes]] | None] | None = None,
@@ -566,11 +594,15 @@ class KafkaProducer(Producer):
                                              strict=True):
                     self._produce_one(topic, v, k, p, ts, h, partial(batch.report, i))
         except KafkaException as exc:
-            raise translate(exc, f"sending to topic {topic!r}") from exc
+            raise self._send_error(exc, topic) from exc
         self.flush()
         return batch.metadata(topic)
 
     # -- transactions ------------------------------------------------------------------------
+
+    def _check_not_closed(self) -> None:
+        if self._closing:
+            raise ClosedError("the producer is closed")
 
     def _call_txn(self, what: str, call: Callable[[], None]) -> None:
         if self.transactional_id is None:
@@ -603,9 +635,13 @@ class KafkaProducer(Producer):
                                     group_id: str, timeout: float | None = None) -> None:
         """Commit ``offsets`` (next offsets to read) for ``group_id`` with the open
         transaction."""
+        self._check_not_closed()
         if not self._in_transaction:
             raise TransactionError("send_offsets_to_transaction needs an open "
                                         "transaction (begin_transaction first)")
+        validate_group_id(group_id)      # the same checks as on a directory
+        for offset in offsets.values():
+            check_int("offset", offset, 0)
         metadata = self._group_metadata.get(group_id)
         if metadata is None:
             # A group's metadata without a member: what Java's
@@ -620,6 +656,7 @@ class KafkaProducer(Producer):
 
     def commit_transaction(self, timeout: float | None = None) -> None:
         """Flush and commit the open transaction: its records and offsets take effect."""
+        self._check_not_closed()
         if not self._in_transaction:
             raise TransactionError("commit_transaction without begin_transaction")
         self._call_txn("commit_transaction", lambda: self._producer.commit_transaction(
@@ -628,6 +665,7 @@ class KafkaProducer(Producer):
 
     def abort_transaction(self, timeout: float | None = None) -> None:
         """Abort the open transaction: ``read_committed`` consumers never see it."""
+        self._check_not_closed()
         if not self._in_transaction:
             raise TransactionError("abort_transaction without begin_transaction")
         self._call_txn("abort_transaction", lambda: self._producer.abort_transaction(
