@@ -6,12 +6,13 @@ and ``send_batch``), so they raise the same typed errors with the same messages.
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Sequence
 from typing import Any, cast
 
 from .errors import InvalidRecordError, RecordTooLargeError, SerializationError
 
-__all__ = ["MAX_TIMESTAMP_MS", "byte_sizes", "check_bytes_column", "check_headers",
+__all__ = ["MAX_TIMESTAMP_MS", "batch_sizes", "byte_sizes", "check_bytes_column", "check_headers",
            "check_size", "check_sizes", "check_timestamps", "record_size",
            "serialization_error"]
 
@@ -70,6 +71,21 @@ def byte_sizes(column: Sequence[bytes | None]) -> list[int]:
         return list(map(len, cast("Sequence[bytes]", column)))
     except TypeError:
         return list(map(len, [b"" if x is None else x for x in column]))
+
+
+def batch_sizes(values: Sequence[bytes | None], keys: Sequence[bytes | None] | None,
+                headers: Sequence[Sequence[tuple[str, bytes]] | None] | None,
+                limit: int, where: str) -> list[int]:
+    """The size of every record of a batch's columns (value, key and headers, as
+    ``record_size`` counts them), after checking each against ``limit`` (the topic's
+    ``max_message_bytes``: ``RecordTooLargeError`` naming the first record over it)."""
+    sizes = byte_sizes(values)
+    if keys is not None:
+        sizes = list(map(operator.add, sizes, byte_sizes(keys)))
+    if headers is not None:
+        sizes = [s + record_size(None, None, h) for s, h in zip(sizes, headers, strict=True)]
+    check_sizes(sizes, limit, where)
+    return sizes
 
 
 def check_size(size: int, limit: int, topic: str) -> None:

@@ -38,7 +38,6 @@ from __future__ import annotations
 import atexit
 import fcntl
 import inspect
-import operator
 import os
 import time
 import weakref
@@ -68,10 +67,9 @@ from ._partitioner import (
 )
 from ._records import (
     MAX_TIMESTAMP_MS,
-    byte_sizes,
+    batch_sizes,
     check_headers,
     check_size,
-    check_sizes,
     check_timestamps,
     record_size,
     serialization_error,
@@ -454,12 +452,7 @@ class Producer:
             hdrs = [check_headers(h, where) for h in headers]
             if not any(hdrs):
                 hdrs = None
-        sizes = byte_sizes(vals)
-        if ks is not None:
-            sizes = list(map(operator.add, sizes, byte_sizes(ks)))
-        if hdrs is not None:
-            sizes = [s + record_size(None, None, h) for s, h in zip(sizes, hdrs, strict=True)]
-        check_sizes(sizes, meta.config.max_message_bytes, where)
+        sizes = batch_sizes(vals, ks, hdrs, meta.config.max_message_bytes, where)
         stamps: Sequence[int] | int
         if timestamps_ms is None:
             stamps = self._clock()

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import operator
 import threading
 import time
 import weakref
@@ -50,10 +49,9 @@ from .._group import validate_group_id
 from .._partitioner import RecordPartitioner, check_partition, murmur2_partition
 from .._records import (
     MAX_TIMESTAMP_MS,
-    byte_sizes,
+    batch_sizes,
     check_headers,
     check_size,
-    check_sizes,
     check_timestamps,
     record_size,
     serialization_error,
@@ -548,12 +546,7 @@ class KafkaProducer(Producer):
         hdrs = None if headers is None else [check_headers(h, where) for h in headers]
         if hdrs is not None and not any(hdrs):
             hdrs = None
-        sizes = byte_sizes(vals)
-        if ks is not None:
-            sizes = list(map(operator.add, sizes, byte_sizes(ks)))
-        if hdrs is not None:
-            sizes = [s + record_size(None, None, h) for s, h in zip(sizes, hdrs, strict=True)]
-        check_sizes(sizes, info.max_message_bytes, where)
+        batch_sizes(vals, ks, hdrs, info.max_message_bytes, where)  # checks them
         if partition is not None:
             if type(partition) is int and partition >= info.partitions:
                 info = self._topic_info(topic, refresh=True)
