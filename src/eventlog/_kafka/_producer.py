@@ -76,6 +76,8 @@ from ..producer import Producer
 from ..producer import _serialize_column as serialize_column
 from ..serde import Serializer, column_packer, serializer
 from ._batch import DeliveredBatch
+from ._delivery import POLL_S as _POLL_S
+from ._delivery import DeliveryReports
 from ._errors import kafka_errors, translate
 from ._log import KafkaLog, KafkaTopic
 
@@ -84,7 +86,6 @@ __all__ = ["KafkaFuture", "KafkaProducer"]
 _METADATA_TTL_S = 5.0     # how long a topic's partition count is trusted
 _CHECK_EVERY = 1000       # sends of a topic between two servings of delivery reports
                           # by the sender, and two looks at the clock for that TTL
-_POLL_S = 0.1
 _ACKS = {"all": "all", -1: "all", 1: "1", 0: "0", "1": "1", "0": "0"}
 
 
@@ -316,13 +317,10 @@ class KafkaProducer(Producer):
         self._in_transaction = False
         self._closing = False
         self._closed = False
-        self._stop = threading.Event()
-        self._served = 0.0  # when a send, flush or result() last served delivery reports
         # the topics whose keyless records take send's inlined path (if self._plain)
         self._keyless: dict[str, _TopicInfo] = {}
-        self._poller = threading.Thread(target=self._serve_forever, daemon=True,
-                                        name="eventlog-kafka-producer")
-        self._poller.start()
+        self._reports = DeliveryReports(self._producer)
+        self._reports.start()
         _live.add(self)
 
     def __repr__(self) -> str:
@@ -338,39 +336,7 @@ class KafkaProducer(Producer):
         """Someone waits on a future: send what librdkafka holds back for ``linger.ms``
         at once (as waiting on a future appends its batch on a log directory), and run
         the delivery reports that are due, for up to ``timeout`` seconds."""
-        self._served = time.monotonic()  # the poller stays out of the way meanwhile
-        try:
-            self._producer.flush(timeout)  # librdkafka's flush sends now, whatever the linger
-        except KafkaException:  # a fatal error (fenced, ...): the futures carry it
-            with contextlib.suppress(KafkaException):
-                self._producer.poll(timeout)
-        finally:
-            self._served = time.monotonic()
-
-    def _serve_forever(self) -> None:
-        # While sends, flush() or a future's result() are running they serve delivery
-        # reports themselves (sends every _CHECK_EVERY records of a topic, as
-        # librdkafka's own examples do): this thread then stays out of their way,
-        # rather than take reports from them and contend for the GIL (a thread
-        # blocked in poll() beside a flush() added 0.4 ms to each record sent alone
-        # and flushed: docs/kafka-backend.md). It blocks in librdkafka's poll() only
-        # while records are in flight that no one waits for, so that their futures'
-        # callbacks run as soon as they are delivered; otherwise it looks at the queue
-        # (log lines, errors) every _POLL_S.
-        stop, poll, producer = self._stop, self._producer.poll, self._producer
-        while not stop.is_set():
-            idle = time.monotonic() - self._served
-            if idle < _POLL_S:
-                stop.wait(_POLL_S - idle)
-                continue
-            # a fatal error (fenced, ...) is raised once, here: the futures and the
-            # next transactional call carry it, and this thread goes on serving
-            with contextlib.suppress(KafkaException):
-                if len(producer):
-                    poll(_POLL_S)
-                else:
-                    poll(0)
-                    stop.wait(_POLL_S)
+        self._reports.serve(timeout)
 
     # -- metadata -------------------------------------------------------------------------
 
@@ -384,9 +350,8 @@ class KafkaProducer(Producer):
             # itself, as librdkafka's own examples do (the poller thread then stays out
             # of its way rather than contend for the GIL), and looks at the clock.
             info.sends_left = _CHECK_EVERY
-            self._served = now = time.monotonic()
-            self._producer.poll(0)
-            if info.expires > now:
+            self._reports.poll_now()
+            if info.expires > time.monotonic():
                 return info
         with self._info_lock:
             self._log.check_open()
@@ -587,7 +552,7 @@ class KafkaProducer(Producer):
                 # The common case: a tight loop, its names local. Every _CHECK_EVERY
                 # records it serves delivery reports, as send() does: the poller thread
                 # then stays idle rather than contend for the GIL.
-                p, ts, report, poll = parts, stamps, batch.report, self._producer.poll
+                p, ts, report, poll_now = parts, stamps, batch.report, self._reports.poll_now
                 for start in range(0, count, _CHECK_EVERY):
                     end = min(start + _CHECK_EVERY, count)
                     for i, v in zip(range(start, end), vals[start:end], strict=True):
@@ -596,8 +561,7 @@ class KafkaProducer(Producer):
                         except BufferError:
                             self._produce_one(topic, v, None, p, ts, None,
                                               partial(report, i))
-                    self._served = time.monotonic()
-                    poll(0)
+                    poll_now()
             else:
                 each_p = repeat(parts, count) if isinstance(parts, int) else parts
                 each_ts = repeat(stamps, count) if isinstance(stamps, int) else stamps
@@ -701,11 +665,7 @@ class KafkaProducer(Producer):
     def flush(self, timeout: float | None = None) -> None:
         """Wait until every record sent before this call is acknowledged (or failed: see
         its future). Raises ``TimeoutError`` after ``timeout`` seconds."""
-        self._served = time.monotonic()  # the poller stays out of the way meanwhile
-        try:
-            left = self._producer.flush(-1 if timeout is None else timeout)
-        finally:
-            self._served = time.monotonic()
+        left = self._reports.flush(-1 if timeout is None else timeout)
         if left:
             raise TimeoutError(f"{left} record(s) not acknowledged within {timeout} s")
 
@@ -721,8 +681,7 @@ class KafkaProducer(Producer):
                 self.flush(timeout)
         finally:
             self._closed = True
-            self._stop.set()
-            self._poller.join()
+            self._reports.stop()
             self._producer.purge()
             self._producer.poll(0)  # purged records' futures fail with ClosedError
             _live.discard(self)
