@@ -6,14 +6,16 @@ partitioner puts it, so ``"murmur2"`` lands keys where Java clients do and the d
 ``"xxhash"`` where a local log does; keyless records use librdkafka's sticky
 partitioner), ``RecordMetadata`` futures, ``flush`` and ``send_batch``. Batching,
 retries, acks and idempotence are librdkafka's: ``linger_ms`` and ``batch_bytes`` map
-to ``linger.ms`` and ``batch.size``; ``acks`` is ``"all"`` by default, so a future
+to ``linger.ms`` and ``batch.size`` (``batch_bytes`` unset leaves librdkafka's
+default, 1,000,000 bytes, not the 128 KiB of a log directory: fewer produce requests,
+less broker CPU, docs/kafka-backend.md); ``acks`` is ``"all"`` by default, so a future
 resolves once every in-sync replica has the record.
 
 A delivery report resolves a future when librdkafka serves it: in the sending thread
 (every ``_CHECK_EVERY`` sends of a topic, as librdkafka's examples poll), in a
-background thread that polls the client while no one sends, or in a thread waiting on
-``result()`` or ``flush()``. Transactions map straight onto librdkafka's
-transactional producer.
+thread waiting on ``result()`` or ``flush()``, or in a background thread that serves
+the records no one waits for and stays out of the others' way (``_delivery.py``).
+Transactions map straight onto librdkafka's transactional producer.
 
 The per-record path costs about what the raw client costs once it is told each
 record's fate (benchmarks/bench_kafka.py, docs/kafka-backend.md): per ``send``, one
@@ -84,6 +86,7 @@ from ._log import KafkaLog, KafkaTopic
 __all__ = ["KafkaFuture", "KafkaProducer"]
 
 _METADATA_TTL_S = 5.0     # how long a topic's partition count is trusted
+_LOCAL_BATCH = 128 * 1024  # Producer's batch_bytes default on a log directory
 _CHECK_EVERY = 1000       # sends of a topic between two servings of delivery reports
                           # by the sender, and two looks at the clock for that TTL
 _ACKS = {"all": "all", -1: "all", 1: "1", 0: "0", "1": "1", "0": "0"}
@@ -233,15 +236,16 @@ class KafkaProducer(Producer):
     ``acks`` ("all" default, 1, 0), ``compression_type`` ("none", "gzip", "snappy",
     "lz4", "zstd"), ``transactional_id`` / ``transaction_timeout_ms``, and
     ``kafka_config`` (librdkafka settings for this producer, over the log's).
-    ``enable_idempotence`` is librdkafka's (exactly-once and in order per partition
-    across retries), always on with ``acks="all"``;
+    ``batch_bytes`` is librdkafka's ``batch.size``; left unset, librdkafka's default
+    (1,000,000 bytes). ``enable_idempotence`` is librdkafka's (exactly-once and in
+    order per partition across retries), always on with ``acks="all"``;
     an explicit ``producer_id`` has no meaning on Kafka, which assigns them.
     Thread-safe."""
 
     def __init__(self, log: Log, *, key_serializer: str | Serializer | None = None,
                  value_serializer: str | Serializer | None = None,
                  partitioner: str | Callable[[str, bytes | None, int], int] = "xxhash",
-                 linger_ms: int = 5, batch_bytes: int = 128 * 1024,
+                 linger_ms: int = 5, batch_bytes: int | None = None,
                  enable_idempotence: bool = False, producer_id: int | None = None,
                  acks: str | int = "all", compression_type: str = "none",
                  transactional_id: str | None = None, transaction_timeout_ms: int = 60_000,
@@ -258,7 +262,8 @@ class KafkaProducer(Producer):
                                      "producer ids; use enable_idempotence=True or "
                                      "transactional_id=")
         check_int("linger_ms", linger_ms, 0)
-        check_int("batch_bytes", batch_bytes, 1)
+        if batch_bytes is not None:  # (None: librdkafka's; the message is a log's)
+            check_int("batch_bytes", batch_bytes, 1)
         check_int("transaction_timeout_ms", transaction_timeout_ms, 1)
         if transactional_id is not None:
             validate_transactional_id(transactional_id)
@@ -276,7 +281,9 @@ class KafkaProducer(Producer):
         self._owner = get_ident()
         self._owner_pack = column_packer(self._value_ser)
         self._packers = threading.local()
-        self._partitioner = RecordPartitioner(partitioner, batch_bytes, None)
+        # (its sticky blocks are never used here: keyless records are librdkafka's)
+        self._partitioner = RecordPartitioner(partitioner, batch_bytes or _LOCAL_BATCH,
+                                              None)
         self._custom = self._partitioner.custom
         # librdkafka's "murmur2_random" partitioner is Java's: keys need no Python hash
         self._librdkafka_hashes = self._partitioner.function is murmur2_partition
@@ -286,7 +293,7 @@ class KafkaProducer(Producer):
         self._wall_clock = log.clock is _wall_clock_ms
         self._plain = self._wall_clock and not self._custom  # send's inlined path applies
         settings: dict[str, Any] = {
-            "linger.ms": linger_ms, "batch.size": batch_bytes,
+            "linger.ms": linger_ms,
             "acks": _ACKS[acks], "compression.type": compression_type,
             # idempotence keeps a partition's records in send order through retries
             # (a batch retried after NOT_LEADER_FOR_PARTITION would otherwise land
@@ -298,6 +305,8 @@ class KafkaProducer(Producer):
             "allow.auto.create.topics": False,
             "partitioner": "murmur2_random",
         }
+        if batch_bytes is not None:  # else librdkafka's batch.size (1,000,000 bytes)
+            settings["batch.size"] = batch_bytes
         if client_id is not None:
             settings["client.id"] = client_id
         if transactional_id is not None:
