@@ -117,6 +117,22 @@ def test_a_batch_the_broker_refuses_raises_and_send_futures_fail_alike(kafka_log
     assert kafka_log.topic(topic).partition(0).end_offset == 1
 
 
+def test_a_record_no_one_waits_for_is_delivered_by_the_background_thread(kafka_log):
+    # No flush(), no result(), fewer sends than a sender's own serving interval: only
+    # the delivery thread (_delivery.py) can run the callback, after a flush() just
+    # told it to stay out of the way.
+    topic = name()
+    kafka_log.create_topic(topic)
+    with eventlog.Producer(kafka_log) as producer:
+        producer.send(topic, "first")
+        producer.flush()
+        delivered = threading.Event()
+        future = producer.send(topic, "alone")
+        future.add_done_callback(lambda f: delivered.set())
+        assert delivered.wait(60)
+        assert future.done() and future.result(timeout=0).offset == 1
+
+
 def test_futures_resolve_and_call_back_from_other_threads(kafka_log):
     topic = name()
     kafka_log.create_topic(topic, partitions=2)
