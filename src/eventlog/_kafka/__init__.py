@@ -10,7 +10,9 @@ One room per file::
     _admin.py      the AdminClient calls behind them, with timeouts and error translation
     _producer.py   KafkaProducer: serializers, eventlog's partitioners, futures, flush
     _batch.py      send_batch's delivery reports: each record's offset, into arrays
+    _delivery.py   who serves librdkafka's delivery reports, and the background thread
     _consumer.py   KafkaConsumer: poll, positions, seek, commits, rebalance listeners
+    _decode.py     librdkafka's messages -> Records, with the deserializers
     _commits.py    its offset commits: synchronous, auto-commit, the commit_async thread
     _aio.py        KafkaAIOConsumer: the asyncio consumer over KafkaConsumer
     _clients.py    the client classes a KafkaLog brings (Log.client_classes)

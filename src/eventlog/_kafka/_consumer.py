@@ -497,12 +497,8 @@ class KafkaConsumer(Consumer):
                 self._committer.commit_quietly(dict(self._positions))
 
     def _records(self, messages: list[Any]) -> list[Record]:
-        ends: dict[tuple[str, int], int] = {}
         out, rest, error = to_records(messages, self._assigned, self._key_de, self._value_de,
-                                      ends)
-        positions = self._positions
-        for (topic, partition), offset in ends.items():
-            positions[TopicPartition(topic, partition)] = offset + 1
+                                      self._positions)
         if error is None:
             return out
         return self._fail(out, rest, error)

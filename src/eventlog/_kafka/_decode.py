@@ -8,13 +8,14 @@ nothing precedes it, as Kafka's consumer does.
 
 from __future__ import annotations
 
-from collections.abc import Container
+import gc
+from collections.abc import Container, MutableMapping
 from typing import Any
 
 from confluent_kafka import TIMESTAMP_LOG_APPEND_TIME, KafkaError
 
 from .._records import serialization_error
-from .._types import Record, TimestampType, make_record
+from .._types import Record, TimestampType, TopicPartition, make_record, pause_gc
 from ..errors import EventLogError, SerializationError
 from ..serde import Deserializer
 from ._errors import translate
@@ -31,52 +32,91 @@ _CREATE, _LOG_APPEND = TimestampType.CREATE_TIME, TimestampType.LOG_APPEND_TIME
 
 def to_records(messages: list[Any], assigned: Container[tuple[str, int]],
                key_de: Deserializer, value_de: Deserializer,
-               ends: dict[tuple[str, int], int]
+               positions: MutableMapping[TopicPartition, int]
                ) -> tuple[list[Record], list[Any], EventLogError | None]:
     """``(records, messages not returned, error or None)``; messages of partitions not
-    in ``assigned`` (fetched before a rebalance took them away) are dropped. ``ends``
-    gets the offset of the last record returned of each partition.
+    in ``assigned`` (fetched before a rebalance took them away) are dropped.
+    ``positions`` gets, for each partition, the offset after its last record returned.
 
     Cost: per message, its accessors, the deserializers and one tuple; the partition
-    check runs once per run of messages from one partition."""
+    check runs once per run of messages from one partition. The cyclic collector is
+    paused while a poll's records are built (``pause_gc``: records and decoded values
+    form no cycles), as on a log directory: each 700 new containers (a record, its
+    decoded dict) would otherwise set off a walk of all the young ones, which cost a
+    poll of 500 msgpack dicts a third of its time (docs/kafka-backend.md)."""
+    ends: dict[tuple[str, int], int] = {}
+    paused = pause_gc(len(messages))
+    try:
+        result = _decode(messages, assigned, key_de, value_de, ends)
+        for (topic, partition), offset in ends.items():
+            positions[TopicPartition(topic, partition)] = offset + 1
+        return result
+    finally:
+        if paused:
+            gc.enable()
+
+
+def _decode(messages: list[Any], assigned: Container[tuple[str, int]],
+            key_de: Deserializer, value_de: Deserializer, ends: dict[tuple[str, int], int]
+            ) -> tuple[list[Record], list[Any], EventLogError | None]:
+    # Names local, one comparison of ints then strs per message for the partition
+    # run, a partition's end noted once per run (``returned``), the deserializer's
+    # error handled apart from the hot path.
     out: list[Record] = []
-    append = out.append
-    make = make_record
-    last: tuple[str, int] | None = None
-    wanted = False
+    append, make = out.append, make_record
+    create, log_append, log_append_time = _CREATE, _LOG_APPEND, TIMESTAMP_LOG_APPEND_TIME
+    last: tuple[str, int] = ("", -1)
+    last_topic, last_partition, wanted, returned = "", -1, False, -1
     for i, msg in enumerate(messages):
         error = msg.error()
         if error is not None:
             if error.code() in QUIET or error.retriable():
                 continue
+            _note(ends, last, returned)
             return out, messages[i + 1:], translate(error, "consuming")
         topic, partition = msg.topic(), msg.partition()
-        if last is None or last[0] != topic or last[1] != partition:
+        if partition != last_partition or topic != last_topic:
+            _note(ends, last, returned)
+            last_topic, last_partition, returned = topic, partition, -1
             last = (topic, partition)
             wanted = last in assigned
         if not wanted:
             continue
         key, value = msg.key(), msg.value()
-        what = "key"
         try:
             if key is not None:
                 key = key_de(key)
-            what = "value"
+        except Exception as exc:
+            _note(ends, last, returned)
+            return out, messages[i:], _undecodable(msg, "key", exc)
+        try:
             if value is not None:
                 value = value_de(value)
         except Exception as exc:
-            offset = msg.offset()
-            base = serialization_error(topic, what, exc, verb="deserialize")
-            raised = SerializationError(f"{base} at {topic}[{partition}] offset {offset}; "
-                                        "seek past it to skip it")
-            raised.topic, raised.partition, raised.offset = topic, partition, offset
-            raised.__cause__ = exc
-            return out, messages[i:], raised
+            _note(ends, last, returned)
+            return out, messages[i:], _undecodable(msg, "value", exc)
         headers = msg.headers()
         offset = msg.offset()
         kind, timestamp = msg.timestamp()
         append(make((topic, partition, offset, timestamp, key, value,
                      [(k, b"" if v is None else v) for k, v in headers] if headers else [],
-                     _LOG_APPEND if kind == TIMESTAMP_LOG_APPEND_TIME else _CREATE)))
-        ends[last] = offset
+                     log_append if kind == log_append_time else create)))
+        returned = offset
+    _note(ends, last, returned)
     return out, [], None
+
+
+def _note(ends: dict[tuple[str, int], int], tp: tuple[str, int], offset: int) -> None:
+    if offset >= 0:
+        ends[tp] = offset
+
+
+def _undecodable(msg: Any, what: str, exc: Exception) -> SerializationError:
+    """The error of a message whose key or value the deserializer refused."""
+    topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
+    base = serialization_error(topic, what, exc, verb="deserialize")
+    raised = SerializationError(f"{base} at {topic}[{partition}] offset {offset}; "
+                                "seek past it to skip it")
+    raised.topic, raised.partition, raised.offset = topic, partition, offset
+    raised.__cause__ = exc
+    return raised

@@ -6,14 +6,16 @@ partitioner puts it, so ``"murmur2"`` lands keys where Java clients do and the d
 ``"xxhash"`` where a local log does; keyless records use librdkafka's sticky
 partitioner), ``RecordMetadata`` futures, ``flush`` and ``send_batch``. Batching,
 retries, acks and idempotence are librdkafka's: ``linger_ms`` and ``batch_bytes`` map
-to ``linger.ms`` and ``batch.size``; ``acks`` is ``"all"`` by default, so a future
+to ``linger.ms`` and ``batch.size`` (``batch_bytes`` unset leaves librdkafka's
+default, 1,000,000 bytes, not the 128 KiB of a log directory: fewer produce requests,
+less broker CPU, docs/kafka-backend.md); ``acks`` is ``"all"`` by default, so a future
 resolves once every in-sync replica has the record.
 
 A delivery report resolves a future when librdkafka serves it: in the sending thread
 (every ``_CHECK_EVERY`` sends of a topic, as librdkafka's examples poll), in a
-background thread that polls the client while no one sends, or in a thread waiting on
-``result()`` or ``flush()``. Transactions map straight onto librdkafka's
-transactional producer.
+thread waiting on ``result()`` or ``flush()``, or in a background thread that serves
+the records no one waits for and stays out of the others' way (``_delivery.py``).
+Transactions map straight onto librdkafka's transactional producer.
 
 The per-record path costs about what the raw client costs once it is told each
 record's fate (benchmarks/bench_kafka.py, docs/kafka-backend.md): per ``send``, one
@@ -74,15 +76,17 @@ from ..producer import Producer
 from ..producer import _serialize_column as serialize_column
 from ..serde import Serializer, column_packer, serializer
 from ._batch import DeliveredBatch
+from ._delivery import POLL_S as _POLL_S
+from ._delivery import DeliveryReports
 from ._errors import kafka_errors, translate
 from ._log import KafkaLog, KafkaTopic
 
 __all__ = ["KafkaFuture", "KafkaProducer"]
 
 _METADATA_TTL_S = 5.0     # how long a topic's partition count is trusted
+_LOCAL_BATCH = 128 * 1024  # Producer's batch_bytes default on a log directory
 _CHECK_EVERY = 1000       # sends of a topic between two servings of delivery reports
                           # by the sender, and two looks at the clock for that TTL
-_POLL_S = 0.1
 _ACKS = {"all": "all", -1: "all", 1: "1", 0: "0", "1": "1", "0": "0"}
 
 
@@ -230,15 +234,16 @@ class KafkaProducer(Producer):
     ``acks`` ("all" default, 1, 0), ``compression_type`` ("none", "gzip", "snappy",
     "lz4", "zstd"), ``transactional_id`` / ``transaction_timeout_ms``, and
     ``kafka_config`` (librdkafka settings for this producer, over the log's).
-    ``enable_idempotence`` is librdkafka's (exactly-once and in order per partition
-    across retries), always on with ``acks="all"``;
+    ``batch_bytes`` is librdkafka's ``batch.size``; left unset, librdkafka's default
+    (1,000,000 bytes). ``enable_idempotence`` is librdkafka's (exactly-once and in
+    order per partition across retries), always on with ``acks="all"``;
     an explicit ``producer_id`` has no meaning on Kafka, which assigns them.
     Thread-safe."""
 
     def __init__(self, log: Log, *, key_serializer: str | Serializer | None = None,
                  value_serializer: str | Serializer | None = None,
                  partitioner: str | Callable[[str, bytes | None, int], int] = "xxhash",
-                 linger_ms: int = 5, batch_bytes: int = 128 * 1024,
+                 linger_ms: int = 5, batch_bytes: int | None = None,
                  enable_idempotence: bool = False, producer_id: int | None = None,
                  acks: str | int = "all", compression_type: str = "none",
                  transactional_id: str | None = None, transaction_timeout_ms: int = 60_000,
@@ -255,7 +260,8 @@ class KafkaProducer(Producer):
                                      "producer ids; use enable_idempotence=True or "
                                      "transactional_id=")
         check_int("linger_ms", linger_ms, 0)
-        check_int("batch_bytes", batch_bytes, 1)
+        if batch_bytes is not None:  # (None: librdkafka's; the message is a log's)
+            check_int("batch_bytes", batch_bytes, 1)
         check_int("transaction_timeout_ms", transaction_timeout_ms, 1)
         if transactional_id is not None:
             validate_transactional_id(transactional_id)
@@ -273,7 +279,9 @@ class KafkaProducer(Producer):
         self._owner = get_ident()
         self._owner_pack = column_packer(self._value_ser)
         self._packers = threading.local()
-        self._partitioner = RecordPartitioner(partitioner, batch_bytes, None)
+        # (its sticky blocks are never used here: keyless records are librdkafka's)
+        self._partitioner = RecordPartitioner(partitioner, batch_bytes or _LOCAL_BATCH,
+                                              None)
         self._custom = self._partitioner.custom
         # librdkafka's "murmur2_random" partitioner is Java's: keys need no Python hash
         self._librdkafka_hashes = self._partitioner.function is murmur2_partition
@@ -283,7 +291,7 @@ class KafkaProducer(Producer):
         self._wall_clock = log.clock is _wall_clock_ms
         self._plain = self._wall_clock and not self._custom  # send's inlined path applies
         settings: dict[str, Any] = {
-            "linger.ms": linger_ms, "batch.size": batch_bytes,
+            "linger.ms": linger_ms,
             "acks": _ACKS[acks], "compression.type": compression_type,
             # idempotence keeps a partition's records in send order through retries
             # (a batch retried after NOT_LEADER_FOR_PARTITION would otherwise land
@@ -295,6 +303,8 @@ class KafkaProducer(Producer):
             "allow.auto.create.topics": False,
             "partitioner": "murmur2_random",
         }
+        if batch_bytes is not None:  # else librdkafka's batch.size (1,000,000 bytes)
+            settings["batch.size"] = batch_bytes
         if client_id is not None:
             settings["client.id"] = client_id
         if transactional_id is not None:
@@ -314,13 +324,10 @@ class KafkaProducer(Producer):
         self._in_transaction = False
         self._closing = False
         self._closed = False
-        self._stop = threading.Event()
-        self._served = 0.0                  # when a send last served delivery reports
         # the topics whose keyless records take send's inlined path (if self._plain)
         self._keyless: dict[str, _TopicInfo] = {}
-        self._poller = threading.Thread(target=self._serve_forever, daemon=True,
-                                        name="eventlog-kafka-producer")
-        self._poller.start()
+        self._reports = DeliveryReports(self._producer)
+        self._reports.start()
         _live.add(self)
 
     def __repr__(self) -> str:
@@ -336,27 +343,7 @@ class KafkaProducer(Producer):
         """Someone waits on a future: send what librdkafka holds back for ``linger.ms``
         at once (as waiting on a future appends its batch on a log directory), and run
         the delivery reports that are due, for up to ``timeout`` seconds."""
-        try:
-            self._producer.flush(timeout)  # librdkafka's flush sends now, whatever the linger
-        except KafkaException:  # a fatal error (fenced, ...): the futures carry it
-            with contextlib.suppress(KafkaException):
-                self._producer.poll(timeout)
-
-    def _serve_forever(self) -> None:
-        # While sends are running they serve delivery reports themselves (every
-        # _CHECK_EVERY sends of a topic, in the sending thread, as librdkafka's own
-        # examples do): this thread then stays out of their way, rather than contend
-        # for the GIL.
-        stop, poll = self._stop, self._producer.poll
-        while not stop.is_set():
-            idle = time.monotonic() - self._served
-            if idle < _POLL_S:
-                stop.wait(_POLL_S - idle)
-            else:
-                # a fatal error (fenced, ...) is raised once, here: the futures and the
-                # next transactional call carry it, and this thread goes on serving
-                with contextlib.suppress(KafkaException):
-                    poll(_POLL_S)
+        self._reports.serve(timeout)
 
     # -- metadata -------------------------------------------------------------------------
 
@@ -370,9 +357,8 @@ class KafkaProducer(Producer):
             # itself, as librdkafka's own examples do (the poller thread then stays out
             # of its way rather than contend for the GIL), and looks at the clock.
             info.sends_left = _CHECK_EVERY
-            self._served = now = time.monotonic()
-            self._producer.poll(0)
-            if info.expires > now:
+            self._reports.poll_now()
+            if info.expires > time.monotonic():
                 return info
         with self._info_lock:
             self._log.check_open()
@@ -568,7 +554,7 @@ class KafkaProducer(Producer):
                 # The common case: a tight loop, its names local. Every _CHECK_EVERY
                 # records it serves delivery reports, as send() does: the poller thread
                 # then stays idle rather than contend for the GIL.
-                p, ts, report, poll = parts, stamps, batch.report, self._producer.poll
+                p, ts, report, poll_now = parts, stamps, batch.report, self._reports.poll_now
                 for start in range(0, count, _CHECK_EVERY):
                     end = min(start + _CHECK_EVERY, count)
                     for i, v in zip(range(start, end), vals[start:end], strict=True):
@@ -577,8 +563,7 @@ class KafkaProducer(Producer):
                         except BufferError:
                             self._produce_one(topic, v, None, p, ts, None,
                                               partial(report, i))
-                    self._served = time.monotonic()
-                    poll(0)
+                    poll_now()
             else:
                 each_p = repeat(parts, count) if isinstance(parts, int) else parts
                 each_ts = repeat(stamps, count) if isinstance(stamps, int) else stamps
@@ -682,7 +667,7 @@ class KafkaProducer(Producer):
     def flush(self, timeout: float | None = None) -> None:
         """Wait until every record sent before this call is acknowledged (or failed: see
         its future). Raises ``TimeoutError`` after ``timeout`` seconds."""
-        left = self._producer.flush(-1 if timeout is None else timeout)
+        left = self._reports.flush(-1 if timeout is None else timeout)
         if left:
             raise TimeoutError(f"{left} record(s) not acknowledged within {timeout} s")
 
@@ -698,8 +683,7 @@ class KafkaProducer(Producer):
                 self.flush(timeout)
         finally:
             self._closed = True
-            self._stop.set()
-            self._poller.join()
+            self._reports.stop()
             self._producer.purge()
             self._producer.poll(0)  # purged records' futures fail with ClosedError
             _live.discard(self)
