@@ -183,3 +183,42 @@ def test_a_crash_during_recovery_then_recovery_again(tmp_path):
         assert first.returncode == 137, first.stderr
         crash_at += 1
     assert crash_at > 3
+
+
+KILLED_BEFORE_INDEXING = """
+import os, signal, sys, eventlog
+from eventlog import _segment
+calls = 0
+index_batch = _segment.Segment.index_batch
+def index_then_die(self, *args):
+    global calls
+    calls += 1
+    if calls == int(sys.argv[2]):   # the batch is published, its index entry not yet
+        os.kill(os.getpid(), signal.SIGKILL)
+    index_batch(self, *args)
+_segment.Segment.index_batch = index_then_die
+with eventlog.open(sys.argv[1]) as log:
+    partition = log.topic("events").partition(0)
+    for i in range(1000):
+        partition.append([b"event-%d" % i])
+"""
+
+
+def test_a_writer_killed_between_publish_and_index_leaves_a_log_that_checks_out(log_dir):
+    # Every batch of 2,000 bytes or more gets an index entry (index_interval_bytes), so
+    # the kill on the 60th leaves the active segment's index one entry short.
+    with eventlog.open(log_dir) as log:
+        log.create_topic("events", index_interval_bytes=1)
+    proc = run_python(KILLED_BEFORE_INDEXING, str(log_dir), "60", check=False)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    with eventlog.open(log_dir) as log:
+        partition = log.topic("events").partition(0)
+        assert partition.end_offset == 60    # published: acknowledged, and kept
+        assert [r.value for r in partition.read(0, max_records=100)] == \
+            [b"event-%d" % i for i in range(60)]
+        assert partition.offset_for_time(0) == 0
+        report = log.check()
+        assert report.ok, report.problems
+        partition.append([b"after"])         # the next writer indexes what was missing
+        assert log.check().ok
+        assert partition.read(59, max_records=2)[-1].value == b"after"

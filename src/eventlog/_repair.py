@@ -15,7 +15,7 @@ import dataclasses
 import os
 from collections.abc import Callable
 from contextlib import AbstractContextManager
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from . import _fileutil, _head
 from ._format import encode_batch
@@ -324,7 +324,7 @@ class RecoveryChecks:
         final = (policy.offset_entries, policy.time_entries)
         # A missing index file is fine where there is nothing to index (a new segment).
         valid = (offset_index.valid or not final[0]) and (time_index.valid or not final[1])
-        if valid and (found == final or (not sealed and found == live)):
+        if valid and (found == final or (not sealed and _prefix(found, live))):
             return
         if fix and sealed:
             segment.indexes.write_all(*final)
@@ -333,3 +333,12 @@ class RecoveryChecks:
                 segment.rebuild_indexes(current.active_position, policy.interval, seal=False)
         problems.append(Problem(offset_index.path, "index",
                                 "the index does not match the data", fix))
+
+
+def _prefix(found: tuple[list[Any], list[Any]], live: tuple[list[Any], list[Any]]) -> bool:
+    """Whether the active segment's index entries ``found`` are the entries its data
+    calls for (``live``) up to some batch. A writer indexes a batch after publishing
+    it, so one killed in between leaves the last entries out; that index is sound
+    (a lookup scans on from the entry before), and the next writer adds what is
+    missing when it takes the partition (``prepare_writer_indexes``)."""
+    return all(f == want[:len(f)] for f, want in zip(found, live, strict=True))

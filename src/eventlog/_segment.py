@@ -535,12 +535,24 @@ class Segment(SegmentLookups):
         offset_ok = offset.valid or (limit == 0 and not offset)
         time_ok = time.valid or (limit == 0 and not time)
         last = offset.last()
-        if last is not None and last[1] >= limit:
+        # an entry naming unpublished bytes (a writer died after indexing), or a
+        # published batch left without the entry it should have
+        if (last is not None and last[1] >= limit) or \
+                (offset_ok and time_ok and self._unindexed_tail(last, limit, interval)):
             offset_ok = False
         if not (offset_ok and time_ok):
             self.rebuild_indexes(limit, interval, seal=False)
         else:
             offset.valid = time.valid = True
+
+    def _unindexed_tail(self, last: tuple[int, int] | None, limit: int,
+                        interval: int) -> bool:
+        """Whether a published batch after the last index entry should have an entry
+        of its own: a writer indexes a batch after publishing it, so one killed in
+        between leaves it out. Cost: a header scan of at most ``interval`` bytes."""
+        start = last[1] if last is not None else 0
+        return any(position - start >= interval or (last is None and position == 0)
+                   for position, _ in self.headers(start, limit, verify=False))
 
     def seal(self, limit: int, max_timestamp_ms: int, interval: int) -> None:
         """Add the final index entries that mark the indexes complete (at a roll; the
