@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -24,7 +25,7 @@ import pytest
 import eventlog
 from eventlog import TopicPartition as TP
 from eventlog.aio import AIOConsumer, AIOProducer
-from tests.conftest import drain, unique_name
+from tests.conftest import drain, is_kafka, unique_name
 
 pytest.importorskip("confluent_kafka")
 
@@ -424,9 +425,20 @@ def test_a_pattern_subscription_reads_matching_topics_and_later_ones(any_log, gr
             assert sorted(r.value for r in drain(c, 2)) == [f"{prefix}-a", f"{prefix}-b"]
             any_log.create_topic(f"{prefix}-late")
             producer.send(f"{prefix}-late", "late").result(timeout=30)
-            assert [r.value for r in drain(c, 1, timeout=60)] == ["late"]
+            got: list[Any] = []
+            deadline = time.monotonic() + 60
+            while "late" not in got and time.monotonic() < deadline:
+                got += [r.value for r in c.poll(timeout=0.5)]
+            got += [r.value for r in c.poll(timeout=0.5)]
             assert f"{prefix}-late" in c.subscription()
-            assert c.poll(timeout=0.5) == []
+            if grouped and is_kafka(any_log):
+                # The new topic rebalances the group; Kafka's eager protocol revokes
+                # and reassigns every partition, and what was read but whose commit
+                # did not land is read again (docs/kafka-backend.md): never lost.
+                assert got.count("late") == 1, got
+                assert set(got) <= {"late", f"{prefix}-a", f"{prefix}-b"}, got
+            else:
+                assert got == ["late"]
 
 
 def test_listeners_with_kafka_python_names_and_confluent_callbacks(any_log):
