@@ -310,11 +310,15 @@ def test_commit_and_resume_from_committed(filled, topic):
         consumer.commit()
         positions = {tp: consumer.position(tp) for tp in consumer.assignment()}
         assert {consumer.committed(tp) for tp in positions} == set(positions.values())
-        consumer.commit({TP(topic, 3): 7})
-        assert consumer.committed(TP(topic, 3)) == 7
+        # an explicit offset at or before the position read from: the next member
+        # reads partition 3 again from there (on Kafka the first poll may hold no
+        # record of partition 3 at all: then its position is 0)
+        rewind = min(7, positions[TP(topic, 3)])
+        consumer.commit({TP(topic, 3): rewind})
+        assert consumer.committed(TP(topic, 3)) == rewind
     assert len(got) == 100
     with Consumer(filled, topic, group_id=group, enable_auto_commit=False) as again:
-        rest = drain(again, 1000 - 100 + 7 - positions[TP(topic, 3)])
+        rest = drain(again, 1000 - 100 + positions[TP(topic, 3)] - rewind)
     seen = {(r.partition, r.offset) for r in got} | {(r.partition, r.offset) for r in rest}
     assert len(seen) == 1000
 
