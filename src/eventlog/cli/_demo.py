@@ -82,7 +82,10 @@ def run_demo(args: argparse.Namespace) -> int:
 
 
 def _say(t0: float, who: str, text: str) -> None:
-    print(f"{time.time() - t0:6.2f}s  {who:<9} {text}", flush=True)
+    # One write per line, newline included: the processes share one stdout, and
+    # print() writes the text and its newline apart, so two lines could interleave.
+    sys.stdout.write(f"{time.time() - t0:6.2f}s  {who:<9} {text}\n")
+    sys.stdout.flush()
 
 
 def _tps(partitions: set[TopicPartition]) -> str:
