@@ -270,6 +270,11 @@ class KafkaCluster:
             "default.replication.factor": rf,
             "min.insync.replicas": min_isr,
             "auto.create.topics.enable": "false",
+            # Tests stamp records long ago (1970, 2023). A stock broker keeps a topic
+            # created without retention_ms for 7 days and looks every 5 minutes, so it
+            # would delete such records in the middle of a test: keep them, as a
+            # directory does.
+            "log.retention.ms": "-1",
             "offsets.topic.replication.factor": rf,
             "offsets.topic.num.partitions": "1",
             "transaction.state.log.replication.factor": rf,

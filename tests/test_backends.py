@@ -556,6 +556,32 @@ def test_storage_calls_are_unsupported_on_kafka_with_a_reason(kafka_log):
         eventlog.open(kafka_log.path, fsync="always")
 
 
+def test_retention_given_or_not_reaches_the_broker_as_documented_on_kafka(kafka_log,
+                                                                         kafka_broker):
+    from confluent_kafka.admin import AdminClient, ConfigResource, ConfigSource
+
+    forever, given, unset = unique_name(), unique_name(), unique_name()
+    kafka_log.create_topic(forever, retention_ms=None)
+    kafka_log.create_topic(given, retention_ms=3_600_000, retention_bytes=None)
+    kafka_log.create_topic(unset)
+    admin = AdminClient({"bootstrap.servers": kafka_broker.bootstrap_servers})
+
+    def configs(topic: str) -> dict[str, Any]:
+        resource = ConfigResource(ConfigResource.Type.TOPIC, topic)
+        entries = admin.describe_configs([resource])[resource].result(timeout=30)
+        return {name: (entry.value, entry.source == ConfigSource.DYNAMIC_TOPIC_CONFIG.value)
+                for name, entry in entries.items()}
+
+    assert configs(forever)["retention.ms"] == ("-1", True)
+    assert configs(given)["retention.ms"] == ("3600000", True)
+    assert configs(given)["retention.bytes"] == ("-1", True)
+    # not given: no topic config, the cluster's own default (the test broker's is -1,
+    # tests/kafka_broker.py says why)
+    assert configs(unset)["retention.ms"] == ("-1", False)
+    assert kafka_log.topic(forever).config.retention_ms is None
+    assert kafka_log.topic(given).config.retention_ms == 3_600_000
+
+
 def test_an_unreachable_cluster_raises_broker_unavailable_on_kafka():
     from tests.kafka_broker import free_port
 
