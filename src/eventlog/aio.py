@@ -407,6 +407,8 @@ class AIOConsumer:
                              listener=_Listener(self._drop_buffered,
                                                 resolve_listener(listener)),
                              positions=self._returned_positions)
+        # An unknown option is a TypeError here, not at start() in the worker thread.
+        inspect.signature(Coordinator).bind(None, **self._options)
         self._max_poll_records = max_poll_records
         self._consumer_timeout_ms = consumer_timeout_ms
         self._backend: Backend | None = None

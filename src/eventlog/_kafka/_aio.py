@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import concurrent.futures
+import inspect
 import re
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -23,7 +24,7 @@ from typing import Any, TypeVar
 from .._coordinator import RebalanceListener
 from .._types import Record, TopicPartition
 from ..aio import AIOConsumer
-from ..config import check_client_id
+from ..config import check_client_id, check_int
 from ..consumer import poll_timeout
 from ..errors import ClosedError, InvalidConfigError
 from ..log import Log
@@ -40,6 +41,13 @@ class KafkaAIOConsumer(AIOConsumer):
     ``KafkaConsumer``. Coroutine-safe (polls take turns)."""
 
     def __init__(self, log: Log, *topics: str, **options: Any) -> None:
+        # What the local AIOConsumer refuses at once is refused at once here too (the
+        # KafkaConsumer itself is made in the worker thread, by start()): an unknown
+        # option, and the numbers this class uses itself.
+        inspect.signature(KafkaConsumer).bind(log, *topics, **options)
+        check_int("auto_commit_interval_ms", options.get("auto_commit_interval_ms", 5000), 1)
+        check_int("max_poll_records", options.get("max_poll_records", 500), 1)
+        check_int("consumer_timeout_ms", options.get("consumer_timeout_ms"), 0, optional=True)
         self._log = log
         self._topics = topics
         self._kafka_options = options
