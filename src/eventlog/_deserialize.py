@@ -1,8 +1,9 @@
 """Deserializing the keys and values of fetched records, and what to do when one fails.
 
 A consumer's fetch builds records from decoded batches with its deserializers
-applied a column at a time (``column_function``: one call per column, and one
-msgpack pass for a long column of the built-in deserializer). When any value of a
+applied a column at a time (``column_function``: one call per column, and for the
+built-in deserializer one C-level map of ``unpackb`` without keywords,
+``serde.column_unpacker``). When any value of a
 column fails, the column raises ``DeserializeError``; the fetch then deserializes
 the same records one at a time (``salvage``), returns those before the bad one,
 and raises a ``SerializationError`` naming its topic, partition and offset
@@ -20,10 +21,6 @@ from .errors import SerializationError
 from .serde import Deserializer, column_unpacker
 
 __all__ = ["DeserializeError", "column_function", "salvage", "serialization_error"]
-
-# Shortest column decoded in one pass (serde.column_unpacker): below it, setting up
-# the pass costs more than it saves.
-_WHOLE_COLUMN_MIN = 8
 
 
 class DeserializeError(Exception):
@@ -43,7 +40,7 @@ def _deserialize_column(fn: Deserializer, column: list[Any],
     try:
         if None in column:
             return [None if x is None else fn(x) for x in column]
-        if whole is not None and len(column) >= _WHOLE_COLUMN_MIN:
+        if whole is not None:
             out = whole(column)
             if out is not None:
                 return out
