@@ -376,10 +376,15 @@ def _accepts(port: int) -> bool:
 
 
 def _random_cluster_id() -> str:
-    # what `kafka-storage.sh random-uuid` prints: 16 random bytes, URL-safe base64
+    # what `kafka-storage.sh random-uuid` prints: 16 random bytes, URL-safe base64, and,
+    # as Kafka's Uuid.randomUuid() does, never one starting with "-": the storage tool's
+    # command line would take it for an option (1 id in 64; it failed a run here).
     import base64
 
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
 
 
 def _quiet_logger() -> object:

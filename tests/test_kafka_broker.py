@@ -91,3 +91,13 @@ def test_required_broker_fails_instead_of_skipping(tmp_path: Path) -> None:
                             timeout=120)
     assert failed.returncode == 1, failed.stdout
     assert "1 error" in failed.stdout and kafka_broker.REQUIRE_ENV in failed.stdout
+
+
+def test_cluster_ids_are_kafkas_shape_and_never_look_like_an_option() -> None:
+    import base64
+
+    ids = [kafka_broker._random_cluster_id() for _ in range(3000)]
+    # An id starting with "-" fails `kafka-storage format -t ID` (1 id in 64 would).
+    assert not [i for i in ids if i.startswith("-")]
+    assert len(set(ids)) == len(ids)
+    assert all(len(base64.urlsafe_b64decode(i + "==")) == 16 for i in ids)
