@@ -157,10 +157,9 @@ def test_send_timestamps_come_from_the_log_clock_at_the_call(log_dir):
 # -- AIOConsumer: waking, not blocking the loop ------------------------------------------------
 
 
-@local_only("two members sharing partitions while records flow: after Kafka's eager "
-            "rebalance a record may come twice (docs/kafka-backend.md)")
-def test_tasks_consume_while_another_process_produces_without_blocking_the_loop(log, log_dir):
-    log.create_topic("events", partitions=4)
+def test_tasks_consume_while_another_process_produces_without_blocking_the_loop(any_log):
+    events, readers = unique_name("events"), unique_name("readers")
+    any_log.create_topic(events, partitions=4)
     per_partition = soak(400)
 
     async def main():
@@ -177,8 +176,8 @@ def test_tasks_consume_while_another_process_produces_without_blocking_the_loop(
 
         total = 4 * per_partition
         seen_a, seen_b = [], []
-        a = AIOConsumer(log, "events", group_id="readers", consumer_timeout_ms=30_000)
-        b = AIOConsumer(log, "events", group_id="readers", consumer_timeout_ms=30_000)
+        a = AIOConsumer(any_log, events, group_id=readers, consumer_timeout_ms=30_000)
+        b = AIOConsumer(any_log, events, group_id=readers, consumer_timeout_ms=30_000)
 
         async def member(consumer, seen):
             async with consumer:
@@ -189,7 +188,12 @@ def test_tasks_consume_while_another_process_produces_without_blocking_the_loop(
 
         tick = asyncio.create_task(ticker())
         members = [asyncio.create_task(member(a, seen_a)), asyncio.create_task(member(b, seen_b))]
-        child = spawn_python(PRODUCE, str(log_dir), "events", str(per_partition))
+        deadline = time.monotonic() + 30   # the group settled (a Kafka join takes a while)
+        while not (a.assignment() and b.assignment()
+                   and len(a.assignment() | b.assignment()) == 4):
+            assert time.monotonic() < deadline, (a.assignment(), b.assignment())
+            await asyncio.sleep(0.05)
+        child = spawn_python(PRODUCE, str(any_log.path), events, str(per_partition))
         try:
             await asyncio.wait_for(asyncio.gather(*members), 60)
         finally:
@@ -204,8 +208,8 @@ def test_tasks_consume_while_another_process_produces_without_blocking_the_loop(
     assert values == sorted((p, i) for p in range(4) for i in range(per_partition))
     # 5 ms ticks; a blocked loop would show gaps as long as a whole poll wait
     assert max(gaps) < 1.0
-    offsets = log.group_offsets("readers")
-    assert offsets == {TP("events", p): per_partition for p in range(4)}
+    offsets = any_log.group_offsets(readers)
+    assert offsets == {TP(events, p): per_partition for p in range(4)}
 
 
 def test_poll_wakes_on_an_append_by_another_process(any_log):
@@ -439,13 +443,14 @@ def test_seek_pause_and_resume_respect_records_read_ahead(any_log):
     run(main())
 
 
-@local_only("a hand-over with records read ahead: after Kafka's eager rebalance a "
-            "record may come twice (docs/kafka-backend.md)")
-def test_a_rebalance_hands_over_without_losing_or_repeating_records(log):
-    log.create_topic("jobs", partitions=4)
-    with Producer(log) as producer:
+@local_only("the hand-over happens while the first member holds records read ahead; a "
+            "Kafka rebalance often completes only after it has read them all")
+def test_a_rebalance_hands_over_without_losing_or_repeating_records(any_log):
+    jobs, g = unique_name("jobs"), unique_name("g")
+    any_log.create_topic(jobs, partitions=4)
+    with Producer(any_log) as producer:
         for p in range(4):
-            producer.send_batch("jobs", [[p, i] for i in range(200)], partition=p)
+            producer.send_batch(jobs, [[p, i] for i in range(200)], partition=p)
 
     class Recorder(eventlog.RebalanceListener):
         def __init__(self):
@@ -456,11 +461,11 @@ def test_a_rebalance_hands_over_without_losing_or_repeating_records(log):
 
     async def main():
         listener = Recorder()
-        first = AIOConsumer(log, "jobs", group_id="g", listener=listener,
+        first = AIOConsumer(any_log, jobs, group_id=g, listener=listener,
                             heartbeat_interval_ms=20)
         await first.start()
         seen = {first: await first.poll(timeout=1, max_records=5)}   # and 495 read ahead
-        second = AIOConsumer(log, "jobs", group_id="g", heartbeat_interval_ms=20)
+        second = AIOConsumer(any_log, jobs, group_id=g, heartbeat_interval_ms=20)
         await second.start()                  # joining revokes some of first's partitions
         seen[second] = []
 
@@ -478,7 +483,7 @@ def test_a_rebalance_hands_over_without_losing_or_repeating_records(log):
     assert revoked and by_second            # the partitions moved while first had a buffer
     values = [tuple(r.value) for r in by_first + by_second]
     assert sorted(values) == sorted((p, i) for p in range(4) for i in range(200))
-    assert log.group_offsets("g") == {TP("jobs", p): 200 for p in range(4)}
+    assert any_log.group_offsets(g) == {TP(jobs, p): 200 for p in range(4)}
 
 
 def test_close_ends_a_waiting_poll_and_async_for(any_log):
