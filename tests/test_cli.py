@@ -494,8 +494,11 @@ def test_groups_status_exits_with_the_status_and_3_when_it_cannot_tell(tmp_path)
     judges at its own now): exit 0, 1, 2; anything that prevents a status exits 3."""
     from eventlog.testing import ManualClock
     log_dir = tmp_path / "log"
+    # Commits 10 s apart: the command judges a group STOP once its last commit is older
+    # than its window spans (90 s for 10 commits, 40 s for --window 5), so the nine
+    # commands, started at once on a busy machine, judge these groups as built.
     now = time.time_ns() // 1_000_000
-    clock = ManualClock(start_ms=now - 9_000)
+    clock = ManualClock(start_ms=now - 90_000)
     with eventlog.open(log_dir, clock=clock) as log:
         log.create_topic("orders", partitions=2)
         part = log.topic("orders").partition(0)
@@ -508,7 +511,7 @@ def test_groups_status_exits_with_the_status_and_3_when_it_cannot_tell(tmp_path)
             consumer.commit({TopicPartition("orders", 0): 20 * step})
             behind.commit({TopicPartition("orders", 0): 10 * step})   # lag 10, 20, ...
             if step < 10:
-                clock.advance(1_000)
+                clock.advance(10_000)
         consumer.close()
         behind.close()
         clock.set(1_000)                    # long ago: a group that stopped with lag
