@@ -401,14 +401,12 @@ class AIOConsumer:
         self.group_id = group_id
         self.client_id = check_client_id(options.get("client_id"))
         # The coordinator commits what _returned_positions says: never read-ahead records.
-        self._options = dict(options, group_id=group_id,
-                             enable_auto_commit=enable_auto_commit,
+        self._options = dict(options, group_id=group_id, enable_auto_commit=enable_auto_commit,
                              auto_commit_interval_ms=auto_commit_interval_ms,
                              listener=_Listener(self._drop_buffered,
                                                 resolve_listener(listener)),
                              positions=self._returned_positions)
-        # An unknown option is a TypeError here, not at start() in the worker thread.
-        inspect.signature(Coordinator).bind(None, **self._options)
+        inspect.signature(Coordinator).bind(None, **self._options)  # unknown: TypeError
         self._max_poll_records = max_poll_records
         self._consumer_timeout_ms = consumer_timeout_ms
         self._backend: Backend | None = None

@@ -489,12 +489,9 @@ class KafkaConsumer(Consumer):
         if self._pending_seeks:
             self._apply_seeks()
         now = time.monotonic()
-        # A group-less subscription assigns every partition of its topics itself and
-        # looks for new ones; a group's member leaves both to the group (librdkafka's
-        # "^" subscription for a pattern): assigning here would read partitions the
-        # group gave to other members.
-        if self.group_id is None and (self._all_of or self._pattern is not None) \
-                and now >= self._next_refresh:
+        # (only without a group: a member's partitions, a pattern's too, are the group's)
+        if self.group_id is None and now >= self._next_refresh and (
+                self._all_of or self._pattern is not None):
             self._assign_all()
         if self._auto_commit and now >= self._next_auto_commit:
             self._next_auto_commit = now + self._auto_commit_s
