@@ -176,7 +176,7 @@ class KafkaConsumer(Consumer):
         self._all_of: list[str] = []     # a group-less consumer reads all of these
         self._next_refresh = 0.0
         self._in_rebalance = False
-        self._committer = Committer(self._consumer)
+        self._committer = Committer(self._consumer, self._cooperative, session_timeout_ms / 1000)
         self._consumed = 0    # records poll returned
         self._closed = False
         if topics:
