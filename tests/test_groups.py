@@ -1,10 +1,11 @@
 """Consumer groups across real processes: joins, leaves, kill -9, exclusivity, commits.
 
 What runs where: the assignors and ``ResetTarget`` are pure functions of both
-backends; the rest is the local group machinery (the offsets sidecar file, member
-processes on one directory killed with ``kill -9``) and is ``local_only``. Kafka's
-groups run in tests/test_consumer.py and tests/test_backends.py on both backends, and
-under a broker killed with ``kill -9`` in tests/test_kafka_failover.py.
+backends; member processes joining, leaving and dying by ``kill -9`` run on a log
+directory and on the session's Kafka broker; the rest is the local group machinery
+(the offsets sidecar file) and is ``local_only``. Kafka's groups also run in
+tests/test_consumer.py and tests/test_backends.py, and under a broker killed with
+``kill -9`` in tests/test_kafka_failover.py.
 """
 
 from __future__ import annotations
