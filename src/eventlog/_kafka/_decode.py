@@ -61,11 +61,11 @@ def to_records(messages: list[Any], assigned: Container[tuple[str, int]],
 
     Cost: per message, its accessors (mapped in C over a long poll), the deserializers
     (a column at a time) and one tuple; the partition check runs once per partition.
-    The cyclic collector is
-    paused while a poll's records are built (``pause_gc``: records and decoded values
-    form no cycles), as on a log directory: each 700 new containers (a record, its
-    decoded dict) would otherwise set off a walk of all the young ones, which cost a
-    poll of 500 msgpack dicts a third of its time (docs/kafka-backend.md)."""
+    The cyclic collector is paused while a poll's records are built (``pause_gc``:
+    records and decoded values form no cycles), as on a log directory: each 700 new
+    containers (a record, its decoded dict) would otherwise set off a walk of all the
+    young ones, which cost a poll of 500 msgpack dicts a third of its time
+    (docs/kafka-backend.md)."""
     ends: dict[tuple[str, int], int] = {}
     paused = pause_gc(len(messages))
     try:
@@ -93,8 +93,8 @@ def _columns(messages: list[Any], assigned: Container[tuple[str, int]],
     topics: list[Any] = list(map(_TOPIC, messages))
     partitions: list[Any] = list(map(_PARTITION, messages))
     offsets: list[Any] = list(map(_OFFSET, messages))
-    tps: dict[Any, Any] = dict(zip(zip(topics, partitions, strict=True), offsets,
-                   strict=True))  # the last offset of each
+    # each partition's last offset (dict keeps the last value of a key)
+    tps: dict[Any, Any] = dict(zip(zip(topics, partitions, strict=True), offsets, strict=True))
     if not all(tp in assigned for tp in tps):
         return None
     keys: Any = list(map(_KEY, messages))
