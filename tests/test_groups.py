@@ -209,32 +209,40 @@ def test_members_join_leave_and_die_while_producers_write(any_address, tmp_path,
                                      str(int(session_s * 1000)))
 
     total = 3000
-    producer = spawn_python(PRODUCER, any_address, str(total), topic)
-    for name in ("m1", "m2", "m3"):
-        start(name)
-    time.sleep(1.0)
-    kill_time = time.monotonic()
-    os.kill(members["m2"].pid, signal.SIGKILL)
-    members["m2"].wait()
-    time.sleep(0.5)
-    start("m4")
-    time.sleep(0.5)
-    assert producer.wait(timeout=60) == 0
-    with eventlog.open(any_address) as log:        # wait until the group caught up
-        ends = {TP(topic, p.id): p.end_offset for p in log.topic(topic).partitions}
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                committed = log.group_offsets(group)
-            except eventlog.UnknownGroupError:   # (a Kafka group shows once it committed)
-                committed = {}
-            if all(committed.get(tp, 0) >= end for tp, end in ends.items()):
-                break
-            time.sleep(0.1)
-    stop_path.touch()
-    for name, proc in members.items():
-        if name != "m2":
-            assert proc.wait(timeout=60) == 0, name
+    producer = None
+    try:
+        producer = spawn_python(PRODUCER, any_address, str(total), topic)
+        for name in ("m1", "m2", "m3"):
+            start(name)
+        time.sleep(1.0)
+        kill_time = time.monotonic()
+        os.kill(members["m2"].pid, signal.SIGKILL)
+        members["m2"].wait()
+        time.sleep(0.5)
+        start("m4")
+        time.sleep(0.5)
+        assert producer.wait(timeout=60) == 0
+        with eventlog.open(any_address) as log:        # wait until the group caught up
+            ends = {TP(topic, p.id): p.end_offset for p in log.topic(topic).partitions}
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                try:
+                    committed = log.group_offsets(group)
+                except eventlog.UnknownGroupError:   # (a Kafka group shows once it committed)
+                    committed = {}
+                if all(committed.get(tp, 0) >= end for tp, end in ends.items()):
+                    break
+                time.sleep(0.1)
+        stop_path.touch()
+        for name, proc in members.items():
+            if name != "m2":
+                assert proc.wait(timeout=60) == 0, name
+    finally:   # on a failure too: no member or producer is left running
+        stop_path.touch()
+        for proc in [producer, *members.values()]:
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+                proc.wait()
 
     events = complete_json_lines(events_path)
     # 1. every record was consumed at least once by the group
