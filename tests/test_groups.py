@@ -15,6 +15,7 @@ import os
 import random
 import signal
 import time
+from typing import Any
 
 import pytest
 
@@ -187,6 +188,19 @@ with eventlog.open(path) as log, eventlog.Producer(log, linger_ms=2) as p:
 """
 
 
+def _taken_after(events: list[Any], kill_time: float) -> dict[int, bool]:
+    """For each partition m2 held when it was killed: whether another member has
+    acquired it since."""
+    held: set[int] = set()
+    for t, name, kind, *rest in events:
+        if name == "m2" and t <= kill_time and kind in ("acquire", "release"):
+            partitions = {p for _topic, p in rest[0]}
+            held = held | partitions if kind == "acquire" else held - partitions
+    taken = {p for t, name, kind, *rest in events if kind == "acquire" and name != "m2"
+             and t >= kill_time for _topic, p in rest[0]}
+    return {p: p in taken for p in held}
+
+
 @pytest.mark.parametrize("strategy", ["range", "sticky"])
 def test_members_join_leave_and_die_while_producers_write(any_address, tmp_path, strategy):
     """Member processes join, leave and one dies by kill -9 while a producer process
@@ -233,6 +247,11 @@ def test_members_join_leave_and_die_while_producers_write(any_address, tmp_path,
                 if all(committed.get(tp, 0) >= end for tp, end in ends.items()):
                     break
                 time.sleep(0.1)
+        # The records may all be committed before the killed member's session ran out
+        # (6 s on Kafka): give its partitions the time to move on (checked below).
+        while time.monotonic() < kill_time + session_s + 1.0 and \
+                not all(_taken_after(complete_json_lines(events_path), kill_time).values()):
+            time.sleep(0.1)
         stop_path.touch()
         for name, proc in members.items():
             if name != "m2":

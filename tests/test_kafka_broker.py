@@ -21,7 +21,9 @@ def _round_trip(bootstrap: str, topic: str, count: int) -> list[bytes | None]:
     from confluent_kafka.admin import AdminClient, NewTopic
 
     admin = AdminClient({"bootstrap.servers": bootstrap})
-    admin.create_topics([NewTopic(topic, 1)])[topic].result(timeout=30)
+    # (generous: right after a node's kill -9 the quorum may be electing a controller on
+    # a busy machine; 30 s ran out once in .ci/run)
+    admin.create_topics([NewTopic(topic, 1)], request_timeout=90)[topic].result(timeout=120)
     producer = Producer({"bootstrap.servers": bootstrap, "acks": "all"})
     for i in range(count):
         producer.produce(topic, value=b"v%d" % i)
