@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -60,6 +61,14 @@ def test_three_brokers_survive_a_killed_node(kafka_cluster: Any) -> None:
     try:
         # two of three replicas left: acks=all still succeeds with min.insync.replicas=2
         others = ",".join(n.address for n in kafka_cluster.nodes if n.running)
+        # Until the dead node is fenced (broker.session.timeout.ms), the metadata may name
+        # it as the controller that a topic creation must go to ("Timed out waiting for
+        # controller"): wait until the others leave it out, as a Kafka operator would.
+        survivors = AdminClient({"bootstrap.servers": others})
+        deadline = time.monotonic() + 60
+        while victim.node_id in survivors.list_topics(timeout=10).brokers:
+            assert time.monotonic() < deadline, "the killed node was never fenced"
+            time.sleep(0.25)
         topic = f"harness-{uuid.uuid4().hex[:8]}"
         assert _round_trip(others, topic, 10) == [b"v%d" % i for i in range(10)]
     finally:
