@@ -9,8 +9,9 @@
 - latency: a producer sends one record at a time carrying the CLOCK_MONOTONIC time; a
   consumer blocked in poll() measures when it gets it. Once with both in one process
   (two threads, send().result()), once across processes (send() then flush(), the
-  defaults), beside the floor of the machine: an os.pipe between the same two
-  processes, in alternating rounds; and the cost of one record's send() + flush() and
+  defaults), beside two floors in alternating rounds between the same two processes:
+  the machine's (an os.pipe) and the design's (``BareLog``: a bare mmap log written
+  and read in Python, woken by the same futex); and the cost of one record's send() + flush() and
   poll() in one process;
 - idle CPU: a consumer process blocked in poll() on an empty topic for 3 s.
 """
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import mmap
 import os
 import shutil
 import statistics
@@ -116,9 +118,15 @@ def latency_in_process(path: str, count: int) -> list[float]:
 
 
 PRODUCER = """
-import os, struct, sys, time, eventlog
+import mmap, os, struct, sys, time, eventlog, msgpack
+from eventlog import _notify
 path, data_fd, ctl_fd, count = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
-stamp, now = struct.Struct("<q").pack, time.monotonic_ns
+stamp, now, packb = struct.Struct("<q").pack, time.monotonic_ns, msgpack.packb
+head, length = struct.Struct("<Q"), struct.Struct("<I")
+fd = os.open(sys.argv[5], os.O_RDWR)
+mm = mmap.mmap(fd, os.fstat(fd).st_size)
+counter, waiters = _notify.Word(mm, 16), _notify.Word(mm, 20)
+tail = 64
 with eventlog.open(path, fsync="never") as log, eventlog.Producer(log) as producer:
     while True:
         what = os.read(ctl_fd, 1)  # the consumer says which round comes next
@@ -126,6 +134,16 @@ with eventlog.open(path, fsync="never") as log, eventlog.Producer(log) as produc
             for _ in range(count):
                 time.sleep(0.0005)
                 os.write(data_fd, stamp(now()))
+        elif what == b"m":         # the design's floor: a bare mmap log, woken by futex
+            for _ in range(count):
+                time.sleep(0.0005)
+                value = packb(now())
+                length.pack_into(mm, tail, len(value))
+                mm[tail + 4:tail + 4 + len(value)] = value
+                tail += 4 + len(value)
+                head.pack_into(mm, 0, tail)
+                counter.bump()
+                _notify.wake(counter, waiters)
         elif what == b"e":         # one record, sent alone and flushed
             for _ in range(count):
                 time.sleep(0.0005)
@@ -136,19 +154,73 @@ with eventlog.open(path, fsync="never") as log, eventlog.Producer(log) as produc
 """
 
 
+class BareLog:
+    """The least a log of this design does for one record, written in Python as the
+    design floor of the latency benchmark: a length-prefixed msgpack value appended
+    to a shared memory map, an 8-byte head published after it, and the reader woken
+    through the notify word and futex of ``eventlog._notify``, the very mechanism a
+    partition uses. No lock, checksum, batch header, index, offsets or group: what is
+    left is Python reaching the kernel and back on both sides, cold, as eventlog does.
+    This side reads; the producer script writes (mode ``m``)."""
+
+    SIZE = 16 << 20
+    _HEAD = struct.Struct("<Q")
+
+    def __init__(self, path: str) -> None:
+        from eventlog import _notify
+        with open(path, "wb") as fh:
+            fh.truncate(self.SIZE)
+        self.path = path
+        self._fd = os.open(path, os.O_RDWR)
+        self._mm = mmap.mmap(self._fd, self.SIZE)
+        self._notify = _notify
+        self._counter, self._waiters = _notify.Word(self._mm, 16), _notify.Word(self._mm, 20)
+        self._pos = 64
+
+    def read(self, count: int) -> list[float]:
+        """Block until ``count`` values (``monotonic_ns`` stamps) arrive; return how
+        long each took to arrive, in seconds."""
+        mm, length, unpackb, now = self._mm, _LEN, msgpack.unpackb, time.monotonic_ns
+        view = memoryview(mm)
+        values: list[float] = []
+        while len(values) < count:
+            seen = self._counter.load()
+            end = self._HEAD.unpack_from(mm, 0)[0]
+            if end == self._pos:
+                self._notify.wait([self._counter], [self._waiters], [seen], 5.0)
+                continue
+            pos = self._pos
+            while pos < end:
+                (size,) = length.unpack_from(mm, pos)
+                values.append((now() - unpackb(view[pos + 4:pos + 4 + size])) / 1e9)
+                pos += 4 + size
+            self._pos = pos
+        view.release()
+        return values
+
+    def close(self) -> None:
+        self._counter.release()
+        self._waiters.release()
+        self._mm.close()
+        os.close(self._fd)
+
+
 def latency_cross_process(path: str, count: int, rounds: int = 10
-                          ) -> tuple[list[float], list[float]]:
-    """Produce-to-consume latency between two processes, and the floor between the
-    same two processes in the same run: an 8-byte ``os.write`` to a pipe that the
-    consumer process is blocked reading. Rounds of the two alternate (``rounds``
-    each, ``count`` samples per round, 0.5 ms apart), so that a slower moment of the
-    machine hits both alike. The producer takes the defaults (``send()`` then
-    ``flush()``), the consumer too, in a group. Returns (pipe, eventlog) in seconds.
+                          ) -> tuple[list[float], list[float], list[float]]:
+    """Produce-to-consume latency between two processes, and two floors between the
+    same two processes in the same run: the machine's, an 8-byte ``os.write`` to a
+    pipe that the consumer process is blocked reading; and the design's, a record
+    through a ``BareLog``. Rounds of the three alternate (``rounds`` each, ``count``
+    samples per round, 0.5 ms apart), so that a slower moment of the machine hits all
+    alike. The producer takes the defaults (``send()`` then ``flush()``), the consumer
+    too, in a group. Returns (pipe, bare log, eventlog) in seconds.
     """
     pipe: list[float] = []
+    bare_samples: list[float] = []
     samples: list[float] = []
     per_round = max(1, count // rounds)
     unstamp = struct.Struct("<q").unpack
+    bare = BareLog(path + ".bare")
     with eventlog.open(path, fsync="never") as log:
         log.create_topic("lat")
         with eventlog.Consumer(log, "lat", group_id="latency") as consumer:
@@ -157,7 +229,7 @@ def latency_cross_process(path: str, count: int, rounds: int = 10
             ctl_r, ctl_w = os.pipe()
             env = dict(os.environ, PYTHONPATH=os.path.join(ROOT, "src"))
             proc = subprocess.Popen([sys.executable, "-c", PRODUCER, path, str(data_w),
-                                     str(ctl_r), str(per_round)],
+                                     str(ctl_r), str(per_round), bare.path],
                                     env=env, pass_fds=(data_w, ctl_r))
             os.close(data_w)
             os.close(ctl_r)
@@ -167,6 +239,8 @@ def latency_cross_process(path: str, count: int, rounds: int = 10
                     for _ in range(per_round):
                         (sent,) = unstamp(os.read(data_r, 8))
                         pipe.append((time.monotonic_ns() - sent) / 1e9)
+                    os.write(ctl_w, b"m")
+                    bare_samples += bare.read(per_round)
                     os.write(ctl_w, b"e")
                     got = 0
                     while got < per_round:
@@ -178,7 +252,8 @@ def latency_cross_process(path: str, count: int, rounds: int = 10
                 os.close(ctl_w)
                 os.close(data_r)
                 proc.wait()
-    return pipe, samples
+                bare.close()
+    return pipe, bare_samples, samples
 
 
 def one_record_costs(path: str, count: int) -> tuple[float, float]:
@@ -257,7 +332,7 @@ def main() -> None:
         measure(raw, raw_read(raw_path, n), 1)
         measure(polled, consumer_poll(log_path, n), 1)
     in_proc = latency_in_process(os.path.join(tmp, "lat1"), args.latency)
-    pipe, cross = latency_cross_process(os.path.join(tmp, "lat2"), args.latency)
+    pipe, bare, cross = latency_cross_process(os.path.join(tmp, "lat2"), args.latency)
     send_s, poll_s = one_record_costs(os.path.join(tmp, "one"), args.latency)
     idle = idle_cpu(os.path.join(tmp, "idle"), 3.0)
     body = (
@@ -268,21 +343,28 @@ def main() -> None:
         + f"\n\nProduce-to-consume latency, {args.latency} records sent one at a time, "
           "0.5 ms apart (fsync=\"never\"), microseconds. Across processes the producer "
           "calls send() then flush() with its defaults and the consumer polls in a group; "
-          "the os.pipe floor is measured between the same two processes, its rounds "
-          "alternating with eventlog's:\n\n"
+          "two floors are measured between the same two processes, their rounds "
+          "alternating with eventlog's: the machine's (an os.pipe) and the design's (a "
+          "bare mmap log in Python woken by the same futex, no lock, checksum, index "
+          "or group; BareLog):\n\n"
         + table([("same process (two threads, send().result())", *percentiles(in_proc)),
                  ("across processes", *percentiles(cross)),
+                 ("bare mmap log + futex, same processes (the design's floor)",
+                  *percentiles(bare)),
                  ("os.pipe between the same processes (the floor)", *percentiles(pipe))],
                 ("producer and consumer", "p50", "p90", "p99", "max"))
         + "\n\nAcross processes against the floor: p50 "
-          f"{_raw(cross)[0] / _raw(pipe)[0]:.1f}x, p99 {_raw(cross)[2] / _raw(pipe)[2]:.1f}x.\n"
+          f"{_raw(cross)[0] / _raw(pipe)[0]:.1f}x, p99 {_raw(cross)[2] / _raw(pipe)[2]:.1f}x; "
+          f"the design's floor against it: p50 {_raw(bare)[0] / _raw(pipe)[0]:.1f}x, p99 "
+          f"{_raw(bare)[2] / _raw(pipe)[2]:.1f}x.\n"
         + f"\n\nOne record in one process, no waiting (medians of {args.latency}): "
           f"send() + flush() {send_s * 1e6:.1f} us, the poll() that returns it "
           f"{poll_s * 1e6:.1f} us.\n"
         + f"\n\nIdle consumer (8 partitions, blocked in poll for 3 s): "
           f"{idle * 100:.2f}% of one core.\n")
     data = {"latency_us": {"cross_p50": _raw(cross)[0] * 1e6, "pipe_p50": _raw(pipe)[0] * 1e6,
-                           "cross_p99": _raw(cross)[2] * 1e6, "pipe_p99": _raw(pipe)[2] * 1e6},
+                           "cross_p99": _raw(cross)[2] * 1e6, "pipe_p99": _raw(pipe)[2] * 1e6,
+                           "bare_p50": _raw(bare)[0] * 1e6, "bare_p99": _raw(bare)[2] * 1e6},
             "one_record_us": {"send_flush": send_s * 1e6, "poll": poll_s * 1e6},
             "poll_vs_raw": polled.rate / raw.rate}
     report("Consumer: throughput, latency, idle CPU", command_line(), body, args.out,
