@@ -60,6 +60,22 @@ def test_group_lag_counts_partitions_never_committed_on_both_backends(any_log):
     assert any_log.describe_group(group).lag == _expected(topic)
 
 
+def test_offsets_and_lag_maps_come_in_topic_and_partition_order(any_log):
+    """Printed, ``group_offsets``, ``group_lag`` and ``Consumer.lag`` read in order,
+    whatever order the partitions were committed or assigned in."""
+    a, b, group = unique_name("a"), unique_name("b"), unique_name("g")
+    for topic in (b, a):
+        any_log.create_topic(topic, partitions=3)
+    order = [TP(b, 2), TP(a, 1), TP(b, 0), TP(a, 2), TP(a, 0), TP(b, 1)]
+    with Consumer(any_log, group_id=group, enable_auto_commit=False) as consumer:
+        consumer.assign(order)
+        for tp in order:
+            consumer.commit({tp: 0})
+        assert list(consumer.lag()) == sorted(order)
+    assert list(any_log.group_offsets(group)) == sorted(order)
+    assert list(any_log.group_lag(group)) == sorted(order)
+
+
 @local_only("log.metrics(), group_status(), Prometheus and the CLI read a directory")
 def test_partitions_never_committed_count_from_their_start_in_every_report(log_dir):
     with eventlog.open(log_dir) as log:

@@ -327,7 +327,7 @@ class Fetcher:
         whose topic was deleted has no lag: it is left out (and marked, for the next
         poll to drop or raise, as a fetch would)."""
         out = {}
-        for tp, part in self._parts.items():
+        for tp, part in sorted(self._parts.items()):
             if part.deleted is not None:
                 continue
             try:

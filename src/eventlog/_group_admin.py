@@ -105,7 +105,8 @@ class GroupAdmin:
         return len(GroupFiles(self.path, group_id, self._read_only).live_members())
 
     def offsets(self, group_id: str) -> dict[TopicPartition, int]:
-        return self._store(self._files(group_id)).read()
+        """The group's committed offsets, by topic and partition."""
+        return dict(sorted(self._store(self._files(group_id)).read().items()))
 
     def lag(self, group_id: str) -> dict[TopicPartition, int]:
         """Records behind (``partition_lag``) on every partition of the group's topics.

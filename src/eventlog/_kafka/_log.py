@@ -310,7 +310,7 @@ class KafkaLog(Log):
         offsets = self.admin.group_offsets(group_id)
         if not offsets and group_id not in self.admin.group_ids():
             raise UnknownGroupError(f"no consumer group {group_id!r} in the Kafka cluster")
-        return offsets
+        return dict(sorted(offsets.items()))
 
     def group_lag(self, group_id: str) -> dict[TopicPartition, int]:
         """Records the group is behind, by the rule of a log directory
