@@ -123,3 +123,23 @@ def test_kill_9_of_a_broker_loses_no_acknowledged_record(kafka_cluster: Any) -> 
             victim.start()
         kafka_cluster.wait_ready()
         log.close()
+
+
+def test_a_topic_just_created_is_known_at_once_whichever_broker_answers(
+        kafka_cluster: Any) -> None:
+    """librdkafka sends each metadata request to any broker, and a broker replays a
+    topic's creation a moment after the controller has answered. A topic a Log has just
+    created must not look unknown to its next call: once, in the test above, the
+    consumer made right after ``create_topic`` raised ``UnknownTopicError``. And a
+    setting just changed is the one the next record meets."""
+    with eventlog.open(f"kafka://{kafka_cluster.bootstrap_servers}") as log, \
+            eventlog.Producer(log, value_serializer="bytes") as producer:
+        for i in range(8):
+            topic = f"fresh-{uuid.uuid4().hex[:8]}"
+            log.create_topic(topic, partitions=PARTITIONS, replication_factor=3)
+            assert topic in log and len(log.topic(topic).partitions) == PARTITIONS
+            eventlog.Consumer(log, topic, group_id=f"g-{i}").close()
+            assert producer.send(topic, b"x" * 500).result(timeout=30).offset == 0
+            log.alter_topic(topic, max_message_bytes=200)
+            with pytest.raises(eventlog.RecordTooLargeError):
+                producer.send_batch(topic, [b"x" * 500], partition=0)

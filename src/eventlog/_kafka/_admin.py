@@ -32,6 +32,10 @@ _POLL_S = 0.05
 # mark these retriable)
 _MOVING_LEADER = frozenset({"NOT_LEADER_FOR_PARTITION", "LEADER_NOT_AVAILABLE",
                             "REPLICA_NOT_AVAILABLE"})
+# How long after a change this client made a broker may still answer from before it:
+# librdkafka sends each metadata or config request to any broker, and each broker
+# replays the controller's records on its own, a moment after the controller answered.
+SETTLE_S = 5.0
 
 
 class Admin:
@@ -40,6 +44,9 @@ class Admin:
 
     def __init__(self, config: dict[str, Any], timeout_s: float) -> None:
         self.timeout_s = timeout_s
+        # topic -> when this client created it (until it deletes it): a broker that has
+        # not replayed the creation yet must not make it look unknown (partition_count)
+        self._created: dict[str, float] = {}
         with kafka_errors("connecting to Kafka"):
             self.client = AdminClient(config)
 
@@ -76,7 +83,20 @@ class Admin:
                 raise
 
     def partition_count(self, topic: str) -> int | None:
-        """The partitions of ``topic`` with a leader, or None if it does not exist."""
+        """The partitions of ``topic``, or None if it does not exist. A topic this
+        client created less than ``SETTLE_S`` ago is asked for again until a broker
+        knows it (or that time is up): the one asked may not have replayed its
+        creation yet, and code that creates a topic and then uses it must not see it
+        missing."""
+        count = self._count(topic)
+        created = self._created.get(topic) if count is None else None
+        if created is not None:
+            while count is None and time.monotonic() < created + SETTLE_S:
+                time.sleep(_POLL_S)
+                count = self._count(topic)
+        return count
+
+    def _count(self, topic: str) -> int | None:
         meta = self.metadata(topic).topics.get(topic)
         if meta is None or meta.error is not None:
             return None
@@ -91,6 +111,7 @@ class Admin:
         topic = NewTopic(name, partitions, replication_factor, config=dict(configs))
         futures = self.client.create_topics([topic], request_timeout=self.timeout_s)
         self._wait(futures[name], f"creating topic {name!r}")
+        self._created[name] = time.monotonic()
         self._until(lambda: self._has_leaders(name, partitions), f"topic {name!r}")
 
     def _has_leaders(self, name: str, partitions: int) -> bool:
@@ -101,7 +122,8 @@ class Admin:
     def delete_topic(self, name: str) -> None:
         futures = self.client.delete_topics([name], request_timeout=self.timeout_s)
         self._wait(futures[name], f"deleting topic {name!r}")
-        self._until(lambda: self.partition_count(name) is None, f"deleting topic {name!r}")
+        self._created.pop(name, None)
+        self._until(lambda: self._count(name) is None, f"deleting topic {name!r}")
 
     def add_partitions(self, name: str, total: int) -> None:
         futures = self.client.create_partitions([NewPartitions(name, total)],
@@ -122,6 +144,15 @@ class Admin:
         futures = self.client.incremental_alter_configs([resource],
                                                         request_timeout=self.timeout_s)
         self._wait(futures[resource], f"changing the settings of topic {name!r}")
+        # The controller has the change; the brokers apply it as they replay it. Wait
+        # (at most SETTLE_S) until the settings read back as set, so that a record sent
+        # next meets them: a broker may normalize a value, so a mismatch is no error.
+        deadline = time.monotonic() + SETTLE_S
+        while time.monotonic() < deadline:
+            current = self.topic_configs(name)
+            if all(current.get(key) == value for key, value in configs.items()):
+                return
+            time.sleep(_POLL_S)
 
     # -- offsets -------------------------------------------------------------------------
 
