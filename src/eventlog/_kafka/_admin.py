@@ -111,7 +111,10 @@ class Admin:
         topic = NewTopic(name, partitions, replication_factor, config=dict(configs))
         futures = self.client.create_topics([topic], request_timeout=self.timeout_s)
         self._wait(futures[name], f"creating topic {name!r}")
-        self._created[name] = time.monotonic()
+        now = time.monotonic()
+        # (entries older than SETTLE_S serve no more: dropped, so the table stays small)
+        self._created = {t: at for t, at in self._created.items() if now - at < SETTLE_S}
+        self._created[name] = now
         self._until(lambda: self._has_leaders(name, partitions), f"topic {name!r}")
 
     def _has_leaders(self, name: str, partitions: int) -> bool:
