@@ -206,10 +206,15 @@ def test_members_join_leave_and_die_while_producers_write(any_address, tmp_path,
     """Member processes join, leave and one dies by kill -9 while a producer process
     writes: every record is consumed, no partition has two owners at once, and the dead
     member's partitions move on within its session timeout (on Kafka, the broker's
-    smallest: 6 s, group.min.session.timeout.ms)."""
+    smallest: 6 s, group.min.session.timeout.ms) and a hand-over (1 s; 3 s on Kafka)."""
     kafka = any_address.startswith("kafka://")
     topic, group = unique_name(), unique_name("workers")
     session_s = 6.0 if kafka else 3.0
+    # How long after the session runs out the partitions may take to move: on a
+    # directory the next member's poll takes them over; on Kafka the coordinator's
+    # expiry check, then a JoinGroup and a SyncGroup round of every live member, which
+    # took 7.3 s after the kill once, with the whole suite loading both cores.
+    handover_s = 3.0 if kafka else 1.0
     with eventlog.open(any_address) as log:
         # (small segments on a directory: records cross segment files)
         log.create_topic(topic, partitions=6, **({} if kafka else {"segment_bytes": 16384}))
@@ -249,7 +254,7 @@ def test_members_join_leave_and_die_while_producers_write(any_address, tmp_path,
                 time.sleep(0.1)
         # The records may all be committed before the killed member's session ran out
         # (6 s on Kafka): give its partitions the time to move on (checked below).
-        while time.monotonic() < kill_time + session_s + 1.0 and \
+        while time.monotonic() < kill_time + session_s + handover_s and \
                 not all(_taken_after(complete_json_lines(events_path), kill_time).values()):
             time.sleep(0.1)
         stop_path.touch()
@@ -290,7 +295,7 @@ def test_members_join_leave_and_die_while_producers_write(any_address, tmp_path,
     held_by_m2 = {p for (name, p), _ in open_since.items() if name == "m2"}
     for p in held_by_m2:
         taken = [a for a, b, n in intervals[p] if n != "m2" and a >= kill_time]
-        assert taken and min(taken) - kill_time < session_s + 1.0, \
+        assert taken and min(taken) - kill_time < session_s + handover_s, \
             f"partition {p} stayed orphaned"
 
 
